@@ -1,0 +1,239 @@
+"""ModelConfig: every field of the preset schema (DESIGN.md), its defaults, derived sizes and validation.
+
+No torch here: loading and validating a config is instant and works without a model.
+A config is built from a plain mapping (a YAML preset after `--set` overrides) by `from_dict`, which
+checks names and types; `__post_init__` checks values and fills the derived sizes, so a ModelConfig
+that exists is always valid and fully resolved (n_kv_heads, head_dim, d_ff and the per-part biases
+are concrete).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmcalc.errors import LLMCalcError
+
+ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "geglu", "reglu")
+GLU_ACTIVATIONS = ("swiglu", "geglu", "reglu")  # three matrices: gate, up, down
+NORMS = ("rmsnorm", "layernorm")
+NORM_POSITIONS = ("pre", "post", "sandwich", "output")
+BLOCKS = ("serial", "parallel", "parallel_shared_norm")
+QK_NORMS = ("none", "head", "full")
+POSITIONS = ("rope", "learned", "sinusoidal", "alibi", "none")
+
+# Fields whose value must be one of a fixed set of strings.
+ENUMS: dict[str, tuple[str, ...]] = {
+    "activation": ACTIVATIONS,
+    "norm": NORMS,
+    "norm_position": NORM_POSITIONS,
+    "block": BLOCKS,
+    "qk_norm": QK_NORMS,
+    "position": POSITIONS,
+}
+
+
+def _kind(type_name: str) -> str:
+    """'int | None' -> 'int': the value kind a field accepts (None is allowed where it is optional)."""
+    return type_name.split("|")[0].strip()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # --- identity -------------------------------------------------------------------------------
+    name: str = "custom"
+    source: str | None = None  # where the numbers come from: model card, config.json, paper
+
+    # --- sizes ----------------------------------------------------------------------------------
+    vocab_size: int = 0  # 0 = not given: required, checked in __post_init__
+    d_model: int = 0
+    n_layers: int = 0
+    n_heads: int = 0
+    n_kv_heads: int | None = None  # None -> n_heads (MHA); 1 = MQA; between = GQA
+    head_dim: int | None = None  # None -> d_model / n_heads, which must then divide exactly
+    max_seq_len: int = 4096
+
+    # --- MLP ------------------------------------------------------------------------------------
+    d_ff: int | None = None  # None -> 4*d_model, or the LLaMA rule for GLU activations
+    ffn_multiplier: float | None = None  # LLaMA's ffn_dim_multiplier
+    multiple_of: int | None = None  # LLaMA's rounding of the hidden size
+    activation: str = "swiglu"
+
+    # --- norms and block layout -----------------------------------------------------------------
+    norm: str = "rmsnorm"
+    norm_position: str = "pre"
+    block: str = "serial"
+    norm_bias: bool = True  # LayerNorm's beta; rmsnorm has none
+    norm_eps: float = 1e-5
+    qk_norm: str = "none"
+    final_norm: bool = True
+
+    # --- biases: `bias` is the default for every block linear; a per-part flag wins -------------
+    bias: bool = False
+    qkv_bias: bool | None = None
+    out_bias: bool | None = None
+    mlp_bias: bool | None = None
+    lm_head_bias: bool = False  # separate from `bias`: few models have one (phi-2)
+
+    # --- positions and embeddings ---------------------------------------------------------------
+    position: str = "rope"
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = False
+
+    # Not a schema field: where the config came from, for error messages.
+    origin: str = field(default="config", compare=False, repr=False)
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.name != "origin"]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], origin: str = "config") -> ModelConfig:
+        """Check names and types of a plain mapping, then build (and value-check) the config."""
+        names = cls.field_names()
+        types = {f.name: _kind(str(f.type)) for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in names:
+                near = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
+                hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+                raise LLMCalcError(f"{origin}: unknown field {key!r}{hint}")
+            values[key] = _check_type(origin, key, value, types[key])
+        for required in ("vocab_size", "d_model", "n_layers", "n_heads"):
+            if required not in values:
+                raise LLMCalcError(f"{origin}: missing required field {required!r}")
+        return cls(**values, origin=origin)
+
+    def __post_init__(self) -> None:
+        where = self.origin
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
+            _positive(where, name, getattr(self, name))
+        for name in ("n_kv_heads", "head_dim", "d_ff", "multiple_of"):
+            if getattr(self, name) is not None:
+                _positive(where, name, getattr(self, name))
+        for name in ("norm_eps", "rope_theta", "ffn_multiplier"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise LLMCalcError(
+                    f"{where}: field {name!r} = {value!r}: must be a positive finite number"
+                )
+        for name, allowed in ENUMS.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise LLMCalcError(
+                    f"{where}: field {name!r} = {value!r}: allowed values are {', '.join(allowed)}"
+                )
+
+        n_kv = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+        if self.n_heads % n_kv:
+            raise LLMCalcError(
+                f"{where}: field 'n_kv_heads' = {n_kv} must divide n_heads = {self.n_heads} "
+                f"(1 = MQA, n_heads = MHA, a divisor in between = GQA)"
+            )
+        head_dim = self.head_dim
+        if head_dim is None:
+            if self.d_model % self.n_heads:
+                raise LLMCalcError(
+                    f"{where}: d_model = {self.d_model} is not divisible by n_heads = "
+                    f"{self.n_heads}; set 'head_dim' explicitly"
+                )
+            head_dim = self.d_model // self.n_heads
+
+        object.__setattr__(self, "n_kv_heads", n_kv)
+        object.__setattr__(self, "head_dim", head_dim)
+        object.__setattr__(self, "d_ff", self._resolve_d_ff())
+        for part in ("qkv_bias", "out_bias", "mlp_bias"):
+            if getattr(self, part) is None:
+                object.__setattr__(self, part, self.bias)
+
+    def _resolve_d_ff(self) -> int:
+        uses_rule = self.multiple_of is not None or self.ffn_multiplier is not None
+        if not uses_rule:
+            if self.d_ff is not None:
+                return self.d_ff
+            # Without a rule: the classic 4*d MLP, or int(8d/3) that keeps a GLU MLP at 8*d^2.
+            return llama_d_ff(self.d_model, None, 1) if self.is_glu else 4 * self.d_model
+        rule = llama_d_ff(self.d_model, self.ffn_multiplier, self.multiple_of or 1)
+        if self.d_ff is not None and self.d_ff != rule:
+            raise LLMCalcError(
+                f"{self.origin}: field 'd_ff' = {self.d_ff} disagrees with the LLaMA rule "
+                f"(ffn_multiplier = {self.ffn_multiplier}, multiple_of = {self.multiple_of}), "
+                f"which gives {rule}; give d_ff or the rule, not both"
+            )
+        return rule
+
+    # --- derived properties (the resolved fields above are the sizes) -----------------------------
+    @property
+    def is_glu(self) -> bool:
+        return self.activation in GLU_ACTIVATIONS
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the concatenated query heads (= d_model unless head_dim is explicit)."""
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+    @property
+    def attention_kind(self) -> str:
+        if self.n_kv_heads == self.n_heads:
+            return "MHA"
+        return "MQA" if self.n_kv_heads == 1 else "GQA"
+
+    def to_dict(self) -> dict[str, Any]:
+        """All schema fields, resolved, in schema order (round-trips through from_dict)."""
+        return {name: getattr(self, name) for name in self.field_names()}
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with some fields changed, re-validated (`--set` on an already loaded config)."""
+        data = self.to_dict()
+        data.update(changes)
+        return ModelConfig.from_dict(data, origin=self.origin)
+
+
+def llama_d_ff(d_model: int, ffn_multiplier: float | None, multiple_of: int) -> int:
+    """The LLaMA FeedForward sizing (facebookresearch/llama, model.py, FeedForward.__init__):
+    hidden = int(2 * 4d / 3); hidden = int(ffn_multiplier * hidden); round up to multiple_of."""
+    hidden = (8 * d_model) // 3  # == int(2 * (4 * d_model) / 3) for every positive int
+    if ffn_multiplier is not None:
+        hidden = int(ffn_multiplier * hidden)
+    return multiple_of * -(-hidden // multiple_of)
+
+
+def _positive(where: str, name: str, value: int) -> None:
+    if value <= 0:
+        raise LLMCalcError(f"{where}: field {name!r} = {value}: must be a positive integer")
+
+
+def _check_type(where: str, name: str, value: Any, kind: str) -> Any:
+    """The value if it is of the field's kind (ints are accepted for floats), else an error."""
+    if value is None and name in _OPTIONAL:
+        return None
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+    }[kind]
+    if not ok:
+        expected = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
+            kind, "a string"
+        )
+        if name in ENUMS:
+            expected = f"one of {', '.join(ENUMS[name])}"
+        raise LLMCalcError(
+            f"{where}: field {name!r} = {value!r} ({type(value).__name__}): expected {expected}"
+        )
+    return float(value) if kind == "float" else value
+
+
+_OPTIONAL = {
+    f.name for f in dataclasses.fields(ModelConfig) if "None" in str(f.type) or f.name == "source"
+}

@@ -1,0 +1,241 @@
+"""The one configurable decoder-only Transformer that every llmcalc figure is counted from.
+
+Read top to bottom: norms and positions, attention, MLP, the block (where norm_position and the
+serial/parallel layout live), the full model, and `build_model`. Each config field maps to one
+branch here; to add a variant: a field in config.py, a branch here, a term in formulas.py, a test.
+
+Parameter names are part of the output (the per-tensor table) and are mapped to components in
+count.py: tok_embeddings, pos_embeddings, layers.N.{attn,mlp}.*, layers.N.*_norm, final_norm, lm_head.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmcalc.config import ModelConfig
+
+# --- norms ------------------------------------------------------------------------------------
+
+
+def make_norm(cfg: ModelConfig, size: int | None = None) -> nn.Module:
+    size = cfg.d_model if size is None else size
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(size, eps=cfg.norm_eps)
+    return nn.LayerNorm(size, eps=cfg.norm_eps, bias=cfg.norm_bias)
+
+
+def maybe_norm(cfg: ModelConfig, wanted: bool) -> nn.Module:
+    """A norm where the layout has one, else Identity (no parameters, no name in the table)."""
+    return make_norm(cfg) if wanted else nn.Identity()
+
+
+# --- positions (only `learned` has parameters: it lives in Transformer) -------------------------
+
+
+def rope_rotate(x: torch.Tensor, inv_freq: torch.Tensor, offset: int) -> torch.Tensor:
+    """Rotary embedding (Su et al. 2021) on x of shape (B, heads, T, head_dim), half-split layout
+    as in GPT-NeoX and Hugging Face LLaMA. The angle tables are computed here, not stored."""
+    positions = torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=inv_freq.dtype)
+    angles = torch.outer(positions, inv_freq)  # (T, head_dim/2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+def sinusoidal_table(max_len: int, d_model: int) -> torch.Tensor:
+    """The fixed position table of Vaswani et al. 2017, section 3.5 (a buffer, not a parameter)."""
+    position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(1e4) / d_model))
+    table = torch.zeros(max_len, d_model)
+    table[:, 0::2] = torch.sin(position * div)
+    table[:, 1::2] = torch.cos(position * div)[:, : d_model // 2]
+    return table
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """ALiBi head slopes (Press et al. 2022): a geometric sequence, interleaved past a power of 2."""
+    closest = 2 ** math.floor(math.log2(n_heads))
+    base = [2 ** (-8 * (i + 1) / closest) for i in range(closest)]
+    extra = [2 ** (-4 * (2 * i + 1) / closest) for i in range(n_heads - closest)]
+    return torch.tensor(base + extra)
+
+
+# --- attention -------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Causal self-attention with n_heads query heads sharing n_kv_heads key/value heads
+    (MHA when equal, MQA at 1, GQA between) and an explicit head_dim."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.q_proj = nn.Linear(cfg.d_model, cfg.q_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.q_dim, cfg.d_model, bias=cfg.out_bias)
+        if cfg.qk_norm == "head":  # one norm over head_dim, shared by all heads (Qwen3, Gemma 3)
+            self.q_norm = make_norm(cfg, cfg.head_dim)
+            self.k_norm = make_norm(cfg, cfg.head_dim)
+        elif cfg.qk_norm == "full":  # over the whole q and k projections (OLMo 2)
+            self.q_norm = make_norm(cfg, cfg.q_dim)
+            self.k_norm = make_norm(cfg, cfg.kv_dim)
+        if cfg.position == "rope":
+            inv_freq = cfg.rope_theta ** (
+                -torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim
+            )
+            self.register_buffer("rope_inv_freq", inv_freq, persistent=False)
+        if cfg.position == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(cfg.n_heads), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        batch, seq, _ = x.shape
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if cfg.qk_norm == "full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(batch, seq, cfg.n_heads, cfg.head_dim).transpose(1, 2)
+        k = k.view(batch, seq, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
+        v = v.view(batch, seq, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
+        if cfg.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        if cfg.position == "rope":
+            q = rope_rotate(q, self.rope_inv_freq, 0)
+            k = rope_rotate(k, self.rope_inv_freq, 0)
+
+        gqa = cfg.n_kv_heads != cfg.n_heads
+        if cfg.position == "alibi":
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=self._alibi_mask(seq, q.dtype, q.device), enable_gqa=gqa
+            )
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, cfg.q_dim))
+
+    def _alibi_mask(self, seq: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Additive mask: -slope * distance to each earlier key, -inf on future keys."""
+        pos = torch.arange(seq, device=device)
+        distance = (pos.view(-1, 1) - pos.view(1, -1)).to(dtype)  # query minus key
+        bias = -self.alibi_slopes.to(dtype).view(-1, 1, 1) * distance
+        return bias.masked_fill(distance < 0, float("-inf"))
+
+
+# --- MLP -------------------------------------------------------------------------------------
+
+_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+_GLU_GATES = {"swiglu": F.silu, "geglu": F.gelu, "reglu": F.relu}  # Shazeer 2020, GLU variants
+
+
+class MLP(nn.Module):
+    """down(act(up(x))) with two matrices, or down(act(gate(x)) * up(x)) with three for *GLU."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.glu = cfg.is_glu
+        self.act = _GLU_GATES[cfg.activation] if self.glu else _ACTIVATIONS[cfg.activation]
+        if self.glu:
+            self.gate_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.mlp_bias)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.mlp_bias)
+        self.down_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.mlp_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.glu:
+            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.up_proj(x)))
+
+
+# --- the block: norm_position x block layout -------------------------------------------------
+
+
+class Block(nn.Module):
+    """One layer. Where its norms sit (f = attention or MLP):
+        pre       x + f(norm(x))           input norms
+        post      norm(x + f(x))           a norm after the residual add
+        sandwich  x + norm(f(norm(x)))     input and output norms
+        output    x + norm(f(x))           output norms
+    serial runs attention then MLP; parallel adds both to the same x, each branch with its own
+    norms, except the post norm, of which there is one over x + attn + mlp;
+    parallel_shared_norm has one norm wherever parallel has two (the output norm is then applied
+    to attn + mlp)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.parallel = cfg.block != "serial"
+        self.shared_norm = shared = cfg.block == "parallel_shared_norm"
+        position = cfg.norm_position
+        has_input = position in ("pre", "sandwich")
+        has_output = position in ("sandwich", "output")
+
+        self.attn_norm = maybe_norm(cfg, has_input)
+        self.attn = Attention(cfg)
+        self.attn_out_norm = maybe_norm(cfg, has_output)
+        self.mlp_norm = self.attn_norm if shared else maybe_norm(cfg, has_input)
+        self.mlp = MLP(cfg)
+        self.mlp_out_norm = maybe_norm(cfg, has_output and not shared)
+        if self.parallel:
+            self.post_norm = maybe_norm(cfg, position == "post")
+        else:
+            self.attn_post_norm = maybe_norm(cfg, position == "post")
+            self.mlp_post_norm = maybe_norm(cfg, position == "post")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.parallel:
+            h = self.attn_post_norm(x + self.attn_out_norm(self.attn(self.attn_norm(x))))
+            return self.mlp_post_norm(h + self.mlp_out_norm(self.mlp(self.mlp_norm(h))))
+        attn_out = self.attn(self.attn_norm(x))
+        mlp_out = self.mlp(self.mlp_norm(x))
+        if self.shared_norm:  # one output norm (if any) over the sum of both branches
+            branches = self.attn_out_norm(attn_out + mlp_out)
+        else:
+            branches = self.attn_out_norm(attn_out) + self.mlp_out_norm(mlp_out)
+        return self.post_norm(x + branches)
+
+
+# --- the model -------------------------------------------------------------------------------
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        if cfg.position == "learned":
+            self.pos_embeddings = nn.Embedding(cfg.max_seq_len, cfg.d_model)
+        elif cfg.position == "sinusoidal":
+            table = sinusoidal_table(cfg.max_seq_len, cfg.d_model)
+            self.register_buffer("pos_table", table, persistent=False)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = maybe_norm(cfg, cfg.final_norm)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.lm_head_bias)
+        if cfg.tie_embeddings:  # one tensor, counted once (named_parameters de-duplicates)
+            self.lm_head.weight = self.tok_embeddings.weight
+
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab), or the mean cross-entropy loss when targets are given."""
+        seq = tokens.shape[1]
+        x = self.tok_embeddings(tokens)
+        if self.cfg.position == "learned":
+            x = x + self.pos_embeddings(torch.arange(seq, device=tokens.device))
+        elif self.cfg.position == "sinusoidal":
+            x = x + self.pos_table[:seq].to(x.dtype)
+        for layer in self.layers:
+            x = layer(x)
+        logits = self.lm_head(self.final_norm(x))
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def build_model(
+    cfg: ModelConfig, device: str = "meta", dtype: torch.dtype = torch.float32
+) -> Transformer:
+    """The model on `device`. On meta, tensors have shapes and no storage: any size is free, and
+    PyTorch's init functions are no-ops there. Callers that build on a real device check first
+    that the weights fit (resources.check_weights_fit)."""
+    with torch.device(device):
+        model = Transformer(cfg)
+    return model.to(dtype) if dtype != torch.float32 else model
