@@ -43,6 +43,11 @@ def _wrap(text: str) -> str:
     return f"({text})" if " + " in text else text
 
 
+def grouped(expr: Expr) -> Expr:
+    """The same expression, parenthesised as one factor: d·(h·d_h)."""
+    return Expr(f"({expr.sym})", f"({expr.num})", expr.value)
+
+
 def const(n: int) -> Expr:
     return Expr(str(n), str(n), n)
 
@@ -79,14 +84,14 @@ COMPONENTS = (
 )
 PER_LAYER = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp", "block_norms", "qk_norm")
 
-# The summary groups shown to users.
+# The summary groups shown to users (and their keys in --json).
 GROUPS = {
-    "token embedding": ("token_embedding",),
-    "position embedding": ("position_embedding",),
-    "attention (q, k, v, o)": ("attn_q", "attn_k", "attn_v", "attn_o"),
-    "MLP": ("mlp",),
+    "token_embedding": ("token_embedding",),
+    "position_embedding": ("position_embedding",),
+    "attention": ("attn_q", "attn_k", "attn_v", "attn_o"),
+    "mlp": ("mlp",),
     "norms": ("block_norms", "qk_norm", "final_norm"),
-    "LM head": ("lm_head",),
+    "lm_head": ("lm_head",),
 }
 
 
@@ -121,8 +126,8 @@ def param_terms(cfg: ModelConfig) -> dict[str, Expr]:
     """Component -> closed form. Per-layer components are for one layer."""
     s = symbols(cfg)
     d, f = s["d"], s["f"]
-    q_width = s["h"] * s["d_h"]
-    kv_width = s["h_kv"] * s["d_h"]
+    q_width = grouped(s["h"] * s["d_h"])
+    kv_width = grouped(s["h_kv"] * s["d_h"])
     width = _norm_width(cfg)
     mlp_matrices = const(3 if cfg.is_glu else 2)
 
@@ -142,7 +147,7 @@ def param_terms(cfg: ModelConfig) -> dict[str, Expr]:
     if cfg.tie_embeddings:
         lm_head = s["V"] if cfg.lm_head_bias else ZERO  # the weight is the token embedding
     else:
-        lm_head = _linear(d, s["V"], cfg.lm_head_bias)
+        lm_head = s["V"] * d + s["V"] if cfg.lm_head_bias else s["V"] * d
 
     return {
         "token_embedding": s["V"] * d,
@@ -234,13 +239,86 @@ def twelve_d2(cfg: ModelConfig) -> TwelveD2:
 
 
 def bias_variants(cfg: ModelConfig) -> dict[str, Expr]:
-    """Per-layer closed form with every block bias on and with every block bias off."""
-    return {
-        label: param_formula(
-            cfg.replace(bias=flag, qkv_bias=None, out_bias=None, mlp_bias=None)
-        ).per_layer
-        for label, flag in (("with bias", True), ("without bias", False))
-    }
+    """Per-layer closed form (as a reduced polynomial) with every block bias on and off."""
+    forms = {}
+    for label, flag in (("with bias", True), ("without bias", False)):
+        variant = cfg.replace(bias=flag, qkv_bias=None, out_bias=None, mlp_bias=None)
+        forms[label] = per_layer_polynomial(variant)
+    return forms
+
+
+# --- the per-layer count as a polynomial: 12·d² + 13·d for GPT-2 -------------------------------
+
+Monomial = tuple[str, ...]  # sorted factor names; () is the constant
+
+
+def per_layer_polynomial(cfg: ModelConfig) -> Expr:
+    """One layer's count reduced to a polynomial in d (and f, h·d_h, h_kv·d_h, d_h where those are
+    not multiples of d). Its value is checked against the term-by-term sum."""
+    poly: dict[Monomial, int] = {}
+
+    def add(coefficient: int, *factors: tuple[int, Monomial]) -> None:
+        monomial: Monomial = ()
+        for scale, names in factors:
+            coefficient *= scale
+            monomial += names
+        key = tuple(sorted(monomial))
+        poly[key] = poly.get(key, 0) + coefficient
+
+    def as_multiple_of_d(size: int, name: str) -> tuple[int, Monomial]:
+        if size % cfg.d_model == 0:
+            return size // cfg.d_model, ("d",)
+        return 1, (name,)
+
+    d = (1, ("d",))
+    f = as_multiple_of_d(cfg.d_ff, "f")
+    q = as_multiple_of_d(cfg.q_dim, "(h·d_h)")
+    kv = as_multiple_of_d(cfg.kv_dim, "(h_kv·d_h)")
+    width = _norm_width(cfg).value
+    add(2, d, q)
+    add(2, d, kv)
+    if cfg.qkv_bias:
+        add(1, q)
+        add(2, kv)
+    if cfg.out_bias:
+        add(1, d)
+    add(3 if cfg.is_glu else 2, d, f)
+    if cfg.mlp_bias:
+        add(2 if cfg.is_glu else 1, f)
+        add(1, d)
+    add(norms_per_layer(cfg) * width, d)
+    if cfg.qk_norm == "head":
+        add(2 * width, (1, ("d_h",)))
+    elif cfg.qk_norm == "full":
+        add(width, q)
+        add(width, kv)
+
+    values = {"d": cfg.d_model, "f": cfg.d_ff, "(h·d_h)": cfg.q_dim,
+              "(h_kv·d_h)": cfg.kv_dim, "d_h": cfg.head_dim}
+    sym_parts, num_parts, total = [], [], 0
+    for monomial, coefficient in sorted(poly.items(), key=lambda kv: (-len(kv[0]), kv[0])):
+        if coefficient == 0:
+            continue
+        value = coefficient
+        for name in monomial:
+            value *= values[name]
+        total += value
+        sym_parts.append(_monomial_text(coefficient, monomial))
+        num_parts.append(_monomial_text(coefficient, tuple(str(values[n]) for n in monomial)))
+    expected = param_formula(cfg).per_layer.value
+    if total != expected:  # a bug in this function, never in the user's input
+        raise AssertionError(f"per-layer polynomial {total} != term sum {expected}")
+    return Expr(" + ".join(sym_parts) or "0", " + ".join(num_parts) or "0", total)
+
+
+def _monomial_text(coefficient: int, factors: tuple[str, ...]) -> str:
+    if len(factors) == 2 and factors[0] == factors[1] and not factors[0].isdigit():
+        body = f"{factors[0]}²"
+    else:
+        body = "·".join(factors)
+    if not body:
+        return str(coefficient)
+    return body if coefficient == 1 else f"{coefficient}·{body}"
 
 
 def bias_label(cfg: ModelConfig) -> str:
