@@ -42,8 +42,12 @@ class ParamsAnalysis:
 
     @property
     def mismatches(self) -> dict[str, tuple[int, int]]:
-        """Component -> (formula, counted) wherever they differ."""
-        return component_mismatches(self.formula, self.counted)
+        """Component -> (formula, counted) wherever they differ; 'layer_polynomial' when the
+        reduced per-layer polynomial disagrees with the term-by-term sum."""
+        found = component_mismatches(self.formula, self.counted)
+        if self.layer_polynomial.value != self.formula.per_layer.value:
+            found["layer_polynomial"] = (self.layer_polynomial.value, self.formula.per_layer.value)
+        return found
 
     @property
     def exact(self) -> bool:

@@ -111,9 +111,14 @@ def presets(as_json: JsonOpt = False) -> None:
         data = {
             "presets": [
                 {
-                    "name": cfg.name, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
-                    "n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "d_ff": cfg.d_ff,
-                    "params": total, "source": cfg.source,
+                    "name": cfg.name,
+                    "d_model": cfg.d_model,
+                    "n_layers": cfg.n_layers,
+                    "n_heads": cfg.n_heads,
+                    "n_kv_heads": cfg.n_kv_heads,
+                    "d_ff": cfg.d_ff,
+                    "params": total,
+                    "source": cfg.source,
                 }
                 for cfg, total in rows
             ]

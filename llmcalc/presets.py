@@ -75,8 +75,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise LLMCalcError(f"{path}: file is empty, expected a mapping of config fields")
     if not isinstance(data, dict):
         raise LLMCalcError(
-            f"{path}: expected a mapping of config fields (key: value), got a "
-            f"{type(data).__name__}"
+            f"{path}: expected a mapping of config fields (key: value), got a {type(data).__name__}"
         )
     return data
 

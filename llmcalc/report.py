@@ -206,8 +206,9 @@ def params_json(result: ParamsAnalysis) -> dict[str, Any]:
             "total_expr": _total_line(formula, cfg)[0],
             "per_layer_expr": result.layer_polynomial.sym,
             "per_layer_substituted": result.layer_polynomial.num,
-            "bias_forms": {k: {"expr": v.sym, "per_layer": v.value} for k, v in
-                           result.bias_forms.items()},
+            "bias_forms": {
+                k: {"expr": v.sym, "per_layer": v.value} for k, v in result.bias_forms.items()
+            },
             "applies": result.bias_label,
         },
         "counted": {"numel": counted.total, "fvcore": counted.fvcore_total},
@@ -232,14 +233,22 @@ def params_json(result: ParamsAnalysis) -> dict[str, Any]:
 def presets_table(rows: list[tuple[ModelConfig, int]]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, title="Built-in presets", title_justify="left")
     for name, justify in (
-        ("name", "left"), ("d_model", "right"), ("layers", "right"), ("heads / kv", "right"),
-        ("d_ff", "right"), ("params", "right"),
+        ("name", "left"),
+        ("d_model", "right"),
+        ("layers", "right"),
+        ("heads / kv", "right"),
+        ("d_ff", "right"),
+        ("params", "right"),
     ):
         table.add_column(name, justify=justify)
     for cfg, total in rows:
         table.add_row(
-            cfg.name, str(cfg.d_model), str(cfg.n_layers), f"{cfg.n_heads} / {cfg.n_kv_heads}",
-            str(cfg.d_ff), _n(total),
+            cfg.name,
+            str(cfg.d_model),
+            str(cfg.n_layers),
+            f"{cfg.n_heads} / {cfg.n_kv_heads}",
+            str(cfg.d_ff),
+            _n(total),
         )
     return table
 
@@ -247,8 +256,11 @@ def presets_table(rows: list[tuple[ModelConfig, int]]) -> Table:
 def check_table(results: list[ParamsAnalysis]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, title="Formula vs counted", title_justify="left")
     for name, justify in (
-        ("config", "left"), ("formula", "right"), ("counted (numel)", "right"),
-        ("fvcore", "right"), ("result", "left"),
+        ("config", "left"),
+        ("formula", "right"),
+        ("counted (numel)", "right"),
+        ("fvcore", "right"),
+        ("result", "left"),
     ):
         table.add_column(name, justify=justify)
     for r in results:
@@ -260,8 +272,11 @@ def check_table(results: list[ParamsAnalysis]) -> Table:
                 details.append(f"fvcore {r.counted.fvcore_total:,}")
             verdict = Text("MISMATCH " + "; ".join(details), style="red")
         table.add_row(
-            r.config.name, _n(r.formula.total.value), _n(r.counted.total),
-            _n(r.counted.fvcore_total), verdict,
+            r.config.name,
+            _n(r.formula.total.value),
+            _n(r.counted.total),
+            _n(r.counted.fvcore_total),
+            verdict,
         )
     return table
 
@@ -277,8 +292,9 @@ def check_json(results: list[ParamsAnalysis]) -> dict[str, Any]:
                 "counted": r.counted.total,
                 "fvcore": r.counted.fvcore_total,
                 "exact": r.exact,
-                "mismatches": {k: {"formula": a, "counted": b}
-                               for k, (a, b) in r.mismatches.items()},
+                "mismatches": {
+                    k: {"formula": a, "counted": b} for k, (a, b) in r.mismatches.items()
+                },
             }
             for r in results
         ],

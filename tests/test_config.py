@@ -58,7 +58,10 @@ def test_round_trip_through_dict():
         (tiny(vocab_size=-5), "field 'vocab_size' = -5: must be a positive integer"),
         (tiny(n_kv_heads=3), "'n_kv_heads' = 3 must divide n_heads = 4"),
         (tiny(d_model=30), "d_model = 30 is not divisible by n_heads = 4; set 'head_dim'"),
-        (tiny(norm="batchnorm"), "field 'norm' = 'batchnorm': allowed values are rmsnorm, layernorm"),
+        (
+            tiny(norm="batchnorm"),
+            "field 'norm' = 'batchnorm': allowed values are rmsnorm, layernorm",
+        ),
         (tiny(activation="tanh"), "allowed values are relu, gelu, silu, swiglu, geglu, reglu"),
         (tiny(norm_position=3), "expected one of pre, post, sandwich, output"),
         (tiny(norm_eps=0), "'norm_eps' = 0.0: must be a positive finite number"),

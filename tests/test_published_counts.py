@@ -55,8 +55,15 @@ def test_published_count(name):
 
 @pytest.mark.parametrize(
     ("name", "d_ff"),
-    [("llama-7b", 11008), ("llama-2-13b", 13824), ("llama-2-70b", 28672), ("llama-3-8b", 14336),
-     ("llama-3-70b", 28672), ("llama-3.1-405b", 53248), ("notes-small-7m", 682)],
+    [
+        ("llama-7b", 11008),
+        ("llama-2-13b", 13824),
+        ("llama-2-70b", 28672),
+        ("llama-3-8b", 14336),
+        ("llama-3-70b", 28672),
+        ("llama-3.1-405b", 53248),
+        ("notes-small-7m", 682),
+    ],
 )
 def test_llama_rule_gives_the_published_d_ff(name, d_ff):
     cfg = load_config(name)
