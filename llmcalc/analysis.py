@@ -6,9 +6,9 @@ This is also the Python API: `analyze_params(load_config("gpt2"))`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from llmcalc.config import ModelConfig
-from llmcalc.count import ParamCount, count_params
 from llmcalc.formulas import (
     COMPONENTS,
     Expr,
@@ -21,7 +21,9 @@ from llmcalc.formulas import (
     per_layer_polynomial,
     twelve_d2,
 )
-from llmcalc.resources import DTYPES, check_weights_fit
+
+if TYPE_CHECKING:  # torch is imported only when a model is built, not by config-only commands
+    from llmcalc.count import ParamCount
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ def component_mismatches(formula: ParamFormula, counted: ParamCount) -> dict[str
 
 def analyze_params(cfg: ModelConfig, device: str = "meta", dtype: str = "fp32") -> ParamsAnalysis:
     """Formula and counted parameters of the real model built on `device` (meta: free)."""
-    from llmcalc.model import build_model  # torch model code only when a model is built
+    from llmcalc.count import count_params
+    from llmcalc.model import build_model
+    from llmcalc.resources import DTYPES, check_weights_fit
 
     check_weights_fit(cfg, device, dtype)
     model = build_model(cfg, device=device, dtype=DTYPES[dtype])

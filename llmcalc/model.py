@@ -18,6 +18,27 @@ from torch import nn
 
 from llmcalc.config import ModelConfig
 
+# --- layers that skip their init on meta ------------------------------------------------------
+
+
+class SkipInitOnMeta:
+    """Meta tensors hold no values, so initialising them is pure cost: for 126 layers of Linear
+    about half of the build time, and Embedding's normal_ runs a Python meta kernel whose first
+    call imports torch._dynamo (about 0.9 s and 100 MB). On a real device init runs as usual."""
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+
+class Linear(SkipInitOnMeta, nn.Linear):
+    pass
+
+
+class Embedding(SkipInitOnMeta, nn.Embedding):
+    pass
+
+
 # --- norms ------------------------------------------------------------------------------------
 
 
@@ -36,32 +57,40 @@ def maybe_norm(cfg: ModelConfig, wanted: bool) -> nn.Module:
 # --- positions (only `learned` has parameters: it lives in Transformer) -------------------------
 
 
-def rope_rotate(x: torch.Tensor, inv_freq: torch.Tensor, offset: int) -> torch.Tensor:
+# Position tables are computed in forward for the positions in use, never stored: they hold no
+# parameters, cost O(T·d) to make, and building the model then runs no tensor op at all on meta.
+
+
+def rope_rotate(x: torch.Tensor, theta: float, offset: int) -> torch.Tensor:
     """Rotary embedding (Su et al. 2021) on x of shape (B, heads, T, head_dim), half-split layout
-    as in GPT-NeoX and Hugging Face LLaMA. The angle tables are computed here, not stored."""
-    positions = torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=inv_freq.dtype)
+    as in GPT-NeoX and Hugging Face LLaMA."""
+    head_dim = x.shape[-1]
+    exponents = torch.arange(0, head_dim, 2, device=x.device, dtype=torch.float32) / head_dim
+    inv_freq = theta**-exponents
+    positions = torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=torch.float32)
     angles = torch.outer(positions, inv_freq)  # (T, head_dim/2)
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
-def sinusoidal_table(max_len: int, d_model: int) -> torch.Tensor:
-    """The fixed position table of Vaswani et al. 2017, section 3.5 (a buffer, not a parameter)."""
-    position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
-    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(1e4) / d_model))
-    table = torch.zeros(max_len, d_model)
+def sinusoidal_table(seq: int, d_model: int, device: torch.device) -> torch.Tensor:
+    """The fixed position table of Vaswani et al. 2017, section 3.5 (no parameters)."""
+    position = torch.arange(seq, dtype=torch.float32, device=device).unsqueeze(1)
+    steps = torch.arange(0, d_model, 2, dtype=torch.float32, device=device)
+    div = torch.exp(steps * (-math.log(1e4) / d_model))
+    table = torch.zeros(seq, d_model, device=device)
     table[:, 0::2] = torch.sin(position * div)
     table[:, 1::2] = torch.cos(position * div)[:, : d_model // 2]
     return table
 
 
-def alibi_slopes(n_heads: int) -> torch.Tensor:
+def alibi_slopes(n_heads: int, device: torch.device) -> torch.Tensor:
     """ALiBi head slopes (Press et al. 2022): a geometric sequence, interleaved past a power of 2."""
     closest = 2 ** math.floor(math.log2(n_heads))
     base = [2 ** (-8 * (i + 1) / closest) for i in range(closest)]
     extra = [2 ** (-4 * (2 * i + 1) / closest) for i in range(n_heads - closest)]
-    return torch.tensor(base + extra)
+    return torch.tensor(base + extra, device=device)
 
 
 # --- attention -------------------------------------------------------------------------------
@@ -74,23 +103,16 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.q_proj = nn.Linear(cfg.d_model, cfg.q_dim, bias=cfg.qkv_bias)
-        self.k_proj = nn.Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
-        self.v_proj = nn.Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(cfg.q_dim, cfg.d_model, bias=cfg.out_bias)
+        self.q_proj = Linear(cfg.d_model, cfg.q_dim, bias=cfg.qkv_bias)
+        self.k_proj = Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
+        self.v_proj = Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
+        self.o_proj = Linear(cfg.q_dim, cfg.d_model, bias=cfg.out_bias)
         if cfg.qk_norm == "head":  # one norm over head_dim, shared by all heads (Qwen3, Gemma 3)
             self.q_norm = make_norm(cfg, cfg.head_dim)
             self.k_norm = make_norm(cfg, cfg.head_dim)
         elif cfg.qk_norm == "full":  # over the whole q and k projections (OLMo 2)
             self.q_norm = make_norm(cfg, cfg.q_dim)
             self.k_norm = make_norm(cfg, cfg.kv_dim)
-        if cfg.position == "rope":
-            inv_freq = cfg.rope_theta ** (
-                -torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim
-            )
-            self.register_buffer("rope_inv_freq", inv_freq, persistent=False)
-        if cfg.position == "alibi":
-            self.register_buffer("alibi_slopes", alibi_slopes(cfg.n_heads), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -104,8 +126,8 @@ class Attention(nn.Module):
         if cfg.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         if cfg.position == "rope":
-            q = rope_rotate(q, self.rope_inv_freq, 0)
-            k = rope_rotate(k, self.rope_inv_freq, 0)
+            q = rope_rotate(q, cfg.rope_theta, 0)
+            k = rope_rotate(k, cfg.rope_theta, 0)
 
         gqa = cfg.n_kv_heads != cfg.n_heads
         if cfg.position == "alibi":
@@ -120,7 +142,7 @@ class Attention(nn.Module):
         """Additive mask: -slope * distance to each earlier key, -inf on future keys."""
         pos = torch.arange(seq, device=device)
         distance = (pos.view(-1, 1) - pos.view(1, -1)).to(dtype)  # query minus key
-        bias = -self.alibi_slopes.to(dtype).view(-1, 1, 1) * distance
+        bias = -alibi_slopes(self.cfg.n_heads, device).to(dtype).view(-1, 1, 1) * distance
         return bias.masked_fill(distance < 0, float("-inf"))
 
 
@@ -138,9 +160,9 @@ class MLP(nn.Module):
         self.glu = cfg.is_glu
         self.act = _GLU_GATES[cfg.activation] if self.glu else _ACTIVATIONS[cfg.activation]
         if self.glu:
-            self.gate_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.mlp_bias)
-        self.up_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.mlp_bias)
-        self.down_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.mlp_bias)
+            self.gate_proj = Linear(cfg.d_model, cfg.d_ff, bias=cfg.mlp_bias)
+        self.up_proj = Linear(cfg.d_model, cfg.d_ff, bias=cfg.mlp_bias)
+        self.down_proj = Linear(cfg.d_ff, cfg.d_model, bias=cfg.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.glu:
@@ -202,15 +224,12 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.tok_embeddings = Embedding(cfg.vocab_size, cfg.d_model)
         if cfg.position == "learned":
-            self.pos_embeddings = nn.Embedding(cfg.max_seq_len, cfg.d_model)
-        elif cfg.position == "sinusoidal":
-            table = sinusoidal_table(cfg.max_seq_len, cfg.d_model)
-            self.register_buffer("pos_table", table, persistent=False)
+            self.pos_embeddings = Embedding(cfg.max_seq_len, cfg.d_model)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.final_norm = maybe_norm(cfg, cfg.final_norm)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.lm_head_bias)
+        self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.lm_head_bias)
         if cfg.tie_embeddings:  # one tensor, counted once (named_parameters de-duplicates)
             self.lm_head.weight = self.tok_embeddings.weight
 
@@ -221,7 +240,7 @@ class Transformer(nn.Module):
         if self.cfg.position == "learned":
             x = x + self.pos_embeddings(torch.arange(seq, device=tokens.device))
         elif self.cfg.position == "sinusoidal":
-            x = x + self.pos_table[:seq].to(x.dtype)
+            x = x + sinusoidal_table(seq, self.cfg.d_model, x.device).to(x.dtype)
         for layer in self.layers:
             x = layer(x)
         logits = self.lm_head(self.final_norm(x))

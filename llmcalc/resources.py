@@ -10,7 +10,6 @@ from llmcalc.config import ModelConfig
 from llmcalc.errors import ResourceError
 from llmcalc.formulas import weight_bytes
 
-DEVICES = ("meta", "cpu", "cuda")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
