@@ -6,7 +6,7 @@ YAML is read with yaml.safe_load only: a tag that would construct a Python objec
 from __future__ import annotations
 
 import difflib
-import importlib.resources
+import importlib.util
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,13 +20,14 @@ _SUFFIXES = (".yaml", ".yml")
 
 
 def builtin_dir() -> Path:
-    """The folder of built-in presets: the repo's presets/, installed as llmcalc.presets_data.
-    Imported straight from a checkout (the package found on sys.path, not through the install),
-    that module does not exist and the checkout's presets/ is the same folder."""
-    try:
-        return Path(str(importlib.resources.files("llmcalc.presets_data")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "presets"
+    """The folder of built-in presets: the repo's presets/, installed as llmcalc.presets_data (a
+    namespace package: no __init__.py among the YAML files). Imported straight from a checkout
+    (the package found on sys.path, not through an install) that module does not exist, and the
+    checkout's presets/ is the same folder."""
+    spec = importlib.util.find_spec("llmcalc.presets_data")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "presets"
 
 
 def builtin_names() -> list[str]:
