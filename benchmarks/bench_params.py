@@ -73,9 +73,13 @@ def main():
     failed = False
     for what, num, den, metric, limit in TARGETS:
         ratio = medians[num][metric] / medians[den][metric]
+        best = min(samples[num][metric]) / min(samples[den][metric])  # noise only adds time
         ok = ratio <= limit
         failed |= not ok
-        print(f"{what:<40} {ratio:6.3f}x  (target <= {limit}x)  {'PASS' if ok else 'FAIL'}")
+        print(
+            f"{what:<40} median {ratio:6.3f}x  min {best:6.3f}x  (target <= {limit}x, on the "
+            f"median)  {'PASS' if ok else 'FAIL'}"
+        )
     sys.exit(1 if failed else 0)
 
 

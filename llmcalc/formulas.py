@@ -262,7 +262,9 @@ def per_layer_polynomial(cfg: ModelConfig) -> Expr:
         for scale, names in factors:
             coefficient *= scale
             monomial += names
-        key = tuple(sorted(monomial))
+        key = tuple(
+            sorted(monomial, key=lambda name: (name != "d", name))
+        )  # d·(h·d_h), not (h·d_h)·d
         poly[key] = poly.get(key, 0) + coefficient
 
     def as_multiple_of_d(size: int, name: str) -> tuple[int, Monomial]:

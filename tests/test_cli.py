@@ -236,3 +236,14 @@ def assert_one_line_error(runner, args, message):
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert message in lines[0], lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_readme_example_is_the_real_output(runner):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("```text\nParameters per tensor") + len("```text\n")
+    example = readme[start : readme.index("```", start)]
+    result = runner.invoke(app, ["params", "notes-lm-128m"], env={"COLUMNS": "100"})
+    actual = "\n".join(line.rstrip() for line in result.stdout.splitlines()) + "\n"
+    assert example == actual
