@@ -255,10 +255,10 @@ def presets_table(rows: list[tuple[ModelConfig, int]]) -> Table:
 
 def check_table(results: list[ParamsAnalysis]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, title="Formula vs counted", title_justify="left")
+    table.add_column("config", overflow="fold")  # grid names are long; wrap, never truncate
     for name, justify in (
-        ("config", "left"),
         ("formula", "right"),
-        ("counted (numel)", "right"),
+        ("numel", "right"),
         ("fvcore", "right"),
         ("result", "left"),
     ):
