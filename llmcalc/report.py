@@ -255,7 +255,7 @@ def presets_table(rows: list[tuple[ModelConfig, int]]) -> Table:
 
 def check_table(results: list[ParamsAnalysis]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, title="Formula vs counted", title_justify="left")
-    table.add_column("config", overflow="fold")  # grid names are long; wrap, never truncate
+    table.add_column("config", overflow="fold", ratio=1)  # long grid names wrap, never truncate
     for name, justify in (
         ("formula", "right"),
         ("numel", "right"),
