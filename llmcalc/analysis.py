@@ -9,6 +9,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmcalc.config import ModelConfig
+from llmcalc.flops import (
+    Convention,
+    ForwardFlops,
+    StepFlops,
+    conventions,
+    decode_flops,
+    forward_flops,
+    prefill_flops,
+    step_flops,
+)
 from llmcalc.formulas import (
     COMPONENTS,
     Expr,
@@ -24,6 +34,7 @@ from llmcalc.formulas import (
 
 if TYPE_CHECKING:  # torch is imported only when a model is built, not by config-only commands
     from llmcalc.count import ParamCount
+    from llmcalc.count_flops import CountedFlops
 
 
 @dataclass(frozen=True)
@@ -135,3 +146,121 @@ def grid_configs() -> list[ModelConfig]:
 
 def check_configs(configs: list[ModelConfig]) -> list[ParamsAnalysis]:
     return [analyze_params(cfg) for cfg in configs]
+
+
+# --- llmcalc flops ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budget:
+    tokens: int
+    model_flops: int  # training FLOPs for `tokens` tokens (MFU's numerator)
+    hardware_flops: int  # with recomputation
+    peak_flops_per_gpu: float | None  # FLOP/s
+    gpus: int
+    mfu: float
+
+    @property
+    def seconds(self) -> float | None:
+        if self.peak_flops_per_gpu is None:
+            return None
+        return self.model_flops / (self.peak_flops_per_gpu * self.mfu * self.gpus)
+
+    @property
+    def gpu_hours(self) -> float | None:
+        return None if self.seconds is None else self.seconds * self.gpus / 3600
+
+
+@dataclass(frozen=True)
+class FlopsAnalysis:
+    config: ModelConfig
+    batch: int
+    seq: int
+    recompute: str
+    forward: ForwardFlops  # analytic
+    counted: CountedFlops | None  # None with --no-count
+    step: StepFlops
+    conventions: list[Convention]
+    prefill: int  # matmul FLOPs of a prefill of `seq` tokens (one sequence)
+    decode_position: int
+    decode: int  # matmul FLOPs of generating the token at decode_position
+    budget: Budget | None
+
+    @property
+    def analytic_merged(self) -> dict[str, int]:
+        from llmcalc.count_flops import merge_attention_core
+
+        return merge_attention_core(self.forward.matmul)
+
+    @property
+    def mismatches(self) -> dict[str, dict[str, int]]:
+        """Where the counters disagree with the analytic matmul FLOPs (fvcore only if it ran)."""
+        found: dict[str, dict[str, int]] = {}
+        if self.counted is None:
+            return found
+        analytic = self.analytic_merged
+        for name, counted in (
+            ("torch", self.counted.torch_forward),
+            ("fvcore", self.counted.fvcore_forward),
+        ):
+            if counted is None:
+                continue
+            for component, value in analytic.items():
+                if counted.get(component) != value:
+                    found[f"{name}:{component}"] = {
+                        "analytic": value,
+                        "counted": counted.get(component, 0),
+                    }
+        if self.counted.torch_backward != self.step.backward:
+            found["torch:backward"] = {
+                "analytic": self.step.backward,
+                "counted": self.counted.torch_backward,
+            }
+        return found
+
+
+def analyze_flops(
+    cfg: ModelConfig,
+    batch: int = 1,
+    seq: int | None = None,
+    recompute: str = "none",
+    decode_position: int | None = None,
+    tokens: int | None = None,
+    peak_flops_per_gpu: float | None = None,
+    gpus: int = 1,
+    mfu: float = 0.4,
+    one_block: bool = True,
+    count: bool = True,
+) -> FlopsAnalysis:
+    """Analytic FLOPs, counted on the meta model two ways, conventions, inference and budget."""
+    from llmcalc.count_flops import count_flops
+
+    seq = cfg.max_seq_len if seq is None else seq
+    forward = forward_flops(cfg, batch, seq)
+    step = step_flops(forward.matmul_total, recompute)
+    position = seq if decode_position is None else decode_position
+    budget = None
+    if tokens is not None:
+        step_tokens = batch * seq
+        budget = Budget(
+            tokens=tokens,
+            model_flops=step.model * tokens // step_tokens,
+            hardware_flops=step.hardware * tokens // step_tokens,
+            peak_flops_per_gpu=peak_flops_per_gpu,
+            gpus=gpus,
+            mfu=mfu,
+        )
+    return FlopsAnalysis(
+        config=cfg,
+        batch=batch,
+        seq=seq,
+        recompute=recompute,
+        forward=forward,
+        counted=count_flops(cfg, batch, seq, one_block=one_block) if count else None,
+        step=step,
+        conventions=conventions(cfg, batch, seq),
+        prefill=prefill_flops(cfg, seq),
+        decode_position=position,
+        decode=decode_flops(cfg, position),
+        budget=budget,
+    )

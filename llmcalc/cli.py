@@ -159,6 +159,112 @@ def params(
         _emit(as_json, params_json(result), params_renderables(result, full))
 
 
+def _positive(option: str, value: int | float | None) -> None:
+    if value is not None and value <= 0:
+        raise LLMCalcError(f"{option} {value}: must be positive")
+
+
+@app.command()
+def flops(
+    preset: PresetArg,
+    seq: Annotated[
+        int | None, typer.Option("--seq", help="Tokens per sequence (default: max_seq_len).")
+    ] = None,
+    batch: Annotated[int, typer.Option("--batch", help="Sequences per step.")] = 1,
+    recompute: Annotated[
+        str, typer.Option("--recompute", help="Activation recomputation: none, full.")
+    ] = "none",
+    context: Annotated[
+        int | None,
+        typer.Option(
+            "--context", help="Decode position p for the per-token figure (default: seq)."
+        ),
+    ] = None,
+    tokens: Annotated[
+        int | None, typer.Option("--tokens", help="Training tokens D for a total budget.")
+    ] = None,
+    gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu", help="GPU for wall-clock time: a100, h100, h200, b200, rtx4090, mi300x."
+        ),
+    ] = None,
+    peak_tflops: Annotated[
+        float | None, typer.Option("--peak-tflops", help="Peak TFLOP/s per GPU instead of --gpu.")
+    ] = None,
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="Dtype of the --gpu peak: bf16, fp16, fp8, tf32, fp32.")
+    ] = "bf16",
+    mfu: Annotated[
+        float, typer.Option("--mfu", help="Model FLOPs utilisation assumed for time.")
+    ] = 0.4,
+    gpus: Annotated[int, typer.Option("--gpus", help="Number of GPUs.")] = 1,
+    full_trace: Annotated[
+        bool, typer.Option("--full-trace", help="Trace every block, not one × n_layers.")
+    ] = False,
+    no_count: Annotated[
+        bool, typer.Option("--no-count", help="Analytic only: skip the counted traces.")
+    ] = False,
+    overrides: SetOpt = None,
+    bias: BiasOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """FLOPs per component: analytic, counted with FlopCounterMode and fvcore, every convention."""
+    with user_errors():
+        from llmcalc.analysis import analyze_flops
+        from llmcalc.hardware import peak_flops_per_second
+        from llmcalc.report_flops import flops_json, flops_renderables
+
+        cfg = _load(preset, overrides, bias)
+        for option, value in (
+            ("--seq", seq),
+            ("--batch", batch),
+            ("--tokens", tokens),
+            ("--gpus", gpus),
+            ("--peak-tflops", peak_tflops),
+            ("--mfu", mfu),
+        ):
+            _positive(option, value)
+        if context is not None and context < 0:
+            raise LLMCalcError(f"--context {context}: must be 0 or more")
+        if mfu > 1:
+            raise LLMCalcError(f"--mfu {mfu}: must be in (0, 1]")
+        _choice("--recompute", recompute, ("none", "full"))
+        if gpu is not None and peak_tflops is not None:
+            raise LLMCalcError("--gpu and --peak-tflops: give one, not both")
+        peak = peak_tflops * 1e12 if peak_tflops is not None else None
+        if gpu is not None:
+            peak = peak_flops_per_second(gpu, dtype)
+        if (gpu is not None or peak_tflops is not None) and tokens is None:
+            raise LLMCalcError("--gpu/--peak-tflops need --tokens D (the training tokens to time)")
+        length = cfg.max_seq_len if seq is None else seq
+        if length > cfg.max_seq_len:
+            if cfg.position == "learned":
+                raise LLMCalcError(
+                    f"--seq {length}: above max_seq_len = {cfg.max_seq_len}, the size of the learned "
+                    "position table; raise it with --set max_seq_len=N"
+                )
+            typer.echo(
+                f"Warning: --seq {length} is above max_seq_len = {cfg.max_seq_len}: counted as asked "
+                f"({cfg.position} positions have no table to run out of)",
+                err=True,
+            )
+        result = analyze_flops(
+            cfg,
+            batch=batch,
+            seq=length,
+            recompute=recompute,
+            decode_position=context,
+            tokens=tokens,
+            peak_flops_per_gpu=peak,
+            gpus=gpus,
+            mfu=mfu,
+            one_block=not full_trace,
+            count=not no_count,
+        )
+        _emit(as_json, flops_json(result), flops_renderables(result))
+
+
 @app.command()
 def check(
     presets: Annotated[

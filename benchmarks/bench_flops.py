@@ -1,0 +1,78 @@
+"""Speed of `llmcalc flops`, as ratios to a baseline measured in the same run.
+
+Targets (issue: flops, item 9):
+  wall(flops llama-3.1-405b --seq 8192) <= 2 x wall(python -c "import torch")
+  wall(flops llama-3.1-405b --seq 8192) <= 1.2 x wall(flops llama-3.2-1b --seq 8192)  (flat in depth)
+Also shown: the same command with --no-count (analytic only), and the fixed cost torch pays the
+first time an op runs on the meta device (meta kernels written in Python import torch._dynamo).
+
+Run: python benchmarks/bench_flops.py [--repeat N]
+"""
+
+import argparse
+import sys
+
+from _bench import PY, measure
+
+FIRST_META_OP = "import torch; torch.empty(4, device='meta').cos()"
+COMMANDS = {
+    "import torch": [PY, "-c", "import torch"],
+    "import torch + first meta op": [PY, "-c", FIRST_META_OP],
+    "flops llama-3.1-405b --seq 8192": [
+        PY,
+        "-m",
+        "llmcalc",
+        "flops",
+        "llama-3.1-405b",
+        "--seq",
+        "8192",
+    ],
+    "flops llama-3.2-1b --seq 8192": [
+        PY,
+        "-m",
+        "llmcalc",
+        "flops",
+        "llama-3.2-1b",
+        "--seq",
+        "8192",
+    ],
+    "flops 405b --seq 8192 --no-count": [
+        PY,
+        "-m",
+        "llmcalc",
+        "flops",
+        "llama-3.1-405b",
+        "--seq",
+        "8192",
+        "--no-count",
+    ],
+}
+TARGETS = [
+    ("405b flops / import torch", "flops llama-3.1-405b --seq 8192", "import torch", "wall", 2.0),
+    (
+        "405b / 1b (flat in depth)",
+        "flops llama-3.1-405b --seq 8192",
+        "flops llama-3.2-1b --seq 8192",
+        "wall",
+        1.2,
+    ),
+    (
+        "405b --no-count / import torch",
+        "flops 405b --seq 8192 --no-count",
+        "import torch",
+        "wall",
+        2.0,
+    ),
+    (
+        "first meta op / import torch (torch's fixed cost)",
+        "import torch + first meta op",
+        "import torch",
+        "wall",
+        99,
+    ),
+]
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=10)
+    sys.exit(0 if measure(COMMANDS, TARGETS, parser.parse_args().repeat) else 1)

@@ -1,0 +1,259 @@
+"""Closed-form FLOPs of the model, per component, and the published conventions beside them.
+
+Conventions (stated in the output and the README):
+ 1. One multiply-accumulate = 2 FLOPs. A matmul (m×k)·(k×n) is 2·m·k·n FLOPs.
+ 2. Attention scores count the full T×T matrix (PaLM, torchtitan, torch's FlopCounterMode); the
+    causal half, T·(T+1)/2 scores, is shown beside it.
+ 3. Backward = 2 × forward for every matmul (a gradient for the input and one for the weight).
+    A training step = forward + backward; full activation recomputation adds one forward, which
+    counts as hardware FLOPs, not model FLOPs (MFU vs HFU, Chowdhery et al. 2022, appendix B).
+ 4. Matmul FLOPs exclude bias adds (nn.Linear runs addmm: counted as its matmul, as fvcore and
+    FlopCounterMode do). Bias adds, norms, softmax, activations, gating, residual adds and RoPE are
+    "non-matmul", counted by the per-element rule in `non_matmul_flops`.
+ 5. Embedding and position lookups are gathers: 0 FLOPs.
+No torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmcalc.config import ModelConfig
+from llmcalc.formulas import param_formula
+
+# Matmul components, in forward order. "attn_scores" is QKᵀ, "attn_values" is softmax(QKᵀ)·V.
+MATMUL_COMPONENTS = (
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_scores",
+    "attn_values",
+    "attn_o",
+    "mlp",
+    "lm_head",
+)
+PER_LAYER_MATMULS = MATMUL_COMPONENTS[:-1]
+
+
+@dataclass(frozen=True)
+class ForwardFlops:
+    batch: int
+    seq: int
+    matmul: dict[str, int]  # component -> FLOPs of one forward pass over batch × seq tokens
+    causal_attention: int  # scores + values with only the causal half of each T×T matrix
+    non_matmul: dict[str, int]
+
+    @property
+    def matmul_total(self) -> int:
+        return sum(self.matmul.values())
+
+    @property
+    def attention_full(self) -> int:
+        return self.matmul["attn_scores"] + self.matmul["attn_values"]
+
+    @property
+    def matmul_total_causal(self) -> int:
+        return self.matmul_total - self.attention_full + self.causal_attention
+
+    @property
+    def total(self) -> int:
+        return self.matmul_total + sum(self.non_matmul.values())
+
+
+def attention_flops(cfg: ModelConfig, batch: int, queries: int, keys: int) -> int:
+    """QKᵀ (or equally softmax·V): every query head scores every key, d_h MACs each. GQA does not
+    change it: the h_kv key heads are shared, not fewer scores."""
+    return 2 * batch * cfg.n_heads * queries * keys * cfg.head_dim
+
+
+def matmul_flops(cfg: ModelConfig, batch: int, seq: int, keys: int | None = None) -> dict[str, int]:
+    """Forward matmul FLOPs per component for `batch` sequences of `seq` new tokens attending over
+    `keys` keys each (default seq: training and prefill); per-layer components summed over layers."""
+    keys = seq if keys is None else keys
+    tokens = batch * seq
+    layers = cfg.n_layers
+    mlp_matrices = 3 if cfg.is_glu else 2
+    return {
+        "attn_q": layers * 2 * tokens * cfg.d_model * cfg.q_dim,
+        "attn_k": layers * 2 * tokens * cfg.d_model * cfg.kv_dim,
+        "attn_v": layers * 2 * tokens * cfg.d_model * cfg.kv_dim,
+        "attn_scores": layers * attention_flops(cfg, batch, seq, keys),
+        "attn_values": layers * attention_flops(cfg, batch, seq, keys),
+        "attn_o": layers * 2 * tokens * cfg.q_dim * cfg.d_model,
+        "mlp": layers * mlp_matrices * 2 * tokens * cfg.d_model * cfg.d_ff,
+        "lm_head": 2 * tokens * cfg.d_model * cfg.vocab_size,
+    }
+
+
+def causal_pairs(seq: int) -> int:
+    """Query-key pairs under a causal mask: query i sees keys 0..i."""
+    return seq * (seq + 1) // 2
+
+
+def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
+    """Element-wise work, 1 FLOP per element per elementary op (an approximation, stated as such):
+    RMSNorm 4/element (square, mean, scale, weight), LayerNorm 5 (+1 with bias); softmax 5 per
+    score (max, subtract, exp, sum, divide) over the full T×T; activation 1 per element (2 with a
+    gate product); bias add 1 per output; residual add 1 per element; RoPE 3 per rotated element of
+    q and k (two multiplies and an add)."""
+    from llmcalc.formulas import norms_per_layer
+
+    tokens = batch * seq
+    d, layers = cfg.d_model, cfg.n_layers
+    per_norm = 4 if cfg.norm == "rmsnorm" else 5 + int(cfg.norm_bias)
+    norm_elems = norms_per_layer(cfg) * d
+    if cfg.qk_norm != "none":
+        norm_elems += cfg.q_dim + cfg.kv_dim
+    norms = layers * tokens * per_norm * norm_elems
+    if cfg.final_norm:
+        norms += tokens * per_norm * d
+    bias_elems = 0
+    if cfg.qkv_bias:
+        bias_elems += cfg.q_dim + 2 * cfg.kv_dim
+    if cfg.out_bias:
+        bias_elems += d
+    if cfg.mlp_bias:
+        bias_elems += (2 if cfg.is_glu else 1) * cfg.d_ff + d
+    result = {
+        "norms": norms,
+        "softmax": layers * 5 * batch * cfg.n_heads * seq * seq,
+        "activation": layers * tokens * cfg.d_ff * (2 if cfg.is_glu else 1),
+        "bias_adds": layers * tokens * bias_elems
+        + (tokens * cfg.vocab_size if cfg.lm_head_bias else 0),
+        "residual_adds": layers * tokens * 2 * d,  # attention and MLP outputs join x
+        "rope": layers * tokens * 3 * (cfg.q_dim + cfg.kv_dim) if cfg.position == "rope" else 0,
+    }
+    if cfg.position in ("learned", "sinusoidal"):
+        result["position_add"] = tokens * d
+    return result
+
+
+def forward_flops(cfg: ModelConfig, batch: int, seq: int) -> ForwardFlops:
+    matmul = matmul_flops(cfg, batch, seq)
+    causal = cfg.n_layers * 2 * attention_flops(cfg, batch, 1, 1) * causal_pairs(seq)
+    return ForwardFlops(batch, seq, matmul, causal, non_matmul_flops(cfg, batch, seq))
+
+
+# --- training step --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepFlops:
+    forward: int  # matmul FLOPs (the exact, comparable part)
+    backward: int
+    recompute: int  # extra forward under full activation recomputation (hardware FLOPs only)
+
+    @property
+    def model(self) -> int:
+        return self.forward + self.backward
+
+    @property
+    def hardware(self) -> int:
+        return self.model + self.recompute
+
+
+def step_flops(forward_matmul: int, recompute: str) -> StepFlops:
+    return StepFlops(
+        forward_matmul, 2 * forward_matmul, forward_matmul if recompute == "full" else 0
+    )
+
+
+# --- published conventions, each as its authors wrote it ------------------------------------
+
+
+@dataclass(frozen=True)
+class Convention:
+    name: str
+    flops: int  # training FLOPs of one step (batch × seq tokens) by this convention
+    citation: str
+    note: str = ""
+
+
+def conventions(cfg: ModelConfig, batch: int, seq: int) -> list[Convention]:
+    params = param_formula(cfg)
+    n_total = params.total.value
+    n_non_embedding = params.non_embedding
+    # torchtitan subtracts the token embedding only; a tied head goes with it
+    n_titan = (
+        n_total - params.components["token_embedding"] - params.components["position_embedding"]
+    )
+    tokens = batch * seq
+    layers, d = cfg.n_layers, cfg.d_model
+    d_attn = cfg.q_dim
+    rows = [
+        Convention("6N (all parameters)", 6 * n_total * tokens, "common rule of thumb"),
+        Convention(
+            "6N (non-embedding)",
+            6 * n_non_embedding * tokens,
+            "Kaplan et al. 2020, section 2.1 (C ≈ 6N)",
+        ),
+        Convention(
+            "6N + 12·L·H·Q·T",
+            (6 * n_titan + 12 * layers * cfg.n_heads * cfg.head_dim * seq) * tokens,
+            "Chowdhery et al. 2022 (PaLM), appendix B; torchtitan get_num_flop_per_token",
+            "N without the token embedding",
+        ),
+        Convention(
+            "3 × (2N + 2·L·T·d_attn)",
+            3 * (2 * n_non_embedding + 2 * layers * seq * d_attn) * tokens,
+            "Kaplan et al. 2020, table 1 (forward), × 3 for training",
+            "N non-embedding",
+        ),
+        Convention(
+            "Chinchilla appendix F",
+            3 * _chinchilla_forward(cfg, seq) * batch,
+            "Hoffmann et al. 2022, appendix F (embeddings, softmax and logits counted)",
+            "as published: MHA, 2-matrix MLP",
+        ),
+    ]
+    applies = (
+        cfg.n_kv_heads == cfg.n_heads and cfg.q_dim == d and not cfg.is_glu and cfg.d_ff == 4 * d
+    )
+    rows.append(
+        Convention(
+            "72·B·L·s·h²·(1 + s/6h + V/12hL)",
+            korthikanti(batch, layers, seq, d, cfg.vocab_size),
+            "Korthikanti et al. 2022, eq. 7 (no recomputation)",
+            "" if applies else "assumes MHA and a 2-matrix MLP at 4h: not this model",
+        )
+    )
+    return rows
+
+
+def korthikanti(batch: int, layers: int, seq: int, hidden: int, vocab: int) -> int:
+    """72·B·L·s·h²·(1 + s/(6h) + V/(12hL)) in integers: 72BLsh² + 12BLs²h + 6BshV."""
+    return (
+        72 * batch * layers * seq * hidden**2
+        + 12 * batch * layers * seq**2 * hidden
+        + 6 * batch * seq * hidden * vocab
+    )
+
+
+def _chinchilla_forward(cfg: ModelConfig, seq: int) -> int:
+    """Forward FLOPs of one sequence, Hoffmann et al. 2022 appendix F, term by term."""
+    d, kh, heads = cfg.d_model, cfg.q_dim, cfg.n_heads
+    embeddings = 2 * seq * cfg.vocab_size * d
+    attention = (
+        2 * 3 * seq * d * kh  # key, query and value projections
+        + 2 * seq * seq * kh  # key @ query logits
+        + 3 * heads * seq * seq  # softmax
+        + 2 * seq * seq * kh  # softmax @ value reductions
+        + 2 * seq * kh * d  # final linear
+    )
+    dense = 2 * seq * (d * cfg.d_ff + d * cfg.d_ff)
+    logits = 2 * seq * d * cfg.vocab_size
+    return embeddings + cfg.n_layers * (attention + dense) + logits
+
+
+# --- inference ------------------------------------------------------------------------------
+
+
+def prefill_flops(cfg: ModelConfig, seq: int) -> int:
+    """Forward matmul FLOPs of a prefill of `seq` tokens (one sequence, full T×T convention)."""
+    return sum(matmul_flops(cfg, 1, seq).values())
+
+
+def decode_flops(cfg: ModelConfig, position: int) -> int:
+    """Matmul FLOPs to generate the token at 0-based `position`: one new query attending over
+    position + 1 keys (the cached ones and its own)."""
+    return sum(matmul_flops(cfg, 1, 1, keys=position + 1).values())
