@@ -144,8 +144,25 @@ def grid_configs() -> list[ModelConfig]:
     return configs
 
 
-def check_configs(configs: list[ModelConfig]) -> list[ParamsAnalysis]:
-    return [analyze_params(cfg) for cfg in configs]
+@dataclass(frozen=True)
+class CheckResult:
+    params: ParamsAnalysis
+    flops: FlopsAnalysis  # a small step: matmul FLOPs are exact at any size, and traced fast
+
+    @property
+    def exact(self) -> bool:
+        return self.params.exact and not self.flops.mismatches
+
+
+CHECK_BATCH, CHECK_SEQ = 2, 16
+
+
+def check_configs(configs: list[ModelConfig]) -> list[CheckResult]:
+    """Parameters per component and forward/backward matmul FLOPs, formula against counted."""
+    return [
+        CheckResult(analyze_params(cfg), analyze_flops(cfg, batch=CHECK_BATCH, seq=CHECK_SEQ))
+        for cfg in configs
+    ]
 
 
 # --- llmcalc flops ----------------------------------------------------------------------------

@@ -273,7 +273,8 @@ def check(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Formula == counted, per component, for presets and a grid of variants; exit 1 on mismatch."""
+    """Formula == counted (parameters per component, matmul FLOPs forward and backward) for presets
+    and a grid of variants; exit 1 on any mismatch."""
     with user_errors():
         from llmcalc.analysis import check_configs, grid_configs
         from llmcalc.presets import builtin_names, load_config

@@ -144,6 +144,12 @@ class ModelConfig:
                 )
             head_dim = self.d_model // self.n_heads
 
+        if self.position == "rope" and head_dim % 2:
+            raise LLMCalcError(
+                f"{where}: position 'rope' needs an even head_dim (features rotate in pairs); "
+                f"head_dim = {head_dim}"
+            )
+
         object.__setattr__(self, "n_kv_heads", n_kv)
         object.__setattr__(self, "head_dim", head_dim)
         object.__setattr__(self, "d_ff", self._resolve_d_ff())

@@ -53,9 +53,11 @@ def _components(per_module: dict[str, int], cfg: ModelConfig, layers_traced: int
             result["mlp"] += flops * scale
         elif parts[0] == "layers" and len(parts) == 3 and parts[2] == "attn":
             result[ATTENTION_CORE] += flops * scale  # children subtracted below
-        elif parts[0] == "layers" and len(parts) == 4 and parts[3] in _PROJECTIONS:
-            result[_PROJECTIONS[parts[3]]] += flops * scale
+        elif parts[0] == "layers" and len(parts) == 4 and parts[2] == "attn":
+            # every child (projections, and q/k norms, which fvcore counts) leaves the core
             result[ATTENTION_CORE] -= flops * scale
+            if parts[3] in _PROJECTIONS:
+                result[_PROJECTIONS[parts[3]]] += flops * scale
     return result
 
 

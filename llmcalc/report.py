@@ -10,7 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from llmcalc.analysis import ParamsAnalysis
+from llmcalc.analysis import CHECK_BATCH, CHECK_SEQ, CheckResult, ParamsAnalysis
 from llmcalc.config import ModelConfig
 from llmcalc.count import layer_index
 from llmcalc.formulas import COMPONENTS, PER_LAYER, ParamFormula
@@ -253,47 +253,60 @@ def presets_table(rows: list[tuple[ModelConfig, int]]) -> Table:
     return table
 
 
-def check_table(results: list[ParamsAnalysis]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, title="Formula vs counted", title_justify="left")
+def check_table(results: list[CheckResult]) -> Table:
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"Formula vs counted: parameters, and matmul FLOPs of a {CHECK_BATCH}×{CHECK_SEQ} step",
+        title_justify="left",
+    )
     table.add_column("config", overflow="fold", ratio=1)  # long grid names wrap, never truncate
     for name, justify in (
-        ("formula", "right"),
-        ("numel", "right"),
-        ("fvcore", "right"),
-        ("result", "left"),
+        ("params", "right"),
+        ("numel / fvcore", "left"),
+        ("FLOPs torch / fvcore", "left"),
     ):
         table.add_column(name, justify=justify)
     for r in results:
-        if r.exact:
-            verdict = Text("exact", style="green")
+        params, flops = r.params, r.flops
+        if params.exact:
+            params_verdict = Text("exact", style="green")
         else:
-            details = [f"{c}: {a:,} vs {b:,}" for c, (a, b) in r.mismatches.items()]
-            if r.counted.fvcore_total != r.formula.total.value:
-                details.append(f"fvcore {r.counted.fvcore_total:,}")
-            verdict = Text("MISMATCH " + "; ".join(details), style="red")
+            details = [f"{c}: {a:,} vs {b:,}" for c, (a, b) in params.mismatches.items()]
+            if params.counted.fvcore_total != params.formula.total.value:
+                details.append(f"fvcore {params.counted.fvcore_total:,}")
+            params_verdict = Text("MISMATCH " + "; ".join(details), style="red")
+        if flops.mismatches:
+            flops_verdict = Text("MISMATCH " + ", ".join(flops.mismatches), style="red")
+        elif flops.counted is not None and flops.counted.fvcore_error:
+            flops_verdict = Text("exact (torch); fvcore unavailable", style="yellow")
+        else:
+            flops_verdict = Text("exact", style="green")
         table.add_row(
-            r.config.name,
-            _n(r.formula.total.value),
-            _n(r.counted.total),
-            _n(r.counted.fvcore_total),
-            verdict,
+            r.params.config.name, _n(params.formula.total.value), params_verdict, flops_verdict
         )
     return table
 
 
-def check_json(results: list[ParamsAnalysis]) -> dict[str, Any]:
+def check_json(results: list[CheckResult]) -> dict[str, Any]:
     return {
         "ok": all(r.exact for r in results),
         "checked": len(results),
         "results": [
             {
-                "name": r.config.name,
-                "formula": r.formula.total.value,
-                "counted": r.counted.total,
-                "fvcore": r.counted.fvcore_total,
+                "name": r.params.config.name,
+                "formula": r.params.formula.total.value,
+                "counted": r.params.counted.total,
+                "fvcore": r.params.counted.fvcore_total,
                 "exact": r.exact,
                 "mismatches": {
-                    k: {"formula": a, "counted": b} for k, (a, b) in r.mismatches.items()
+                    k: {"formula": a, "counted": b} for k, (a, b) in r.params.mismatches.items()
+                },
+                "flops": {
+                    "batch": r.flops.batch,
+                    "seq": r.flops.seq,
+                    "forward_matmul": r.flops.forward.matmul_total,
+                    "exact": not r.flops.mismatches,
+                    "mismatches": r.flops.mismatches,
                 },
             }
             for r in results

@@ -65,6 +65,7 @@ def test_round_trip_through_dict():
         (tiny(activation="tanh"), "allowed values are relu, gelu, silu, swiglu, geglu, reglu"),
         (tiny(norm_position=3), "expected one of pre, post, sandwich, output"),
         (tiny(norm_eps=0), "'norm_eps' = 0.0: must be a positive finite number"),
+        (tiny(d_model=12, head_dim=3), "position 'rope' needs an even head_dim"),
         ({"d_model": 8, "n_layers": 1, "n_heads": 1}, "missing required field 'vocab_size'"),
     ],
 )

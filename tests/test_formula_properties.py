@@ -20,8 +20,11 @@ from llmcalc.formulas import per_layer_polynomial
 def configs(draw):
     n_kv_heads = draw(st.sampled_from([1, 2, 3]))
     n_heads = n_kv_heads * draw(st.integers(1, 4))
+    position = draw(st.sampled_from(POSITIONS))
     explicit_head_dim = draw(st.booleans())
     head_dim = draw(st.integers(1, 24))
+    if position == "rope":
+        head_dim += head_dim % 2  # rotary pairs
     d_model = draw(st.integers(1, 12)) * 4 if explicit_head_dim else n_heads * head_dim
     data = dict(
         name="generated",
@@ -40,7 +43,7 @@ def configs(draw):
         final_norm=draw(st.booleans()),
         bias=draw(st.booleans()),
         lm_head_bias=draw(st.booleans()),
-        position=draw(st.sampled_from(POSITIONS)),
+        position=position,
         tie_embeddings=draw(st.booleans()),
     )
     if explicit_head_dim:
