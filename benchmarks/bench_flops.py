@@ -64,11 +64,18 @@ TARGETS = [
         2.0,
     ),
     (
-        "first meta op / import torch (torch's fixed cost)",
+        "first meta op / import torch (torch's floor)",
         "import torch + first meta op",
         "import torch",
         "wall",
         99,
+    ),
+    (
+        "405b flops / (import torch + first meta op)",
+        "flops llama-3.1-405b --seq 8192",
+        "import torch + first meta op",
+        "wall",
+        1.2,
     ),
 ]
 
