@@ -216,3 +216,26 @@ def test_check_fails_when_a_flop_formula_is_wrong(runner, monkeypatch):
     assert result.exit_code == 1
     flops = json.loads(result.stdout)["results"][0]["flops"]
     assert set(flops["mismatches"]) >= {"torch:mlp", "fvcore:mlp", "torch:backward"}
+
+
+def test_readme_flops_example_is_the_real_output(runner):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("```text\nForward FLOPs, batch 1 × seq 8192") + len("```text\n")
+    example = readme[start : readme.index("```", start)]
+    args = [
+        "flops",
+        "llama-3-8b",
+        "--seq",
+        "8192",
+        "--tokens",
+        "15000000000000",
+        "--gpu",
+        "h100",
+        "--gpus",
+        "4096",
+    ]
+    result = runner.invoke(app, args, env={"COLUMNS": "110"})
+    actual = "\n".join(line.rstrip() for line in result.stdout.splitlines()) + "\n"
+    assert example == actual
