@@ -54,3 +54,16 @@ def measure(commands, targets, repeat):
 
 
 PY = sys.executable
+
+
+def llmcalc(*args):
+    """argv that runs llmcalc with this interpreter."""
+    return [PY, "-m", "llmcalc", *args]
+
+
+def main(commands, targets, default_repeat):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=default_repeat)
+    sys.exit(0 if measure(commands, targets, parser.parse_args().repeat) else 1)

@@ -9,43 +9,17 @@ first time an op runs on the meta device (meta kernels written in Python import 
 Run: python benchmarks/bench_flops.py [--repeat N]
 """
 
-import argparse
-import sys
-
-from _bench import PY, measure
+from _bench import PY, llmcalc, main
 
 FIRST_META_OP = "import torch; torch.empty(4, device='meta').cos()"
 COMMANDS = {
     "import torch": [PY, "-c", "import torch"],
     "import torch + first meta op": [PY, "-c", FIRST_META_OP],
-    "flops llama-3.1-405b --seq 8192": [
-        PY,
-        "-m",
-        "llmcalc",
-        "flops",
-        "llama-3.1-405b",
-        "--seq",
-        "8192",
-    ],
-    "flops llama-3.2-1b --seq 8192": [
-        PY,
-        "-m",
-        "llmcalc",
-        "flops",
-        "llama-3.2-1b",
-        "--seq",
-        "8192",
-    ],
-    "flops 405b --seq 8192 --no-count": [
-        PY,
-        "-m",
-        "llmcalc",
-        "flops",
-        "llama-3.1-405b",
-        "--seq",
-        "8192",
-        "--no-count",
-    ],
+    "flops llama-3.1-405b --seq 8192": llmcalc("flops", "llama-3.1-405b", "--seq", "8192"),
+    "flops llama-3.2-1b --seq 8192": llmcalc("flops", "llama-3.2-1b", "--seq", "8192"),
+    "flops 405b --seq 8192 --no-count": llmcalc(
+        "flops", "llama-3.1-405b", "--seq", "8192", "--no-count"
+    ),
 }
 TARGETS = [
     ("405b flops / import torch", "flops llama-3.1-405b --seq 8192", "import torch", "wall", 2.0),
@@ -80,6 +54,4 @@ TARGETS = [
 ]
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=10)
-    sys.exit(0 if measure(COMMANDS, TARGETS, parser.parse_args().repeat) else 1)
+    main(COMMANDS, TARGETS, default_repeat=10)

@@ -8,15 +8,12 @@ Targets (issue: foundation, item 9):
 Run: python benchmarks/bench_params.py [--repeat N]
 """
 
-import argparse
-import sys
-
-from _bench import PY, measure
+from _bench import PY, llmcalc, main
 
 COMMANDS = {
     "import torch": [PY, "-c", "import torch"],
-    "params llama-3.1-405b": [PY, "-m", "llmcalc", "params", "llama-3.1-405b"],
-    "params llama-3.2-1b": [PY, "-m", "llmcalc", "params", "llama-3.2-1b"],
+    "params llama-3.1-405b": llmcalc("params", "llama-3.1-405b"),
+    "params llama-3.2-1b": llmcalc("params", "llama-3.2-1b"),
 }
 TARGETS = [
     ("405b wall / import torch", "params llama-3.1-405b", "import torch", "wall", 1.3),
@@ -31,6 +28,4 @@ TARGETS = [
 ]
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeat", type=int, default=15)
-    sys.exit(0 if measure(COMMANDS, TARGETS, parser.parse_args().repeat) else 1)
+    main(COMMANDS, TARGETS, default_repeat=15)

@@ -79,10 +79,10 @@ def analyze_params(cfg: ModelConfig, device: str = "meta", dtype: str = "fp32") 
     """Formula and counted parameters of the real model built on `device` (meta: free)."""
     from llmcalc.count import count_params
     from llmcalc.model import build_model
-    from llmcalc.resources import DTYPES, check_weights_fit
+    from llmcalc.resources import check_weights_fit, torch_dtype
 
     check_weights_fit(cfg, device, dtype)
-    model = build_model(cfg, device=device, dtype=DTYPES[dtype])
+    model = build_model(cfg, device=device, dtype=torch_dtype(dtype))
     return ParamsAnalysis(
         config=cfg,
         formula=param_formula(cfg),
@@ -202,6 +202,11 @@ class FlopsAnalysis:
     decode_position: int
     decode: int  # matmul FLOPs of generating the token at decode_position
     budget: Budget | None
+
+    @property
+    def step_causal(self) -> StepFlops:
+        """The training step with only the causal half of each attention matrix."""
+        return step_flops(self.forward.matmul_total_causal, self.recompute)
 
     @property
     def analytic_merged(self) -> dict[str, int]:

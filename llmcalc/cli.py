@@ -15,9 +15,6 @@ from rich.console import Console
 from llmcalc import __version__
 from llmcalc.errors import LLMCalcError
 
-DEVICES = ("meta", "cpu", "cuda")
-DTYPE_NAMES = ("fp32", "bf16", "fp16")
-
 app = typer.Typer(
     name="llmcalc",
     help="Exact parameters, FLOPs and memory of Transformer LLMs, counted on the real model.",
@@ -152,9 +149,10 @@ def params(
     with user_errors():
         from llmcalc.analysis import analyze_params
         from llmcalc.report import params_json, params_renderables
+        from llmcalc.resources import DEVICES, DTYPE_BYTES
 
         _choice("--device", device, DEVICES)
-        _choice("--dtype", dtype, DTYPE_NAMES)
+        _choice("--dtype", dtype, list(DTYPE_BYTES))
         result = analyze_params(_load(preset, overrides, bias), device=device, dtype=dtype)
         _emit(as_json, params_json(result), params_renderables(result, full))
 

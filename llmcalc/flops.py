@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmcalc.config import ModelConfig
-from llmcalc.formulas import param_formula
+from llmcalc.formulas import norms_per_layer, param_formula
 
 # Matmul components, in forward order. "attn_scores" is QKᵀ, "attn_values" is softmax(QKᵀ)·V.
 MATMUL_COMPONENTS = (
@@ -96,8 +96,6 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
     score (max, subtract, exp, sum, divide) over the full T×T; activation 1 per element (2 with a
     gate product); bias add 1 per output; residual add 1 per element; RoPE 3 per rotated element of
     q and k (two multiplies and an add)."""
-    from llmcalc.formulas import norms_per_layer
-
     tokens = batch * seq
     d, layers = cfg.d_model, cfg.n_layers
     per_norm = 4 if cfg.norm == "rmsnorm" else 5 + int(cfg.norm_bias)

@@ -112,7 +112,7 @@ def counted_table(result: FlopsAnalysis) -> RenderableType:
 
 def training_table(result: FlopsAnalysis) -> Table:
     step = result.step
-    exact, causal = step.model, 3 * result.forward.matmul_total_causal
+    exact, causal = step.model, result.step_causal.model
     table = Table(
         box=box.SIMPLE_HEAD,
         title=f"Training step FLOPs (batch {result.batch} × seq {result.seq}), conventions side by side",

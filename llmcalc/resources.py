@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from llmcalc.config import ModelConfig
 from llmcalc.errors import ResourceError
 from llmcalc.formulas import weight_bytes
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+DEVICES = ("meta", "cpu", "cuda")
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}  # the weight dtypes a model can be built in
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def format_bytes(n: int) -> str:
@@ -26,6 +35,8 @@ def format_bytes(n: int) -> str:
 def free_bytes(device: str) -> int:
     """Memory free for new tensors on `device` now."""
     if device == "cuda":
+        import torch
+
         if not torch.cuda.is_available():
             raise ResourceError("--device cuda: CUDA is not available on this machine")
         return torch.cuda.mem_get_info()[0]
@@ -43,8 +54,7 @@ def check_weights_fit(cfg: ModelConfig, device: str, dtype: str) -> None:
     """Refuse, before allocating anything, to build weights that do not fit on the device."""
     if device == "meta":
         return
-    element = torch.empty((), dtype=DTYPES[dtype]).element_size()
-    needed = weight_bytes(cfg, element)
+    needed = weight_bytes(cfg, DTYPE_BYTES[dtype])
     free = free_bytes(device)
     if needed > free:
         raise ResourceError(

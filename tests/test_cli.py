@@ -9,6 +9,7 @@ from llmcalc import formulas
 from llmcalc.cli import app
 from llmcalc.config import ModelConfig
 from llmcalc.presets import load_config
+from tests.conftest import as_printed, readme_example
 
 
 def run_json(runner, *args):
@@ -239,11 +240,5 @@ def assert_one_line_error(runner, args, message):
 
 
 def test_readme_example_is_the_real_output(runner):
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    start = readme.index("```text\nParameters per tensor") + len("```text\n")
-    example = readme[start : readme.index("```", start)]
     result = runner.invoke(app, ["params", "notes-lm-128m"], env={"COLUMNS": "100"})
-    actual = "\n".join(line.rstrip() for line in result.stdout.splitlines()) + "\n"
-    assert example == actual
+    assert readme_example("Parameters per tensor") == as_printed(result.stdout)

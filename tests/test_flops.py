@@ -14,7 +14,7 @@ from llmcalc.config import ModelConfig
 from llmcalc.count_flops import count_flops
 from llmcalc.flops import decode_flops, forward_flops, korthikanti, matmul_flops
 from llmcalc.presets import builtin_names, load_config
-from tests.conftest import tiny
+from tests.conftest import as_printed, readme_example, tiny
 from tests.test_cli import assert_one_line_error
 from tests.test_formula_properties import configs
 
@@ -219,11 +219,6 @@ def test_check_fails_when_a_flop_formula_is_wrong(runner, monkeypatch):
 
 
 def test_readme_flops_example_is_the_real_output(runner):
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    start = readme.index("```text\nForward FLOPs, batch 1 × seq 8192") + len("```text\n")
-    example = readme[start : readme.index("```", start)]
     args = [
         "flops",
         "llama-3-8b",
@@ -237,5 +232,4 @@ def test_readme_flops_example_is_the_real_output(runner):
         "4096",
     ]
     result = runner.invoke(app, args, env={"COLUMNS": "110"})
-    actual = "\n".join(line.rstrip() for line in result.stdout.splitlines()) + "\n"
-    assert example == actual
+    assert readme_example("Forward FLOPs, batch 1 × seq 8192") == as_printed(result.stdout)
