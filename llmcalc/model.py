@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from llmcalc.config import ModelConfig
 
@@ -96,13 +97,47 @@ def alibi_slopes(n_heads: int, device: torch.device) -> torch.Tensor:
 # --- attention -------------------------------------------------------------------------------
 
 
+class KVCache:
+    """Keys and values of every layer for `batch` sequences of up to `max_len` tokens, filled by a
+    prefill and extended by decode steps (the layout of gpt-fast's cache). Its bytes are exactly
+    2 · n_layers · batch · n_kv_heads · max_len · head_dim · element size (formulas.kv_cache_bytes):
+    with GQA or MQA only the n_kv_heads shared heads are stored."""
+
+    def __init__(
+        self, cfg: ModelConfig, batch: int, max_len: int, device: str, dtype: torch.dtype
+    ) -> None:
+        shape = (batch, cfg.n_kv_heads, max_len, cfg.head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.length = 0  # tokens already stored; the next token's position
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this layer's new keys and values; return all keys and values so far."""
+        end = self.length + k.shape[2]
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+ATTENTION_IMPLS = ("sdpa", "eager")
+
+
 class Attention(nn.Module):
     """Causal self-attention with n_heads query heads sharing n_kv_heads key/value heads
-    (MHA when equal, MQA at 1, GQA between) and an explicit head_dim."""
+    (MHA when equal, MQA at 1, GQA between) and an explicit head_dim.
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    impl 'sdpa' calls torch's fused scaled_dot_product_attention (it keeps O(T) per head for the
+    backward pass); 'eager' spells the same maths out and materialises the T x T scores."""
+
+    def __init__(self, cfg: ModelConfig, layer: int = 0, impl: str = "sdpa") -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.layer, self.impl = cfg, layer, impl
         self.q_proj = Linear(cfg.d_model, cfg.q_dim, bias=cfg.qkv_bias)
         self.k_proj = Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
         self.v_proj = Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
@@ -114,9 +149,10 @@ class Attention(nn.Module):
             self.q_norm = make_norm(cfg, cfg.q_dim)
             self.k_norm = make_norm(cfg, cfg.kv_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         cfg = self.cfg
         batch, seq, _ = x.shape
+        start = cache.length if cache is not None else 0  # position of this chunk's first token
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if cfg.qk_norm == "full":
             q, k = self.q_norm(q), self.k_norm(k)
@@ -126,24 +162,55 @@ class Attention(nn.Module):
         if cfg.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         if cfg.position == "rope":
-            q = rope_rotate(q, cfg.rope_theta, 0)
-            k = rope_rotate(k, cfg.rope_theta, 0)
+            q = rope_rotate(q, cfg.rope_theta, start)
+            k = rope_rotate(k, cfg.rope_theta, start)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
 
-        gqa = cfg.n_kv_heads != cfg.n_heads
-        if cfg.position == "alibi":
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=self._alibi_mask(seq, q.dtype, q.device), enable_gqa=gqa
-            )
+        mask = self._mask(seq, start, q.dtype, q.device)
+        if self.impl == "eager":
+            out = eager_attention(q, k, v, mask)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            gqa = cfg.n_kv_heads != cfg.n_heads
+            causal = mask is None and start == 0  # SDPA's own causal mask is exact then
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa
+            )
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, cfg.q_dim))
 
-    def _alibi_mask(self, seq: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """Additive mask: -slope * distance to each earlier key, -inf on future keys."""
-        pos = torch.arange(seq, device=device)
-        distance = (pos.view(-1, 1) - pos.view(1, -1)).to(dtype)  # query minus key
+    def _mask(
+        self, seq: int, start: int, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor | None:
+        """Queries at positions start..start+seq-1 see keys 0..their own position. None where
+        SDPA needs no mask (plain causal from position 0, or one decode query seeing all keys);
+        a boolean mask (True = attend) or, for ALiBi, an additive bias otherwise."""
+        alibi = self.cfg.position == "alibi"
+        if not alibi and self.impl == "sdpa" and (start == 0 or seq == 1):
+            return None
+        query_pos = torch.arange(start, start + seq, device=device).view(-1, 1)
+        key_pos = torch.arange(start + seq, device=device).view(1, -1)
+        allowed = key_pos <= query_pos
+        if not alibi:
+            return allowed
+        distance = (query_pos - key_pos).to(dtype)
         bias = -alibi_slopes(self.cfg.n_heads, device).to(dtype).view(-1, 1, 1) * distance
-        return bias.masked_fill(distance < 0, float("-inf"))
+        return bias.masked_fill(~allowed, float("-inf"))
+
+
+def eager_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """softmax(q kᵀ / sqrt(head_dim) + mask) v, spelled out: the (B, heads, T, T) scores and
+    probabilities are real tensors, and GQA's shared k and v are copied to every query head."""
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    if mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    else:
+        scores = scores + mask
+    return scores.softmax(dim=-1) @ v
 
 
 # --- MLP -------------------------------------------------------------------------------------
@@ -184,7 +251,7 @@ class Block(nn.Module):
     parallel_shared_norm has one norm wherever parallel has two (the output norm is then applied
     to attn + mlp)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, layer: int = 0, attention: str = "sdpa") -> None:
         super().__init__()
         self.parallel = cfg.block != "serial"
         self.shared_norm = shared = cfg.block == "parallel_shared_norm"
@@ -193,7 +260,7 @@ class Block(nn.Module):
         has_output = position in ("sandwich", "output")
 
         self.attn_norm = maybe_norm(cfg, has_input)
-        self.attn = Attention(cfg)
+        self.attn = Attention(cfg, layer, attention)
         self.attn_out_norm = maybe_norm(cfg, has_output)
         self.mlp_norm = self.attn_norm if shared else maybe_norm(cfg, has_input)
         self.mlp = MLP(cfg)
@@ -204,12 +271,13 @@ class Block(nn.Module):
             self.attn_post_norm = maybe_norm(cfg, position == "post")
             self.mlp_post_norm = maybe_norm(cfg, position == "post")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         if not self.parallel:
-            h = self.attn_post_norm(x + self.attn_out_norm(self.attn(self.attn_norm(x))))
+            h = self.attn_post_norm(x + self.attn_out_norm(self.attn(self.attn_norm(x), cache)))
             return self.mlp_post_norm(h + self.mlp_out_norm(self.mlp(self.mlp_norm(h))))
-        attn_out = self.attn(self.attn_norm(x))
-        mlp_out = self.mlp(self.mlp_norm(x))
+        attn_in = self.attn_norm(x)
+        attn_out = self.attn(attn_in, cache)
+        mlp_out = self.mlp(attn_in if self.shared_norm else self.mlp_norm(x))
         if self.shared_norm:  # one output norm (if any) over the sum of both branches
             branches = self.attn_out_norm(attn_out + mlp_out)
         else:
@@ -221,28 +289,45 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, attention: str = "sdpa") -> None:
         super().__init__()
         self.cfg = cfg
         self.tok_embeddings = Embedding(cfg.vocab_size, cfg.d_model)
         if cfg.position == "learned":
             self.pos_embeddings = Embedding(cfg.max_seq_len, cfg.d_model)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(Block(cfg, i, attention) for i in range(cfg.n_layers))
         self.final_norm = maybe_norm(cfg, cfg.final_norm)
         self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.lm_head_bias)
         if cfg.tie_embeddings:  # one tensor, counted once (named_parameters de-duplicates)
             self.lm_head.weight = self.tok_embeddings.weight
+        # Full activation checkpointing: each block keeps only its input for the backward pass
+        # and runs its forward again there (torch.utils.checkpoint, non-reentrant).
+        self.checkpointing = False
 
-    def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab), or the mean cross-entropy loss when targets are given."""
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab), or the mean cross-entropy loss when targets are given. With a
+        cache, the tokens continue the sequences it holds (prefill when it is empty, then one
+        token per decode step) and their keys and values are added to it."""
         seq = tokens.shape[1]
+        start = cache.length if cache is not None else 0
         x = self.tok_embeddings(tokens)
         if self.cfg.position == "learned":
-            x = x + self.pos_embeddings(torch.arange(seq, device=tokens.device))
+            x = x + self.pos_embeddings(torch.arange(start, start + seq, device=tokens.device))
         elif self.cfg.position == "sinusoidal":
-            x = x + sinusoidal_table(seq, self.cfg.d_model, x.device).to(x.dtype)
+            table = sinusoidal_table(start + seq, self.cfg.d_model, x.device)
+            x = x + table[start:].to(x.dtype)
         for layer in self.layers:
-            x = layer(x)
+            if self.checkpointing and torch.is_grad_enabled():
+                x = checkpoint(layer, x, cache, use_reentrant=False)
+            else:
+                x = layer(x, cache)
+        if cache is not None:
+            cache.length += seq
         logits = self.lm_head(self.final_norm(x))
         if targets is None:
             return logits
@@ -250,11 +335,18 @@ class Transformer(nn.Module):
 
 
 def build_model(
-    cfg: ModelConfig, device: str = "meta", dtype: torch.dtype = torch.float32
+    cfg: ModelConfig,
+    device: str = "meta",
+    dtype: torch.dtype = torch.float32,
+    attention: str = "sdpa",
 ) -> Transformer:
     """The model on `device`. On meta, tensors have shapes and no storage: any size is free, and
     PyTorch's init functions are no-ops there. Callers that build on a real device check first
     that the weights fit (resources.check_weights_fit)."""
-    with torch.device(device):
-        model = Transformer(cfg)
-    return model.to(dtype) if dtype != torch.float32 else model
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in its dtype: no fp32 copy first, and works on fakes
+    try:
+        with torch.device(device):
+            return Transformer(cfg, attention)
+    finally:
+        torch.set_default_dtype(previous)

@@ -1,0 +1,240 @@
+"""Closed-form memory in exact bytes: KV cache, training (weights, gradients, optimizer state,
+activations, logits and loss buffers, phase by phase) and inference. No torch here.
+
+Activations are what autograd keeps for the backward pass, tensor by tensor, following the model
+in model.py the way torch 2.13's eager kernels save them (checked against the traced step in
+tests/test_memory.py). Symbols: n = B·T tokens, a bytes per activation element (4 in fp32, 2 in
+bf16 and mixed), d d_model, q = h·d_h, kv = h_kv·d_h, f d_ff, V vocab_size, H n_heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llmcalc.config import ModelConfig
+
+PRECISIONS = ("fp32", "bf16", "mixed")
+OPTIMIZERS = ("adamw", "sgd", "sgd-momentum")
+CHECKPOINTING = ("none", "full")
+ATTENTION_IMPLS = ("sdpa", "eager")
+KV_DTYPES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+INT64 = 8
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bytes per parameter of each model state (ZeRO, Rajbhandari et al. 2020, section 3.1;
+    Megatron-LM's distributed optimizer notes for bf16 weights with fp32 gradients)."""
+
+    weight: int
+    grad: int  # as the backward pass makes them
+    step_grad: int  # as the optimizer reads them
+    state: int  # each optimizer state tensor
+    master: int  # fp32 copy of the weights (mixed precision)
+    activation: int
+
+
+PRECISION = {
+    "fp32": Precision(weight=4, grad=4, step_grad=4, state=4, master=0, activation=4),
+    "bf16": Precision(weight=2, grad=2, step_grad=2, state=2, master=0, activation=2),
+    "mixed": Precision(weight=2, grad=2, step_grad=4, state=4, master=4, activation=2),
+}
+STATE_TENSORS = {"adamw": 2, "sgd": 0, "sgd-momentum": 1}  # AdamW: exp_avg and exp_avg_sq
+
+
+# --- KV cache --------------------------------------------------------------------------------
+
+
+def kv_cache_bytes(cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int) -> int:
+    """Keys and values of every layer: 2 · L · h_kv · d_h · T · B · bytes (Pope et al. 2022,
+    'Efficiently Scaling Transformer Inference', section 3.1). GQA and MQA shrink it by storing
+    h_kv < h heads (Ainslie et al. 2023; Shazeer 2019)."""
+    return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * seq * batch * dtype_bytes
+
+
+def with_kv_heads(cfg: ModelConfig, n_kv_heads: int) -> ModelConfig:
+    """The same model with another number of KV heads (MHA, GQA or MQA)."""
+    return cfg.replace(n_kv_heads=n_kv_heads, name=f"{cfg.name} ({n_kv_heads} kv heads)")
+
+
+def default_gqa_groups(cfg: ModelConfig) -> int | None:
+    """KV heads for the GQA column when none is asked for: the preset's own if it is GQA, else
+    the largest divisor of n_heads up to 8 that is neither 1 nor n_heads (None if there is none)."""
+    if 1 < cfg.n_kv_heads < cfg.n_heads:
+        return cfg.n_kv_heads
+    divisors = [g for g in range(2, min(8, cfg.n_heads - 1) + 1) if cfg.n_heads % g == 0]
+    return max(divisors) if divisors else None
+
+
+# --- activations saved for backward ----------------------------------------------------------
+
+
+@dataclass
+class Saved:
+    """Tensors kept for backward, by name; a tensor saved by two ops (a shared input) counts once."""
+
+    bytes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, size: int) -> None:
+        self.bytes.setdefault(name, size)
+
+    @property
+    def total(self) -> int:
+        return sum(self.bytes.values())
+
+
+def _norm(
+    saved: Saved, cfg: ModelConfig, name: str, source: str, rows: int, width: int, a: int
+) -> None:
+    """What a norm over `width` features keeps. LayerNorm: its input, mean and rstd (in the input
+    dtype on CPU). RMSNorm: its input as fp32 (the input itself in fp32, a fresh copy in bf16),
+    the normalised fp32 rows and the fp32 rsqrt. Its output is kept by whoever consumes it."""
+    if cfg.norm == "layernorm":
+        saved.add(source, rows * width * a)
+        saved.add(f"{name}.stats", 2 * rows * a)
+        return
+    saved.add(source if a == 4 else f"{name}.input_fp32", rows * width * 4)
+    saved.add(f"{name}.normalised", rows * width * 4)
+    saved.add(f"{name}.rsqrt", rows * 4)
+
+
+def _attention(
+    saved: Saved, cfg: ModelConfig, p: str, batch: int, seq: int, a: int, impl: str
+) -> None:
+    """Inside attention: the q/k/v projections' input is kept by the caller."""
+    n = batch * seq
+    q_bytes, kv_bytes = n * cfg.q_dim * a, n * cfg.kv_dim * a
+    q_name, k_name = f"{p}.q_proj", f"{p}.k_proj"
+    if cfg.qk_norm != "none":
+        width_q = cfg.head_dim if cfg.qk_norm == "head" else cfg.q_dim
+        width_k = cfg.head_dim if cfg.qk_norm == "head" else cfg.kv_dim
+        rows_q, rows_k = n * cfg.q_dim // width_q, n * cfg.kv_dim // width_k
+        _norm(saved, cfg, f"{p}.q_norm", q_name, rows_q, width_q, a)
+        _norm(saved, cfg, f"{p}.k_norm", k_name, rows_k, width_k, a)
+        q_name, k_name = f"{p}.q_norm.out", f"{p}.k_norm.out"
+    head_major = False  # q rewritten contiguous as (B, H, T, d_h): the output needs a copy
+    if cfg.position == "rope":
+        # each rope_rotate keeps its cos and sin tables, (T, d_h/2), in the activation dtype
+        saved.add(f"{p}.rope_tables", 4 * seq * (cfg.head_dim // 2) * a)
+        q_name, k_name, head_major = f"{p}.q_rope", f"{p}.k_rope", True
+    elif cfg.qk_norm == "head":
+        head_major = True
+    v_name = f"{p}.v_proj"
+    groups = cfg.n_heads // cfg.n_kv_heads
+    if impl == "sdpa" and cfg.position == "alibi":
+        # An additive bias sends torch's CPU SDPA to its math path, which works in fp32 and
+        # keeps scaled copies of q, k, v (k and v repeated per query head) and the T x T
+        # probabilities, like eager attention.
+        saved.add(f"{p}.q_scaled", n * cfg.q_dim * 4)
+        saved.add(f"{p}.k_scaled", n * cfg.q_dim * 4)
+        saved.add(f"{p}.v_fp32", n * cfg.kv_dim * groups * 4)
+        saved.add(f"{p}.probs", batch * cfg.n_heads * seq * seq * 4)
+        saved.add(f"{p}.out_copy", q_bytes)
+        return
+    if impl == "eager":
+        saved.add(q_name, q_bytes)
+        saved.add(f"{p}.k_repeated" if groups > 1 else k_name, kv_bytes * groups)
+        saved.add(f"{p}.v_repeated" if groups > 1 else v_name, kv_bytes * groups)
+        saved.add(f"{p}.probs", batch * cfg.n_heads * seq * seq * a)
+        if cfg.position != "alibi":
+            saved.add(f"{p}.causal_mask", seq * seq)  # bool
+        saved.add(f"{p}.out_copy", q_bytes)  # (B, H, T, d_h) -> (B, T, H·d_h)
+        return
+    # fused SDPA keeps q, k, v, its output and the fp32 log-sum-exp: O(T) per head
+    saved.add(q_name, q_bytes)
+    saved.add(k_name, kv_bytes)
+    saved.add(v_name, kv_bytes)
+    saved.add(f"{p}.out", q_bytes)
+    saved.add(f"{p}.logsumexp", batch * cfg.n_heads * seq * 4)
+    if head_major:
+        saved.add(f"{p}.out_copy", q_bytes)
+
+
+def _mlp(saved: Saved, cfg: ModelConfig, p: str, n: int, a: int) -> None:
+    """GELU and SiLU keep their input, ReLU its output; the product of a GLU keeps both factors;
+    the down projection keeps its input."""
+    size = n * cfg.d_ff * a
+    if cfg.is_glu:
+        if cfg.activation != "reglu":
+            saved.add(f"{p}.gate", size)
+        saved.add(f"{p}.act", size)
+        saved.add(f"{p}.up", size)
+        saved.add(f"{p}.product", size)
+        return
+    if cfg.activation != "relu":
+        saved.add(f"{p}.up", size)
+    saved.add(f"{p}.act", size)
+
+
+def layer_activations(
+    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa"
+) -> dict[str, int]:
+    """Bytes one block keeps for backward, by tensor name (see model.Block's layouts). The layer's
+    input is counted here; its output is counted by the next layer or the head."""
+    n, d = batch * seq, cfg.d_model
+    saved = Saved()
+    pre = cfg.norm_position in ("pre", "sandwich")
+    out_norm = cfg.norm_position in ("sandwich", "output")
+    post = cfg.norm_position == "post"
+
+    def branch_input(norm_name: str, source: str) -> str:
+        """The tensor a branch's first linears keep: its input norm's output, or the stream."""
+        if not pre:
+            saved.add(source, n * d * a)
+            return source
+        _norm(saved, cfg, norm_name, source, n, d, a)
+        saved.add(f"{norm_name}.out", n * d * a)
+        return f"{norm_name}.out"
+
+    def branch(kind: str, source: str, norm_name: str) -> None:
+        branch_input(norm_name, source)
+        if kind == "attn":
+            _attention(saved, cfg, "attn", batch, seq, a, impl)
+        else:
+            _mlp(saved, cfg, "mlp", n, a)
+
+    if cfg.block == "serial":
+        branch("attn", "x", "attn_norm")
+        if out_norm:
+            _norm(saved, cfg, "attn_out_norm", "attn.o_proj", n, d, a)
+        stream = "h"
+        if post:
+            _norm(saved, cfg, "attn_post_norm", "h", n, d, a)
+            stream = "attn_post_norm.out"
+        branch("mlp", stream, "mlp_norm")
+        if out_norm:
+            _norm(saved, cfg, "mlp_out_norm", "mlp.down_proj", n, d, a)
+        if post:
+            _norm(saved, cfg, "mlp_post_norm", "layer_out", n, d, a)
+        return saved.bytes
+
+    shared = cfg.block == "parallel_shared_norm"
+    branch("attn", "x", "attn_norm")
+    branch("mlp", "x", "attn_norm" if shared else "mlp_norm")
+    if out_norm and shared:
+        _norm(saved, cfg, "out_norm", "branches", n, d, a)
+    elif out_norm:
+        _norm(saved, cfg, "attn_out_norm", "attn.o_proj", n, d, a)
+        _norm(saved, cfg, "mlp_out_norm", "mlp.down_proj", n, d, a)
+    if post:
+        _norm(saved, cfg, "post_norm", "layer_out", n, d, a)
+    return saved.bytes
+
+
+def head_activations(cfg: ModelConfig, batch: int, seq: int, a: int) -> dict[str, int]:
+    """Kept outside the blocks: token ids and targets (int64), learned position ids, the last
+    block's output and the final norm's, the fp32 log-softmax of the logits."""
+    n, d = batch * seq, cfg.d_model
+    saved = Saved()
+    saved.add("tokens", n * INT64)
+    saved.add("targets", n * INT64)
+    if cfg.position == "learned":
+        saved.add("position_ids", seq * INT64)
+    if cfg.final_norm:
+        _norm(saved, cfg, "final_norm", "last_layer_out", n, d, a)
+        saved.add("final_norm.out", n * d * a)
+    else:
+        saved.add("last_layer_out", n * d * a)
+    saved.add("log_softmax", n * cfg.vocab_size * 4)
+    saved.add("loss.total_weight", 4)  # nll_loss's fp32 scalar
+    return saved.bytes
