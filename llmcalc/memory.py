@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmcalc.config import ModelConfig
+from llmcalc.formulas import norms_per_layer, param_formula
 
 PRECISIONS = ("fp32", "bf16", "mixed")
 OPTIMIZERS = ("adamw", "sgd", "sgd-momentum")
@@ -238,3 +239,191 @@ def head_activations(cfg: ModelConfig, batch: int, seq: int, a: int) -> dict[str
     saved.add("log_softmax", n * cfg.vocab_size * 4)
     saved.add("loss.total_weight", 4)  # nll_loss's fp32 scalar
     return saved.bytes
+
+
+# --- parameter tensors (optimizers keep per-tensor state) --------------------------------------
+
+
+def parameter_sizes(cfg: ModelConfig) -> list[int]:
+    """Sizes of the parameter tensors in the model's order (model.py; a tied head is the
+    embedding, listed once)."""
+    d, f = cfg.d_model, cfg.d_ff
+    ln_bias = cfg.norm == "layernorm" and cfg.norm_bias
+
+    def norm(width: int) -> list[int]:
+        return [width, width] if ln_bias else [width]
+
+    def linear(inputs: int, outputs: int, bias: bool) -> list[int]:
+        return [inputs * outputs, outputs] if bias else [inputs * outputs]
+
+    pre = cfg.norm_position in ("pre", "sandwich")
+    out = cfg.norm_position in ("sandwich", "output")
+    shared = cfg.block == "parallel_shared_norm"
+    attn = linear(d, cfg.q_dim, cfg.qkv_bias) + 2 * linear(d, cfg.kv_dim, cfg.qkv_bias)
+    attn += linear(cfg.q_dim, d, cfg.out_bias)
+    if cfg.qk_norm != "none":
+        heads = cfg.qk_norm == "head"
+        attn += norm(cfg.head_dim if heads else cfg.q_dim) + norm(cfg.head_dim if heads else cfg.kv_dim)
+    mlp = (2 if cfg.is_glu else 1) * linear(d, f, cfg.mlp_bias) + linear(f, d, cfg.mlp_bias)
+    block = (norm(d) if pre else []) + attn + (norm(d) if out else [])
+    block += (norm(d) if pre and not shared else []) + mlp + (norm(d) if out and not shared else [])
+    if cfg.norm_position == "post":
+        block += norm(d) * (2 if cfg.block == "serial" else 1)
+    sizes = [cfg.vocab_size * d] + ([cfg.max_seq_len * d] if cfg.position == "learned" else [])
+    sizes += block * cfg.n_layers + (norm(d) if cfg.final_norm else [])
+    sizes += [] if cfg.tie_embeddings else [cfg.vocab_size * d]
+    return sizes + ([cfg.vocab_size] if cfg.lm_head_bias else [])
+
+
+def conversion_excess(sizes: list[int]) -> int:
+    """Mixed precision turns the bf16 gradients into fp32 one tensor at a time (MasterWeights):
+    while tensor i's fp32 copy is made, its bf16 gradient and those after it are still alive.
+    Elements above the 4-bytes-per-gradient end state, at the worst tensor: max of 2·n_i minus
+    twice the elements after it, in units of bytes."""
+    after, worst = 0, 0
+    for size in reversed(sizes):
+        worst = max(worst, 2 * size - 2 * after)
+        after += size
+    return worst
+
+
+# --- training: model states, activations, and the peak phase by phase -------------------------
+
+
+@dataclass(frozen=True)
+class Phase:
+    total: int
+    categories: dict[str, int]  # weights, gradients, optimizer, activations, other
+    at: str  # the moment of this phase's peak, in words
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    weights: int
+    gradients: int  # at the optimizer step (fp32 in mixed precision)
+    optimizer: int
+    activations: int  # kept for backward at the end of the forward pass
+    logits: int  # logits and loss buffers at their largest (start of the backward pass)
+    phases: dict[str, Phase]
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=lambda phase: self.phases[phase].total)
+
+    @property
+    def peak(self) -> int:
+        return self.phases[self.peak_phase].total
+
+
+def _phase(at: str, **categories: int) -> Phase:
+    full = dict.fromkeys(("weights", "gradients", "optimizer", "activations", "other"), 0)
+    full.update(categories)
+    return Phase(sum(full.values()), full, at)
+
+
+def layer_transient(cfg: ModelConfig, n: int, a: int, seq: int, batch: int, impl: str) -> int:
+    """Gradients in flight inside one block's backward pass, at their largest: the gradient of
+    the residual stream and its copy, plus, in the MLP, the gradients of the hidden activations
+    (three of n·f for a GLU product, two otherwise); with eager attention the gradients of the
+    T x T probabilities and scores."""
+    stream = 2 * n * cfg.d_model * a
+    mlp = (3 if cfg.is_glu else 2) * n * cfg.d_ff * a
+    attn = 2 * batch * cfg.n_heads * seq * seq * a if impl == "eager" else 0
+    return stream + max(mlp, attn)
+
+
+def training_memory(
+    cfg: ModelConfig,
+    batch: int,
+    seq: int,
+    precision: str = "fp32",
+    optimizer: str = "adamw",
+    checkpointing: str = "none",
+    attention: str = "sdpa",
+) -> TrainingMemory:
+    """Predicted memory of one steady-state training step (optimizer state already created)."""
+    p = PRECISION[precision]
+    n, a, vocab, d, layers = batch * seq, p.activation, cfg.vocab_size, cfg.d_model, cfg.n_layers
+    sizes = parameter_sizes(cfg)
+    n_params = sum(sizes)
+    components = param_formula(cfg).components
+    weights = n_params * p.weight
+    step_counters = 4 * len(sizes) if optimizer == "adamw" else 0  # fused AdamW: fp32 scalars
+    optimizer_bytes = STATE_TENSORS[optimizer] * n_params * p.state + step_counters
+    optimizer_bytes += n_params * p.master
+    states = {"weights": weights, "optimizer": optimizer_bytes}
+
+    per_layer = sum(layer_activations(cfg, batch, seq, a, attention).values())
+    kept_per_layer = n * d * a if checkpointing == "full" else per_layer  # a block's input only
+    recompute = per_layer if checkpointing == "full" else 0  # one block's forward, run again
+    head = head_activations(cfg, batch, seq, a)
+    activations = layers * kept_per_layer + sum(head.values())
+    embedding_inputs = head["tokens"] + head.get("position_ids", 0)
+    logits = n * vocab * a
+    fp32_logits = n * vocab * 4 if a != 4 else 0  # cross-entropy runs in fp32
+
+    forward = _phase(
+        "log-softmax of the logits", **states, activations=activations, other=logits + fp32_logits
+    )
+    # The backward pass, from the loss: the log-softmax's gradient and its input's (n·V fp32
+    # each) while everything saved is alive; then the LM head's: the logits' gradient, the
+    # hidden state's and the head weight's.
+    head_weight_grad = vocab * d * p.grad
+    loss_grads = _phase(
+        "log-softmax backward", **states, activations=activations, other=2 * n * vocab * 4
+    )
+    head_backward = _phase(
+        "LM head backward",
+        **states,
+        gradients=head_weight_grad,
+        activations=activations - head["log_softmax"],
+        other=logits + n * d * a,
+    )
+    # Then block by block, last to first: one block's activations go and its gradients come.
+    # Memory is a straight line in the block index, so its extremes are the last and the first.
+    head_grads = (components["final_norm"] + components["lm_head"]) * p.grad + head_weight_grad
+    layer_grads = (n_params - components["token_embedding"] - components["position_embedding"])
+    layer_grads = (layer_grads - components["final_norm"] - components["lm_head"]) * p.grad
+    transient = layer_transient(cfg, n, a, seq, batch, attention)
+    # a tied head's gradient is held by autograd until the embedding's is added to it
+    held = head_weight_grad if cfg.tie_embeddings else 0
+    last_block = _phase(
+        "backward of the last block",
+        **states,
+        gradients=head_grads - held,
+        activations=embedding_inputs + layers * kept_per_layer + recompute,
+        other=transient + held,
+    )
+    first_block = _phase(
+        "backward of the first block",
+        **states,
+        gradients=head_grads - held + layer_grads * (layers - 1) // layers,
+        activations=embedding_inputs + kept_per_layer + recompute,
+        other=transient + held,
+    )
+    # Last, the embeddings: a dense V x d gradient; a tied one is added to the head's (both
+    # and their sum alive at once) before it becomes the parameter's gradient.
+    embedding_grads = (components["token_embedding"] + components["position_embedding"]) * p.grad
+    tied_sum = vocab * d * p.grad if cfg.tie_embeddings else 0
+    embeddings = _phase(
+        "embedding backward",
+        **states,
+        gradients=head_grads + layer_grads + embedding_grads - 2 * tied_sum,
+        activations=embedding_inputs,
+        other=3 * tied_sum,
+    )
+    backward = max(
+        loss_grads, head_backward, last_block, first_block, embeddings, key=lambda ph: ph.total
+    )
+
+    gradients = n_params * p.step_grad
+    conversion = conversion_excess(sizes) if precision == "mixed" else 0
+    step = _phase("optimizer step", **states, gradients=gradients, other=conversion)
+    return TrainingMemory(
+        weights=weights,
+        gradients=gradients,
+        optimizer=optimizer_bytes,
+        activations=activations,
+        logits=2 * n * vocab * 4,
+        phases={"forward": forward, "backward": backward, "optimizer": step},
+    )
