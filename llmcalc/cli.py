@@ -47,14 +47,14 @@ DtypeOpt = Annotated[
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """LLMCalcError -> `Error: ...` on stderr and exit code 2, no traceback."""
+    """LLMCalcError -> `Error: ...` on stderr and its exit code (2: bad input), no traceback."""
     try:
         yield
     except LLMCalcError as exc:
         if os.environ.get("LLMCALC_DEBUG"):
             raise
         typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(exc.exit_code) from None
 
 
 def _choice(option: str, value: str, allowed: tuple[str, ...] | list[str]) -> str:
@@ -235,18 +235,7 @@ def flops(
             peak = peak_flops_per_second(gpu, dtype)
         if (gpu is not None or peak_tflops is not None) and tokens is None:
             raise LLMCalcError("--gpu/--peak-tflops need --tokens D (the training tokens to time)")
-        length = cfg.max_seq_len if seq is None else seq
-        if length > cfg.max_seq_len:
-            if cfg.position == "learned":
-                raise LLMCalcError(
-                    f"--seq {length}: above max_seq_len = {cfg.max_seq_len}, the size of the learned "
-                    "position table; raise it with --set max_seq_len=N"
-                )
-            typer.echo(
-                f"Warning: --seq {length} is above max_seq_len = {cfg.max_seq_len}: counted as asked "
-                f"({cfg.position} positions have no table to run out of)",
-                err=True,
-            )
+        length = _checked_seq(cfg, seq)
         result = analyze_flops(
             cfg,
             batch=batch,
@@ -261,6 +250,166 @@ def flops(
             count=not no_count,
         )
         _emit(as_json, flops_json(result), flops_renderables(result))
+
+
+@app.command()
+def memory(
+    preset: PresetArg,
+    seq: Annotated[
+        int | None, typer.Option("--seq", help="Tokens per sequence (default: max_seq_len).")
+    ] = None,
+    batch: Annotated[int, typer.Option("--batch", help="Sequences per step.")] = 1,
+    mha: Annotated[
+        bool, typer.Option("--mha", help="Analyse with one KV head per query head.")
+    ] = False,
+    gqa: Annotated[
+        int | None, typer.Option("--gqa", help="Analyse with N KV heads (N divides n_heads).")
+    ] = None,
+    mqa: Annotated[bool, typer.Option("--mqa", help="Analyse with a single KV head.")] = False,
+    precision: Annotated[
+        str, typer.Option("--precision", help="Training precision: fp32, bf16, mixed.")
+    ] = "mixed",
+    optimizer: Annotated[
+        str, typer.Option("--optimizer", help="adamw, sgd, sgd-momentum.")
+    ] = "adamw",
+    checkpointing: Annotated[
+        str, typer.Option("--checkpointing", help="Activation checkpointing: none, full.")
+    ] = "none",
+    attention: Annotated[
+        str, typer.Option("--attention", help="sdpa (fused, O(T)) or eager (T×T scores).")
+    ] = "sdpa",
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="Inference weight dtype: fp32, bf16, fp16.")
+    ] = "bf16",
+    kv_dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--kv-dtype", help="KV cache dtype: fp32, bf16, fp16, fp8, int8 (default --dtype)."
+        ),
+    ] = None,
+    gpu_mem: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-mem", help="Device memory, e.g. 80GiB: the largest batch and seq that fit."
+        ),
+    ] = None,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Also run the real step on fake tensors (any size).")
+    ] = False,
+    measure: Annotated[
+        bool, typer.Option("--measure", help="Also run a real step on CUDA (traced if no CUDA).")
+    ] = False,
+    measure_on: Annotated[
+        str,
+        typer.Option("--measure-on", help="Device of --measure: cuda, or cpu for small models."),
+    ] = "cuda",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="--measure even if the predicted peak exceeds free memory."),
+    ] = False,
+    overrides: SetOpt = None,
+    bias: BiasOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """KV cache (MHA/GQA/MQA), training and inference memory: predicted, traced, measured."""
+    with user_errors():
+        from llmcalc.analysis_memory import analyze_memory, parse_size, resolve_kv_heads
+        from llmcalc.memory import ATTENTION_IMPLS, CHECKPOINTING, KV_DTYPES, OPTIMIZERS, PRECISIONS
+        from llmcalc.report_memory import memory_json, memory_renderables
+
+        cfg = _load(preset, overrides, bias)
+        _positive("--seq", seq)
+        _positive("--batch", batch)
+        _choice("--precision", precision, PRECISIONS)
+        _choice("--optimizer", optimizer, OPTIMIZERS)
+        _choice("--checkpointing", checkpointing, CHECKPOINTING)
+        _choice("--attention", attention, ATTENTION_IMPLS)
+        _choice("--dtype", dtype, ("fp32", "bf16", "fp16"))
+        if kv_dtype is not None:
+            _choice("--kv-dtype", kv_dtype, tuple(KV_DTYPES))
+        _choice("--measure-on", measure_on, ("cuda", "cpu"))
+        length = _checked_seq(cfg, seq)
+        memory_bytes = parse_size("--gpu-mem", gpu_mem) if gpu_mem is not None else None
+        result = analyze_memory(
+            cfg,
+            batch=batch,
+            seq=length,
+            kv_heads=resolve_kv_heads(cfg, mha, gqa, mqa),
+            precision=precision,
+            optimizer=optimizer,
+            checkpointing=checkpointing,
+            attention=attention,
+            dtype=dtype,
+            kv_dtype=kv_dtype,
+            gpu_memory=memory_bytes,
+        )
+        if trace or measure:
+            result = _trace_and_measure(result, measure, measure_on, force, as_json)
+        _emit(as_json, memory_json(result), memory_renderables(result))
+
+
+def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, quiet: bool) -> Any:
+    """Add the traced step and, with --measure, the real one (traced only when no CUDA)."""
+    import dataclasses
+
+    import torch
+
+    from llmcalc.trace_memory import trace_training
+
+    setup = dict(
+        batch=result.batch,
+        seq=result.seq,
+        precision=result.precision,
+        optimizer=result.optimizer,
+        checkpointing=result.checkpointing,
+        attention=result.attention,
+    )
+    with _progress(quiet) as status:
+        status("tracing a training step on fake tensors")
+        traced = trace_training(result.config, **setup)
+        result = dataclasses.replace(result, traced=traced)
+        if not measure:
+            return result
+        if device == "cuda" and not torch.cuda.is_available():
+            typer.echo(
+                "Note: --measure: CUDA is not available here, so the traced step stands in for "
+                "the measurement; --measure-on cpu runs a real step on CPU (small models)",
+                err=True,
+            )
+            return result
+        from llmcalc.measure import measure_training, refuse_if_too_big
+
+        refuse_if_too_big(device, result.training.peak, force)
+        measured = measure_training(result.config, device=device, on_progress=status, **setup)
+        return dataclasses.replace(result, measured=measured)
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool) -> Iterator[Any]:
+    """A spinner with the current step on stderr, when stderr is a terminal and not --json."""
+    console = Console(stderr=True, highlight=False, markup=False)
+    if quiet or not console.is_terminal:
+        yield lambda step: None
+        return
+    with console.status("working") as status:
+        yield lambda step: status.update(f"llmcalc memory: {step}")
+
+
+def _checked_seq(cfg: Any, seq: int | None) -> int:
+    """The sequence length (default max_seq_len); beyond a learned table is an error."""
+    length = cfg.max_seq_len if seq is None else seq
+    if length > cfg.max_seq_len:
+        if cfg.position == "learned":
+            raise LLMCalcError(
+                f"--seq {length}: above max_seq_len = {cfg.max_seq_len}, the size of the learned "
+                "position table; raise it with --set max_seq_len=N"
+            )
+        typer.echo(
+            f"Warning: --seq {length} is above max_seq_len = {cfg.max_seq_len}: counted as asked "
+            f"({cfg.position} positions have no table to run out of)",
+            err=True,
+        )
+    return length
 
 
 @app.command()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmcalc.config import ModelConfig
-from llmcalc.formulas import norms_per_layer, param_formula
+from llmcalc.formulas import param_formula
 
 PRECISIONS = ("fp32", "bf16", "mixed")
 OPTIMIZERS = ("adamw", "sgd", "sgd-momentum")
@@ -263,7 +263,9 @@ def parameter_sizes(cfg: ModelConfig) -> list[int]:
     attn += linear(cfg.q_dim, d, cfg.out_bias)
     if cfg.qk_norm != "none":
         heads = cfg.qk_norm == "head"
-        attn += norm(cfg.head_dim if heads else cfg.q_dim) + norm(cfg.head_dim if heads else cfg.kv_dim)
+        attn += norm(cfg.head_dim if heads else cfg.q_dim) + norm(
+            cfg.head_dim if heads else cfg.kv_dim
+        )
     mlp = (2 if cfg.is_glu else 1) * linear(d, f, cfg.mlp_bias) + linear(f, d, cfg.mlp_bias)
     block = (norm(d) if pre else []) + attn + (norm(d) if out else [])
     block += (norm(d) if pre and not shared else []) + mlp + (norm(d) if out and not shared else [])
@@ -321,15 +323,29 @@ def _phase(at: str, **categories: int) -> Phase:
     return Phase(sum(full.values()), full, at)
 
 
-def layer_transient(cfg: ModelConfig, n: int, a: int, seq: int, batch: int, impl: str) -> int:
-    """Gradients in flight inside one block's backward pass, at their largest: the gradient of
-    the residual stream and its copy, plus, in the MLP, the gradients of the hidden activations
-    (three of n·f for a GLU product, two otherwise); with eager attention the gradients of the
-    T x T probabilities and scores."""
+MLP_STAGE = ("mlp", "h", "attn_post_norm.out")  # saved tensors released by the MLP's backward
+
+
+def block_backward_peak(
+    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str, saved: dict[str, int]
+) -> int:
+    """Largest memory inside one block's backward pass beyond what lies outside the block: the
+    incoming gradient of the residual stream and the one being made (2·n·d), plus first the
+    MLP stage (the block's saved tensors alive, one or two n·f gradients beyond them), then the attention stage (the MLP's saved tensors released;
+    the gradients of q, k, v and the output, or with eager attention two of B·H·T·T)."""
+    n = batch * seq
+    everything = sum(saved.values())
     stream = 2 * n * cfg.d_model * a
-    mlp = (3 if cfg.is_glu else 2) * n * cfg.d_ff * a
-    attn = 2 * batch * cfg.n_heads * seq * seq * a if impl == "eager" else 0
-    return stream + max(mlp, attn)
+    # the down projection's input is released as its gradient is made; a GLU's product then
+    # makes two gradients from one; ReLU keeps its output (it is its own saved tensor)
+    mlp = everything + (2 if cfg.is_glu or cfg.activation == "relu" else 1) * n * cfg.d_ff * a
+    # the MLP was called last, so autograd runs its backward first, in parallel blocks too
+    everything -= sum(v for k, v in saved.items() if k.startswith(MLP_STAGE))
+    if impl == "eager":
+        in_flight = 2 * batch * cfg.n_heads * seq * seq * a
+    else:
+        in_flight = 2 * n * (cfg.q_dim + cfg.kv_dim) * a
+    return stream + max(mlp, everything + in_flight)
 
 
 def training_memory(
@@ -353,18 +369,16 @@ def training_memory(
     optimizer_bytes += n_params * p.master
     states = {"weights": weights, "optimizer": optimizer_bytes}
 
-    per_layer = sum(layer_activations(cfg, batch, seq, a, attention).values())
+    layer_saved = layer_activations(cfg, batch, seq, a, attention)
+    per_layer = sum(layer_saved.values())
     kept_per_layer = n * d * a if checkpointing == "full" else per_layer  # a block's input only
-    recompute = per_layer if checkpointing == "full" else 0  # one block's forward, run again
     head = head_activations(cfg, batch, seq, a)
     activations = layers * kept_per_layer + sum(head.values())
     embedding_inputs = head["tokens"] + head.get("position_ids", 0)
     logits = n * vocab * a
     fp32_logits = n * vocab * 4 if a != 4 else 0  # cross-entropy runs in fp32
 
-    forward = _phase(
-        "log-softmax of the logits", **states, activations=activations, other=logits + fp32_logits
-    )
+    forward = _phase("log-softmax", **states, activations=activations, other=logits + fp32_logits)
     # The backward pass, from the loss: the log-softmax's gradient and its input's (n·V fp32
     # each) while everything saved is alive; then the LM head's: the logits' gradient, the
     # hidden state's and the head weight's.
@@ -381,25 +395,28 @@ def training_memory(
     )
     # Then block by block, last to first: one block's activations go and its gradients come.
     # Memory is a straight line in the block index, so its extremes are the last and the first.
-    head_grads = (components["final_norm"] + components["lm_head"]) * p.grad + head_weight_grad
-    layer_grads = (n_params - components["token_embedding"] - components["position_embedding"])
+    tied_weight_grad = head_weight_grad if cfg.tie_embeddings else 0
+    head_grads = (components["final_norm"] + components["lm_head"]) * p.grad + tied_weight_grad
+    layer_grads = n_params - components["token_embedding"] - components["position_embedding"]
     layer_grads = (layer_grads - components["final_norm"] - components["lm_head"]) * p.grad
-    transient = layer_transient(cfg, n, a, seq, batch, attention)
+    # inside a block: its saved tensors (recomputed first with checkpointing) and gradients
+    in_block = block_backward_peak(cfg, batch, seq, a, attention, layer_saved)
+    in_block -= 0 if checkpointing == "full" else per_layer  # already counted as kept
     # a tied head's gradient is held by autograd until the embedding's is added to it
     held = head_weight_grad if cfg.tie_embeddings else 0
     last_block = _phase(
-        "backward of the last block",
+        "last block backward",
         **states,
         gradients=head_grads - held,
-        activations=embedding_inputs + layers * kept_per_layer + recompute,
-        other=transient + held,
+        activations=embedding_inputs + layers * kept_per_layer,
+        other=in_block + held,
     )
     first_block = _phase(
-        "backward of the first block",
+        "first block backward",
         **states,
         gradients=head_grads - held + layer_grads * (layers - 1) // layers,
-        activations=embedding_inputs + kept_per_layer + recompute,
-        other=transient + held,
+        activations=embedding_inputs + kept_per_layer,
+        other=in_block + held,
     )
     # Last, the embeddings: a dense V x d gradient; a tied one is added to the head's (both
     # and their sum alive at once) before it becomes the parameter's gradient.
@@ -427,3 +444,39 @@ def training_memory(
         logits=2 * n * vocab * 4,
         phases={"forward": forward, "backward": backward, "optimizer": step},
     )
+
+
+# --- inference: weights, KV cache, and the transient tensors of a prefill ----------------------
+
+
+@dataclass(frozen=True)
+class InferenceMemory:
+    weights: int
+    kv_cache: int
+    activations: int  # transient tensors of the prefill at their largest
+    at: str
+
+    @property
+    def peak(self) -> int:
+        return self.weights + self.kv_cache + self.activations
+
+
+def prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> tuple[int, str]:
+    """Largest set of live intermediate tensors in a prefill without autograd: in a block, the
+    block's input and mid-stream residual, a norm's output and the MLP's hidden tensors (three
+    of n·f while a GLU multiplies); at the end, the last hidden state, the final norm's output
+    and the logits (n·V)."""
+    n, d = batch * seq, cfg.d_model
+    hidden = (3 if cfg.is_glu else 2) * n * cfg.d_ff * a
+    block = 3 * n * d * a + hidden
+    logits = 2 * n * d * a + n * cfg.vocab_size * a
+    return max((block, "MLP of a block"), (logits, "logits"))
+
+
+def inference_memory(
+    cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int, kv_bytes: int
+) -> InferenceMemory:
+    """Weights + a KV cache of `seq` tokens for `batch` sequences + the prefill's transients."""
+    weights = sum(parameter_sizes(cfg)) * dtype_bytes
+    transient, at = prefill_transient(cfg, batch, seq, dtype_bytes)
+    return InferenceMemory(weights, kv_cache_bytes(cfg, batch, seq, kv_bytes), transient, at)

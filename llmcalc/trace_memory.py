@@ -49,11 +49,16 @@ class TracedMemory:
     peak: int
     peak_phase: str
     phases: dict[str, PhasePeak]  # 'forward' | 'backward' | 'optimizer' | 'prefill' -> peak
-    saved_for_backward: int  # activation bytes alive when the backward pass begins
+    saved: int  # activation bytes kept for backward, as the backward pass begins
+    gradients: int  # all gradients as the optimizer step read them (fp32 in mixed precision)
 
     @property
     def categories(self) -> dict[str, int]:
         return self.phases[self.peak_phase].categories
+
+    @property
+    def optimizer_state(self) -> int:
+        return self.phases["forward"].categories["optimizer"]
 
 
 class StorageTracker(TorchDispatchMode):
@@ -123,7 +128,8 @@ class StorageTracker(TorchDispatchMode):
         return tensor
 
 
-def _track_state(tracker: StorageTracker, model: torch.nn.Module, optimizer: object) -> None:
+def track_model_state(tracker: StorageTracker, model: torch.nn.Module, optimizer: object) -> None:
+    """Count the weights and the optimizer state that exist before the step."""
     for param in model.parameters():
         tracker.track(param, "weights")
     for state in optimizer.state.values():
@@ -148,7 +154,7 @@ def trace_training(
     with FakeTensorMode(allow_non_fake_inputs=False):
         model, opt = build_for_training(cfg, precision, optimizer, "cpu", attention)
         create_optimizer_state(model, opt)
-        _track_state(tracker, model, opt)
+        track_model_state(tracker, model, opt)
         tokens = torch.randint(0, cfg.vocab_size, (batch, seq))
         tracker.track(tokens, "other")
 
@@ -193,4 +199,5 @@ def _result(tracker: StorageTracker, phases: tuple[str, ...]) -> TracedMemory:
     peaks = {phase: tracker.peaks[phase] for phase in phases}
     top = max(phases, key=lambda phase: peaks[phase].total)
     saved = tracker.at_start.get("backward", {}).get("activations", 0)
-    return TracedMemory(peaks[top].total, top, peaks, saved)
+    gradients = tracker.at_start.get("zero_grad", {}).get("gradients", 0)
+    return TracedMemory(peaks[top].total, top, peaks, saved, gradients)

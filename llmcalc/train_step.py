@@ -21,7 +21,7 @@ from llmcalc.model import Transformer, build_model
 
 PRECISIONS = ("fp32", "bf16", "mixed")
 OPTIMIZERS = ("adamw", "sgd", "sgd-momentum")
-PHASES = ("forward", "backward", "optimizer")
+PHASES = ("forward", "backward", "optimizer")  # on_phase also marks 'zero_grad', the step's end
 
 
 def make_optimizer(params: list[torch.nn.Parameter], name: str) -> torch.optim.Optimizer:
@@ -97,4 +97,5 @@ def training_step(
     del loss
     on_phase("optimizer")
     optimizer.step()
+    on_phase("zero_grad")
     optimizer.zero_grad(set_to_none=True)
