@@ -131,7 +131,7 @@ def kv_variants(
         variants[kind] = KVVariant(
             kind=kind,
             n_kv_heads=n_kv,
-            kv_params=(components["attn_k"] + components["attn_v"]) * cfg.n_layers,
+            kv_params=components["attn_k"] + components["attn_v"],
             bytes_per_token=kv_cache_bytes(variant, 1, 1, kv_bytes),
             bytes_per_sequence=kv_cache_bytes(variant, 1, seq, kv_bytes),
             total=kv_cache_bytes(variant, batch, seq, kv_bytes),

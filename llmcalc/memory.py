@@ -331,8 +331,9 @@ def block_backward_peak(
 ) -> int:
     """Largest memory inside one block's backward pass beyond what lies outside the block: the
     incoming gradient of the residual stream and the one being made (2·n·d), plus first the
-    MLP stage (the block's saved tensors alive, one or two n·f gradients beyond them), then the attention stage (the MLP's saved tensors released;
-    the gradients of q, k, v and the output, or with eager attention two of B·H·T·T)."""
+    MLP stage (the block's saved tensors alive, one or two n·f gradients beyond them), then
+    the attention stage (the MLP's saved tensors released; the gradients of q, k, v and the
+    output, or with eager attention two of B·H·T·T)."""
     n = batch * seq
     everything = sum(saved.values())
     stream = 2 * n * cfg.d_model * a
@@ -374,11 +375,29 @@ def training_memory(
     kept_per_layer = n * d * a if checkpointing == "full" else per_layer  # a block's input only
     head = head_activations(cfg, batch, seq, a)
     activations = layers * kept_per_layer + sum(head.values())
-    embedding_inputs = head["tokens"] + head.get("position_ids", 0)
+    embedding_inputs = head["tokens"] + head.get("position_ids", 0) + head["targets"]
+    batch_ids = head["tokens"] + head["targets"]  # held by the training loop all step
     logits = n * vocab * a
     fp32_logits = n * vocab * 4 if a != 4 else 0  # cross-entropy runs in fp32
 
-    forward = _phase("log-softmax", **states, activations=activations, other=logits + fp32_logits)
+    loss = 4  # the fp32 loss itself
+    # forward's local variable holds the last hidden state; counted already where it is saved
+    unsaved_hidden = cfg.final_norm and cfg.norm == "rmsnorm" and a != 4
+    hidden = n * d * a if unsaved_hidden else 0
+    forward = _phase(
+        "log-softmax",
+        **states,
+        activations=activations,
+        other=logits + fp32_logits + loss + hidden,
+    )
+    if checkpointing == "full":  # the last block runs as in inference, keeping only its input
+        block_forward = _phase(
+            "last block forward",
+            **states,
+            activations=batch_ids + layers * kept_per_layer,
+            other=block_transient(cfg, batch, seq, a) - n * d * a,  # its input is kept
+        )
+        forward = max(forward, block_forward, key=lambda ph: ph.total)
     # The backward pass, from the loss: the log-softmax's gradient and its input's (n·V fp32
     # each) while everything saved is alive; then the LM head's: the logits' gradient, the
     # hidden state's and the head weight's.
@@ -435,7 +454,13 @@ def training_memory(
 
     gradients = n_params * p.step_grad
     conversion = conversion_excess(sizes) if precision == "mixed" else 0
-    step = _phase("optimizer step", **states, gradients=gradients, other=conversion)
+    step = _phase(
+        "optimizer step",
+        **states,
+        gradients=gradients,
+        activations=batch_ids,
+        other=conversion,
+    )
     return TrainingMemory(
         weights=weights,
         gradients=gradients,
@@ -467,10 +492,15 @@ def prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> tuple[i
     of n·f while a GLU multiplies); at the end, the last hidden state, the final norm's output
     and the logits (n·V)."""
     n, d = batch * seq, cfg.d_model
-    hidden = (3 if cfg.is_glu else 2) * n * cfg.d_ff * a
-    block = 3 * n * d * a + hidden
     logits = 2 * n * d * a + n * cfg.vocab_size * a
-    return max((block, "MLP of a block"), (logits, "logits"))
+    return max((block_transient(cfg, batch, seq, a), "MLP of a block"), (logits, "logits"))
+
+
+def block_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int:
+    """A block's forward without autograd, in its MLP: input, mid-stream, norm output, and
+    the hidden tensors (three of n·f while a GLU multiplies, else two)."""
+    n = batch * seq
+    return 3 * n * cfg.d_model * a + (3 if cfg.is_glu else 2) * n * cfg.d_ff * a
 
 
 def inference_memory(
