@@ -301,3 +301,11 @@ def test_measured_cuda_peak_is_within_2_percent_of_the_trace():
     measured = measure_training(cfg, 4, 1024, device="cuda", **setup)
     traced = trace_training(cfg, 4, 1024, **setup)
     assert abs(measured.allocated - traced.peak) <= 0.02 * traced.peak
+
+
+def test_readme_memory_example_is_the_real_output(runner):
+    from conftest import as_printed, readme_example
+
+    args = ["memory", "llama-2-70b", "--gqa", "8", "--gpu-mem", "141GiB", "--trace"]
+    result = runner.invoke(app, args)
+    assert readme_example("KV cache (bf16)") == as_printed(result.stdout)
