@@ -37,6 +37,10 @@ BiasOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout only.")]
+SeqOpt = Annotated[
+    int | None, typer.Option("--seq", help="Tokens per sequence (default: max_seq_len).")
+]
+BatchOpt = Annotated[int, typer.Option("--batch", help="Sequences per step.")]
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="Where to build the model: meta (no memory), cpu, cuda.")
 ]
@@ -165,10 +169,8 @@ def _positive(option: str, value: int | float | None) -> None:
 @app.command()
 def flops(
     preset: PresetArg,
-    seq: Annotated[
-        int | None, typer.Option("--seq", help="Tokens per sequence (default: max_seq_len).")
-    ] = None,
-    batch: Annotated[int, typer.Option("--batch", help="Sequences per step.")] = 1,
+    seq: SeqOpt = None,
+    batch: BatchOpt = 1,
     recompute: Annotated[
         str, typer.Option("--recompute", help="Activation recomputation: none, full.")
     ] = "none",
@@ -255,10 +257,8 @@ def flops(
 @app.command()
 def memory(
     preset: PresetArg,
-    seq: Annotated[
-        int | None, typer.Option("--seq", help="Tokens per sequence (default: max_seq_len).")
-    ] = None,
-    batch: Annotated[int, typer.Option("--batch", help="Sequences per step.")] = 1,
+    seq: SeqOpt = None,
+    batch: BatchOpt = 1,
     mha: Annotated[
         bool, typer.Option("--mha", help="Analyse with one KV head per query head.")
     ] = False,

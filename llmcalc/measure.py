@@ -55,51 +55,35 @@ def measure_training(
     device: str,
     on_progress: Callable[[str], None] = lambda step: None,
 ) -> Measured:
-    """One real training step on `device` ('cuda' or 'cpu'); the caller has checked the fit."""
+    """One real training step on `device` ('cuda' or 'cpu'); the caller has checked the fit.
+    CUDA running out of memory anyway becomes RunFailed (one line, exit code 1)."""
     try:
-        return _run(
-            cfg, batch, seq, precision, optimizer, checkpointing, attention, device, on_progress
-        )
+        on_progress("building the model")
+        model, opt = build_for_training(cfg, precision, optimizer, device, attention)
+        on_progress("creating the optimizer state")
+        create_optimizer_state(model, opt)
+        tokens = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            training_step(model, opt, tokens, checkpointing, on_progress)
+            torch.cuda.synchronize()
+            return Measured(
+                device=torch.cuda.get_device_name(),
+                allocated=torch.cuda.max_memory_allocated(),
+                reserved=torch.cuda.max_memory_reserved(),
+            )
+        from llmcalc.trace_memory import StorageTracker, track_model_state
+
+        tracker = StorageTracker()
+        track_model_state(tracker, model, opt)
+        tracker.track(tokens, "other")
+        with tracker:
+            training_step(model, opt, tokens, checkpointing, on_progress)
+        peak = max(phase.total for phase in tracker.peaks.values())
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return Measured(device="cpu", allocated=peak, reserved=None, rss=rss)
     except torch.cuda.OutOfMemoryError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else "out of memory"
-        raise RunFailed(
-            f"--measure: CUDA ran out of memory during the step ({first_line})"
-        ) from exc
-
-
-def _run(
-    cfg: ModelConfig,
-    batch: int,
-    seq: int,
-    precision: str,
-    optimizer: str,
-    checkpointing: str,
-    attention: str,
-    device: str,
-    on_progress: Callable[[str], None],
-) -> Measured:
-    on_progress("building the model")
-    model, opt = build_for_training(cfg, precision, optimizer, device, attention)
-    on_progress("creating the optimizer state")
-    create_optimizer_state(model, opt)
-    tokens = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        training_step(model, opt, tokens, checkpointing, on_progress)
-        torch.cuda.synchronize()
-        return Measured(
-            device=torch.cuda.get_device_name(),
-            allocated=torch.cuda.max_memory_allocated(),
-            reserved=torch.cuda.max_memory_reserved(),
-        )
-    from llmcalc.trace_memory import StorageTracker, track_model_state
-
-    tracker = StorageTracker()
-    track_model_state(tracker, model, opt)
-    tracker.track(tokens, "other")
-    with tracker:
-        training_step(model, opt, tokens, checkpointing, on_progress)
-    peak = max(phase.total for phase in tracker.peaks.values())
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return Measured(device="cpu", allocated=peak, reserved=None, rss=rss)
+        message = f"--measure: CUDA ran out of memory during the step ({first_line})"
+        raise RunFailed(message) from exc

@@ -266,7 +266,7 @@ def test_cuda_runs_are_refused_when_predicted_too_big_unless_forced(runner, monk
     ran = []
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr("llmcalc.measure.free_bytes", lambda device: 1024)
-    monkeypatch.setattr("llmcalc.measure._run", lambda *args: ran.append(args) or _oom())
+    monkeypatch.setattr("llmcalc.measure.build_for_training", lambda *a: ran.append(a) or _oom())
     result = runner.invoke(app, ["memory", "gpt2", "--seq", "64", "--measure"])
     assert_one_line_error(result, "--measure on cuda", "--force")
     assert not ran
