@@ -90,7 +90,8 @@ class MemoryAnalysis:
     training: TrainingMemory
     inference: InferenceMemory
     fit: Fit | None = None
-    traced: TracedMemory | None = None
+    traced: TracedMemory | None = None  # the training step
+    traced_inference: TracedMemory | None = None  # the prefill
     measured: Measured | None = None
 
     @property

@@ -354,7 +354,8 @@ def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, qui
 
     import torch
 
-    from llmcalc.trace_memory import trace_training
+    from llmcalc.resources import torch_dtype
+    from llmcalc.trace_memory import trace_prefill, trace_training
 
     setup = dict(
         batch=result.batch,
@@ -367,7 +368,9 @@ def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, qui
     with _progress(quiet) as status:
         status("tracing a training step on fake tensors")
         traced = trace_training(result.config, **setup)
-        result = dataclasses.replace(result, traced=traced)
+        status("tracing a prefill on fake tensors")
+        prefill = trace_prefill(result.config, result.batch, result.seq, torch_dtype(result.dtype))
+        result = dataclasses.replace(result, traced=traced, traced_inference=prefill)
         if not measure:
             return result
         if device == "cuda" and not torch.cuda.is_available():

@@ -85,16 +85,23 @@ def training_table(result: MemoryAnalysis) -> Table:
 
 
 def inference_table(result: MemoryAnalysis) -> Table:
-    inference = result.inference
+    inference, traced = result.inference, result.traced_inference
+    columns = ["", "predicted"] + (["traced", "error"] if traced is not None else [])
     table = _table(
-        f"Inference ({result.dtype}): prefill of {result.batch} × {result.seq:,} tokens",
-        "",
-        "predicted",
+        f"Inference ({result.dtype}): prefill of {result.batch} × {result.seq:,} tokens", *columns
     )
-    table.add_row("weights", _b(inference.weights))
-    table.add_row("KV cache", _b(inference.kv_cache))
-    table.add_row(f"prefill transients ({inference.at})", _b(inference.activations))
-    table.add_row("peak", _b(inference.peak))
+    observed = traced.categories if traced is not None else {}
+    rows = [
+        ("weights", inference.weights, observed.get("weights")),
+        ("KV cache", inference.kv_cache, observed.get("kv_cache")),
+        (f"prefill transients ({inference.at})", inference.activations, observed.get("other")),
+        ("peak", inference.peak, traced.peak if traced is not None else None),
+    ]
+    for label, predicted, seen in rows:
+        row = [label, _b(predicted)]
+        if traced is not None:
+            row += [_b(seen), _error(predicted, seen)]
+        table.add_row(*row)
     return table
 
 
@@ -217,9 +224,17 @@ def memory_json(result: MemoryAnalysis) -> dict[str, Any]:
         else {
             "peak": traced.peak,
             "peak_phase": traced.peak_phase,
+            "weights": traced.phases["forward"].categories["weights"],
+            "gradients": traced.gradients,
+            "optimizer": traced.optimizer_state,
+            "activations": traced.saved,
             "phases": {
                 name: {"total": phase.total, "categories": phase.categories}
                 for name, phase in traced.phases.items()
+            },
+            "inference": {
+                "peak": result.traced_inference.peak,
+                "categories": result.traced_inference.categories,
             },
         },
         "measured": None

@@ -229,7 +229,15 @@ def test_measure_on_cpu_reports_a_real_run(runner):
 def test_table_output_names_the_phases(runner):
     result = runner.invoke(app, ["memory", "llama-3-8b", "--seq", "2048", "--trace"])
     assert result.exit_code == 0
-    for words in ("KV cache", "MHA", "GQA", "MQA", "optimizer peak", "traced", "Inference"):
+    for words in (
+        "KV cache",
+        "MHA",
+        "GQA",
+        "MQA",
+        "optimizer peak",
+        "traced",
+        "prefill transients",
+    ):
         assert words in result.stdout
 
 
@@ -309,3 +317,16 @@ def test_readme_memory_example_is_the_real_output(runner):
     args = ["memory", "llama-2-70b", "--gqa", "8", "--gpu-mem", "141GiB", "--trace"]
     result = runner.invoke(app, args)
     assert readme_example("KV cache (bf16)") == as_printed(result.stdout)
+
+
+def test_traced_json_sits_beside_the_prediction(runner):
+    result = runner.invoke(
+        app, ["memory", "gpt2", "--seq", "256", "--batch", "2", "--trace", "--json"]
+    )
+    data = json.loads(result.stdout)
+    cfg = load_config("gpt2")
+    traced = trace_training(cfg, 2, 256, precision="mixed")
+    assert data["traced"]["peak"] == traced.peak
+    assert data["traced"]["activations"] == traced.saved == data["training"]["activations"]
+    prefill = trace_prefill(cfg, 2, 256, torch.bfloat16)
+    assert data["traced"]["inference"]["peak"] == prefill.peak == data["inference"]["peak"]
