@@ -82,6 +82,7 @@ class ModelConfig:
     # --- positions and embeddings ---------------------------------------------------------------
     position: str = "rope"
     rope_theta: float = 10000.0
+    rope_fraction: float = 1.0  # partial rotary: the leading share of head_dim that rotates
     tie_embeddings: bool = False
 
     # Not a schema field: where the config came from, for error messages.
@@ -149,6 +150,14 @@ class ModelConfig:
                 f"{where}: position 'rope' needs an even head_dim (features rotate in pairs); "
                 f"head_dim = {head_dim}"
             )
+        rotary = int(head_dim * self.rope_fraction)
+        fraction_ok = 0 < self.rope_fraction <= 1
+        if not fraction_ok or (self.position == "rope" and (rotary % 2 or rotary == 0)):
+            raise LLMCalcError(
+                f"{where}: field 'rope_fraction' = {self.rope_fraction!r}: must be in (0, 1] and "
+                f"rotate an even, non-zero number of the {head_dim} head features "
+                f"(here int({head_dim} * {self.rope_fraction}) = {rotary})"
+            )
 
         object.__setattr__(self, "n_kv_heads", n_kv)
         object.__setattr__(self, "head_dim", head_dim)
@@ -182,6 +191,11 @@ class ModelConfig:
     def q_dim(self) -> int:
         """Width of the concatenated query heads (= d_model unless head_dim is explicit)."""
         return self.n_heads * self.head_dim
+
+    @property
+    def rotary_dim(self) -> int:
+        """Head features that RoPE rotates (all of them unless rope_fraction < 1)."""
+        return int(self.head_dim * self.rope_fraction)
 
     @property
     def kv_dim(self) -> int:

@@ -116,7 +116,7 @@ def _attention(
     head_major = False  # q rewritten contiguous as (B, H, T, d_h): the output needs a copy
     if cfg.position == "rope":
         # each rope_rotate keeps its cos and sin tables, (T, d_h/2), in the activation dtype
-        saved.add(f"{p}.rope_tables", 4 * seq * (cfg.head_dim // 2) * a)
+        saved.add(f"{p}.rope_tables", 4 * seq * (cfg.rotary_dim // 2) * a)
         q_name, k_name, head_major = f"{p}.q_rope", f"{p}.k_rope", True
     elif cfg.qk_norm == "head":
         head_major = True

@@ -161,9 +161,13 @@ class Attention(nn.Module):
         v = v.view(batch, seq, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
         if cfg.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
-        if cfg.position == "rope":
+        if cfg.position == "rope" and cfg.rotary_dim == cfg.head_dim:
             q = rope_rotate(q, cfg.rope_theta, start)
             k = rope_rotate(k, cfg.rope_theta, start)
+        elif cfg.position == "rope":  # partial rotary (GPT-NeoX, Phi): the rest passes through
+            r = cfg.rotary_dim
+            q = torch.cat((rope_rotate(q[..., :r], cfg.rope_theta, start), q[..., r:]), dim=-1)
+            k = torch.cat((rope_rotate(k[..., :r], cfg.rope_theta, start), k[..., r:]), dim=-1)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
 

@@ -119,11 +119,18 @@ def parse_value(text: str) -> Any:
 
 
 def load_config(preset: str, overrides: Mapping[str, Any] | None = None) -> ModelConfig:
-    """Load a preset (name or path), apply overrides to its raw fields, validate, resolve."""
-    path = resolve_path(preset)
-    data = read_yaml(path)
-    data.setdefault("name", path.stem)
-    origin = path.stem if path.parent == builtin_dir() else str(path)
+    """Load a preset (name, YAML path, or a Hugging Face config.json or its folder), apply
+    overrides to its raw fields, validate, resolve."""
+    given = Path(preset).expanduser()
+    if given.suffix == ".json" or (given.is_dir() and (given / "config.json").is_file()):
+        from llmcalc.hf_config import read_hf_config  # a Hugging Face config.json
+
+        data, origin = read_hf_config(given), str(given)
+    else:
+        path = resolve_path(preset)
+        data = read_yaml(path)
+        data.setdefault("name", path.stem)
+        origin = path.stem if path.parent == builtin_dir() else str(path)
     if overrides:
         data.update(overrides)
         origin = f"{origin} (with --set)"
