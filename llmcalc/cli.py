@@ -416,6 +416,40 @@ def _checked_seq(cfg: Any, seq: int | None) -> int:
 
 
 @app.command()
+def compare(
+    presets: Annotated[list[str], typer.Argument(help="Two or more presets or config.json files.")],
+    seq: SeqOpt = None,
+    batch: BatchOpt = 1,
+    precision: Annotated[
+        str, typer.Option("--precision", help="Training precision: fp32, bf16, mixed.")
+    ] = "mixed",
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="Inference weight and KV dtype: fp32, bf16, fp16.")
+    ] = "bf16",
+    as_json: JsonOpt = False,
+) -> None:
+    """Models side by side: params, FLOPs per token, KV bytes per token, training/inference memory."""
+    with user_errors():
+        from llmcalc.compare import compare_models
+        from llmcalc.memory import PRECISIONS
+        from llmcalc.report_memory import compare_table
+
+        if len(presets) < 2:
+            raise LLMCalcError(f"compare needs two or more models; got {len(presets)}")
+        _positive("--seq", seq)
+        _positive("--batch", batch)
+        _choice("--precision", precision, PRECISIONS)
+        _choice("--dtype", dtype, ("fp32", "bf16", "fp16"))
+        configs = [_load(preset, None) for preset in presets]
+        length = seq if seq is not None else min(cfg.max_seq_len for cfg in configs)
+        for cfg in configs:
+            _checked_seq(cfg, length)
+        table = compare_models(configs, batch, length, precision, dtype)
+        data = {"batch": batch, "seq": length, "precision": precision, "dtype": dtype}
+        _emit(as_json, {**data, "models": table}, [compare_table(table, data)])
+
+
+@app.command()
 def check(
     presets: Annotated[
         list[str] | None,
