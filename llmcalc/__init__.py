@@ -1,3 +1,29 @@
-"""llmcalc: exact parameters, FLOPs and memory of Transformer LLMs, counted on the real model."""
+"""llmcalc: exact parameters, FLOPs and memory of Transformer LLMs, counted on the real model.
+
+The Python API (README, "Python API"): `load_config`, `build_model`, and one function per command,
+`analyze_params`, `analyze_flops`, `analyze_memory`, `compare_models`. Names are imported on first
+use, so `import llmcalc` stays free of torch until a model is built.
+"""
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
+
+_API = {
+    "ModelConfig": "llmcalc.config",
+    "load_config": "llmcalc.presets",
+    "build_model": "llmcalc.model",
+    "analyze_params": "llmcalc.analysis",
+    "analyze_flops": "llmcalc.analysis",
+    "analyze_memory": "llmcalc.analysis_memory",
+    "compare_models": "llmcalc.compare",
+    "trace_training": "llmcalc.trace_memory",
+}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'llmcalc' has no attribute {name!r}")
