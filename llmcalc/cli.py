@@ -4,7 +4,6 @@ Set LLMCALC_DEBUG=1 to see the traceback behind an error.
 """
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -37,6 +36,10 @@ BiasOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout only.")]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="Output: table, json, markdown, csv (--json = --format json)."),
+]
 SeqOpt = Annotated[
     int | None, typer.Option("--seq", help="Tokens per sequence (default: max_seq_len).")
 ]
@@ -76,13 +79,24 @@ def _load(preset: str, overrides: list[str] | None, bias: bool | None = None) ->
     return load_config(preset, changes)
 
 
-def _emit(as_json: bool, data: dict[str, Any], renderables: list[Any]) -> None:
-    if as_json:
-        typer.echo(json.dumps(data, indent=2))
-        return
-    console = Console(highlight=False, markup=False)
-    for item in renderables:
-        console.print(item)
+def _emit(fmt: str, data: dict[str, Any], renderables: list[Any]) -> None:
+    from llmcalc.output import emit
+
+    text = emit(fmt, data, renderables)
+    if text is not None:
+        typer.echo(text)
+
+
+def _format(as_json: bool, fmt: str | None) -> str:
+    """--json is the alias of --format json."""
+    from llmcalc.output import FORMATS
+
+    if fmt is None:
+        return "json" if as_json else "table"
+    _choice("--format", fmt, FORMATS)
+    if as_json and fmt != "json":
+        raise LLMCalcError(f"--json and --format {fmt}: give one")
+    return fmt
 
 
 def _version(value: bool) -> None:
@@ -104,7 +118,7 @@ def _root(
 
 
 @app.command()
-def presets(as_json: JsonOpt = False) -> None:
+def presets(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """List the built-in presets with their key sizes and parameter counts."""
     with user_errors():
         from llmcalc.formulas import param_formula
@@ -127,7 +141,7 @@ def presets(as_json: JsonOpt = False) -> None:
                 for cfg, total in rows
             ]
         }
-        _emit(as_json, data, [presets_table(rows)])
+        _emit(_format(as_json, fmt), data, [presets_table(rows)])
 
 
 @app.command()
@@ -146,6 +160,7 @@ def params(
     bias: BiasOpt = None,
     full: Annotated[bool, typer.Option("--full", help="List every layer's tensors.")] = False,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
     device: DeviceOpt = "meta",
     dtype: DtypeOpt = "fp32",
 ) -> None:
@@ -158,7 +173,7 @@ def params(
         _choice("--device", device, DEVICES)
         _choice("--dtype", dtype, list(DTYPE_BYTES))
         result = analyze_params(_load(preset, overrides, bias), device=device, dtype=dtype)
-        _emit(as_json, params_json(result), params_renderables(result, full))
+        _emit(_format(as_json, fmt), params_json(result), params_renderables(result, full))
 
 
 def _positive(option: str, value: int | float | None) -> None:
@@ -208,6 +223,7 @@ def flops(
     overrides: SetOpt = None,
     bias: BiasOpt = None,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """FLOPs per component: analytic, counted with FlopCounterMode and fvcore, every convention."""
     with user_errors():
@@ -251,7 +267,7 @@ def flops(
             one_block=not full_trace,
             count=not no_count,
         )
-        _emit(as_json, flops_json(result), flops_renderables(result))
+        _emit(_format(as_json, fmt), flops_json(result), flops_renderables(result))
 
 
 @app.command()
@@ -310,6 +326,7 @@ def memory(
     overrides: SetOpt = None,
     bias: BiasOpt = None,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """KV cache (MHA/GQA/MQA), training and inference memory: predicted, traced, measured."""
     with user_errors():
@@ -344,8 +361,9 @@ def memory(
             gpu_memory=memory_bytes,
         )
         if trace or measure:
-            result = _trace_and_measure(result, measure, measure_on, force, as_json)
-        _emit(as_json, memory_json(result), memory_renderables(result))
+            quiet = _format(as_json, fmt) != "table"
+            result = _trace_and_measure(result, measure, measure_on, force, quiet)
+        _emit(_format(as_json, fmt), memory_json(result), memory_renderables(result))
 
 
 def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, quiet: bool) -> Any:
@@ -427,6 +445,7 @@ def compare(
         str, typer.Option("--dtype", help="Inference weight and KV dtype: fp32, bf16, fp16.")
     ] = "bf16",
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Models side by side: params, FLOPs per token, KV bytes per token, training/inference memory."""
     with user_errors():
@@ -446,7 +465,7 @@ def compare(
             _checked_seq(cfg, length)
         table = compare_models(configs, batch, length, precision, dtype)
         data = {"batch": batch, "seq": length, "precision": precision, "dtype": dtype}
-        _emit(as_json, {**data, "models": table}, [compare_table(table, data)])
+        _emit(_format(as_json, fmt), {**data, "models": table}, [compare_table(table, data)])
 
 
 @app.command()
@@ -456,6 +475,7 @@ def check(
         typer.Argument(help="Presets to check (default: every built-in preset and the grid)."),
     ] = None,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Formula == counted (parameters per component, matmul FLOPs forward and backward) for presets
     and a grid of variants; exit 1 on any mismatch."""
@@ -468,10 +488,11 @@ def check(
             configs = [load_config(p) for p in presets]
         else:
             configs = [load_config(p) for p in builtin_names()] + grid_configs()
+        output = _format(as_json, fmt)
         results = check_configs(configs)
-        _emit(as_json, check_json(results), [check_table(results)])
+        _emit(output, check_json(results), [check_table(results)])
         failed = [r for r in results if not r.exact]
-        if not as_json:
+        if output == "table":
             summary = f"{len(results) - len(failed)} of {len(results)} configs exact"
             typer.echo(summary if not failed else f"{summary}; {len(failed)} MISMATCH")
     if failed:
