@@ -5,6 +5,7 @@ Set LLMCALC_DEBUG=1 to see the traceback behind an error.
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -44,6 +45,12 @@ SeqOpt = Annotated[
     int | None, typer.Option("--seq", help="Tokens per sequence (default: max_seq_len).")
 ]
 BatchOpt = Annotated[int, typer.Option("--batch", help="Sequences per step.")]
+PrecisionOpt = Annotated[
+    str, typer.Option("--precision", help="Training precision: fp32, bf16, mixed.")
+]
+InferenceDtypeOpt = Annotated[
+    str, typer.Option("--dtype", help="Inference weight and KV dtype: fp32, bf16, fp16.")
+]
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="Where to build the model: meta (no memory), cpu, cuda.")
 ]
@@ -282,9 +289,7 @@ def memory(
         int | None, typer.Option("--gqa", help="Analyse with N KV heads (N divides n_heads).")
     ] = None,
     mqa: Annotated[bool, typer.Option("--mqa", help="Analyse with a single KV head.")] = False,
-    precision: Annotated[
-        str, typer.Option("--precision", help="Training precision: fp32, bf16, mixed.")
-    ] = "mixed",
+    precision: PrecisionOpt = "mixed",
     optimizer: Annotated[
         str, typer.Option("--optimizer", help="adamw, sgd, sgd-momentum.")
     ] = "adamw",
@@ -407,9 +412,10 @@ def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, qui
 
 @contextlib.contextmanager
 def _progress(quiet: bool) -> Iterator[Any]:
-    """A spinner with the current step on stderr, when stderr is a terminal and not --json."""
+    """A spinner with the current step on stderr; off unless stdout and stderr are terminals
+    and the output is the table (never with JSON, Markdown or CSV)."""
     console = Console(stderr=True, highlight=False, markup=False)
-    if quiet or not console.is_terminal:
+    if quiet or not console.is_terminal or not sys.stdout.isatty():
         yield lambda step: None
         return
     with console.status("working") as status:
@@ -438,12 +444,8 @@ def compare(
     presets: Annotated[list[str], typer.Argument(help="Two or more presets or config.json files.")],
     seq: SeqOpt = None,
     batch: BatchOpt = 1,
-    precision: Annotated[
-        str, typer.Option("--precision", help="Training precision: fp32, bf16, mixed.")
-    ] = "mixed",
-    dtype: Annotated[
-        str, typer.Option("--dtype", help="Inference weight and KV dtype: fp32, bf16, fp16.")
-    ] = "bf16",
+    precision: PrecisionOpt = "mixed",
+    dtype: InferenceDtypeOpt = "bf16",
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
 ) -> None:
@@ -466,6 +468,69 @@ def compare(
         table = compare_models(configs, batch, length, precision, dtype)
         data = {"batch": batch, "seq": length, "precision": precision, "dtype": dtype}
         _emit(_format(as_json, fmt), {**data, "models": table}, [compare_table(table, data)])
+
+
+@app.command()
+def sweep(
+    preset: PresetArg,
+    vary: Annotated[
+        list[str],
+        typer.Option(
+            "--vary", metavar="FIELD=V1,V2", help="A field (or seq, batch) and its values."
+        ),
+    ],
+    seq: SeqOpt = None,
+    batch: BatchOpt = 1,
+    metrics: Annotated[
+        str | None,
+        typer.Option("--metrics", help="Comma-separated metric keys (default: all; see --json)."),
+    ] = None,
+    precision: PrecisionOpt = "mixed",
+    dtype: InferenceDtypeOpt = "bf16",
+    plot: Annotated[
+        str | None, typer.Option("--plot", help="Also write the chart: out.png or out.svg.")
+    ] = None,
+    overrides: SetOpt = None,
+    as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
+) -> None:
+    """A table and chart of metrics as fields, seq or batch vary (their product)."""
+    with user_errors():
+        from llmcalc.compare import ROWS
+        from llmcalc.memory import PRECISIONS
+        from llmcalc.presets import parse_overrides
+        from llmcalc.report_sweep import check_plot_path, sweep_json, sweep_renderables, write_plot
+        from llmcalc.sweep import parse_vary, run_sweep
+
+        output = _format(as_json, fmt)
+        _positive("--seq", seq)
+        _positive("--batch", batch)
+        _choice("--precision", precision, PRECISIONS)
+        _choice("--dtype", dtype, ("fp32", "bf16", "fp16"))
+        keys = [row.key for row in ROWS]
+        chosen = keys if metrics is None else [m.strip() for m in metrics.split(",") if m.strip()]
+        for key in chosen:
+            _choice("--metrics", key, keys)
+        target = check_plot_path(plot) if plot is not None else None
+        varies = parse_vary(vary)
+        with _progress(output != "table") as status:
+            points = run_sweep(
+                preset,
+                parse_overrides(overrides or []),
+                varies,
+                batch,
+                seq,
+                precision,
+                dtype,
+                on_point=status,
+            )
+        title = f"{preset}: sweep of {', '.join(name for name, _ in varies)} ({precision})"
+        if target is not None:
+            write_plot(points, target, title)
+        setup = {"preset": preset, "precision": precision, "dtype": dtype}
+        _emit(output, sweep_json(points, setup), sweep_renderables(points, chosen, title))
+        if target is not None:
+            typer.echo(f"wrote {target}", err=True)
 
 
 @app.command()

@@ -33,30 +33,37 @@ ROWS = (
 )
 
 
+def model_metrics(
+    cfg: ModelConfig, batch: int, seq: int, precision: str, dtype: str
+) -> dict[str, int | str]:
+    """Row key -> value for one model at one (batch, seq)."""
+    params = param_formula(cfg)
+    forward = forward_flops(cfg, batch, seq)
+    tokens = batch * seq
+    training = training_memory(cfg, batch, seq, precision=precision)
+    width = KV_DTYPES[dtype]
+    return {
+        "params": params.total.value,
+        "non_embedding_params": params.non_embedding,
+        "attention": f"{cfg.attention_kind} {cfg.n_heads}/{cfg.n_kv_heads}",
+        "forward_flops_per_token": forward.matmul_total // tokens,
+        "train_flops_per_token": step_flops(forward.matmul_total, "none").model // tokens,
+        "decode_flops_per_token": decode_flops(cfg, seq),
+        "kv_bytes_per_token": kv_cache_bytes(cfg, 1, 1, width),
+        "kv_cache_bytes": kv_cache_bytes(cfg, batch, seq, width),
+        "training_peak": training.peak,
+        "training_peak_phase": training.peak_phase,
+        "inference_peak": inference_memory(cfg, batch, seq, width, width).peak,
+    }
+
+
 def compare_models(
     configs: list[ModelConfig], batch: int, seq: int, precision: str, dtype: str
 ) -> dict[str, dict[str, int | str]]:
     """Model name -> row key -> value."""
     table: dict[str, dict[str, int | str]] = {}
     for cfg in configs:
-        params = param_formula(cfg)
-        forward = forward_flops(cfg, batch, seq)
-        tokens = batch * seq
-        training = training_memory(cfg, batch, seq, precision=precision)
-        width = KV_DTYPES[dtype]
-        table[_unique(cfg.name, table)] = {
-            "params": params.total.value,
-            "non_embedding_params": params.non_embedding,
-            "attention": f"{cfg.attention_kind} {cfg.n_heads}/{cfg.n_kv_heads}",
-            "forward_flops_per_token": forward.matmul_total // tokens,
-            "train_flops_per_token": step_flops(forward.matmul_total, "none").model // tokens,
-            "decode_flops_per_token": decode_flops(cfg, seq),
-            "kv_bytes_per_token": kv_cache_bytes(cfg, 1, 1, width),
-            "kv_cache_bytes": kv_cache_bytes(cfg, batch, seq, width),
-            "training_peak": training.peak,
-            "training_peak_phase": training.peak_phase,
-            "inference_peak": inference_memory(cfg, batch, seq, width, width).peak,
-        }
+        table[_unique(cfg.name, table)] = model_metrics(cfg, batch, seq, precision, dtype)
     return table
 
 

@@ -1,0 +1,115 @@
+"""Sweep points -> a rich table, a terminal stacked-bar chart of the training memory, JSON, and
+(optional extra `llmcalc[plot]`) a matplotlib PNG/SVG of the same chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from llmcalc.compare import ROWS
+from llmcalc.errors import LLMCalcError
+from llmcalc.resources import format_bytes
+from llmcalc.sweep import CATEGORIES, Point
+
+# A character per category as well as a colour, so the chart reads without colour (NO_COLOR)
+BAR_STYLE = {
+    "weights": ("█", "blue"),
+    "gradients": ("▓", "magenta"),
+    "optimizer": ("▒", "yellow"),
+    "activations": ("░", "green"),
+    "other": ("·", "red"),
+}
+BAR_WIDTH = 40
+
+
+def _cell(unit: str, value: Any) -> str:
+    if unit == "bytes":
+        return format_bytes(value)
+    if unit == "flops":
+        return f"{value:.3e}"
+    if unit == "count":
+        return f"{value:,}"
+    return str(value)
+
+
+def sweep_table(points: list[Point], metrics: list[str], title: str) -> Table:
+    rows = [row for row in ROWS if row.key in metrics]
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    table.add_column("point")
+    for row in rows:
+        table.add_column(row.label, justify="right")
+    for point in points:
+        table.add_row(point.label, *(_cell(row.unit, point.metrics[row.key]) for row in rows))
+    return table
+
+
+def memory_chart(points: list[Point]) -> Text:
+    """Training memory at the peak, stacked by category, one bar per point."""
+    largest = max(sum(p.breakdown.values()) for p in points) or 1
+    chart = Text("Training memory at the peak, by category\n")
+    width = max(len(p.label) for p in points)
+    for point in points:
+        chart.append(point.label.ljust(width) + " ")
+        for category in CATEGORIES:
+            char, style = BAR_STYLE[category]
+            chart.append(char * round(BAR_WIDTH * point.breakdown[category] / largest), style)
+        chart.append(f" {format_bytes(sum(point.breakdown.values()))}\n")
+    for category in CATEGORIES:
+        char, style = BAR_STYLE[category]
+        chart.append(f"{char} {category}  ", style)
+    return chart
+
+
+def sweep_renderables(points: list[Point], metrics: list[str], title: str) -> list[RenderableType]:
+    return [sweep_table(points, metrics, title), memory_chart(points)]
+
+
+def sweep_json(points: list[Point], setup: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **setup,
+        "points": [
+            {"values": p.values, "metrics": p.metrics, "training_breakdown": p.breakdown}
+            for p in points
+        ],
+    }
+
+
+def check_plot_path(path: str) -> Path:
+    """Before any work: the folder exists and the suffix is one matplotlib writes here."""
+    target = Path(path).expanduser()
+    if target.suffix.lower() not in (".png", ".svg"):
+        raise LLMCalcError(f"--plot {path}: the file must end in .png or .svg")
+    if not target.parent.is_dir():
+        raise LLMCalcError(f"--plot {path}: folder {str(target.parent)!r} does not exist")
+    return target
+
+
+def write_plot(points: list[Point], target: Path, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise LLMCalcError(
+            "--plot needs matplotlib: install the plot extra, pip install 'llmcalc[plot]'"
+        ) from None
+    figure, axes = plt.subplots(figsize=(max(6, 1.2 * len(points)), 4.5))
+    labels = [p.label for p in points]
+    bottom = [0.0] * len(points)
+    for category in CATEGORIES:
+        heights = [p.breakdown[category] / 2**30 for p in points]
+        axes.bar(labels, heights, bottom=bottom, label=category)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    axes.set_ylabel("GiB at the training peak")
+    axes.set_title(title)
+    axes.legend()
+    axes.tick_params(axis="x", labelrotation=30)
+    figure.tight_layout()
+    figure.savefig(target)
+    plt.close(figure)

@@ -1,0 +1,108 @@
+"""`llmcalc sweep`: the product of the varied values, each point equal to the single-model
+figures, the terminal chart, the PNG through the plot extra, and bad input."""
+
+import json
+import struct
+import sys
+
+import pytest
+
+from llmcalc.cli import app
+
+
+def _json(runner, *args):
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_points_are_the_product_and_match_memory(runner):
+    data = _json(
+        runner, "sweep", "llama-2-7b", "--vary", "n_kv_heads=1,8", "--vary", "seq=512,2048"
+    )
+    assert [p["values"] for p in data["points"]] == [
+        {"n_kv_heads": 1, "seq": 512},
+        {"n_kv_heads": 1, "seq": 2048},
+        {"n_kv_heads": 8, "seq": 512},
+        {"n_kv_heads": 8, "seq": 2048},
+    ]
+    for point in data["points"]:
+        values = point["values"]
+        memory = _json(
+            runner,
+            "memory",
+            "llama-2-7b",
+            "--gqa",
+            str(values["n_kv_heads"]),
+            "--seq",
+            str(values["seq"]),
+        )
+        assert point["metrics"]["kv_cache_bytes"] == memory["kv_cache_bytes"]
+        assert point["metrics"]["training_peak"] == memory["training"]["peak"]
+        assert sum(point["training_breakdown"].values()) == memory["training"]["peak"]
+
+
+def test_batch_and_a_config_field_together(runner):
+    data = _json(
+        runner, "sweep", "gpt2", "--vary", "batch=1,4", "--vary", "n_layers=2,4", "--seq", "256"
+    )
+    peaks = {
+        (p["values"]["batch"], p["values"]["n_layers"]): p["metrics"]["training_peak"]
+        for p in data["points"]
+    }
+    assert peaks[(4, 4)] > peaks[(1, 4)] > peaks[(1, 2)]
+
+
+def test_terminal_chart_has_a_bar_per_point(runner):
+    result = runner.invoke(
+        app, ["sweep", "gpt2", "--vary", "seq=128,1024", "--metrics", "training_peak"]
+    )
+    assert result.exit_code == 0
+    bars = [line for line in result.stdout.splitlines() if line.startswith("seq=") and "█" in line]
+    assert len(bars) == 2
+    assert len(bars[1]) > len(bars[0])  # the longer sequence needs more memory: a longer bar
+
+
+def _png_size(path):
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", header[16:24])
+
+
+def test_plot_writes_a_png(runner, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "sweep.png"
+    result = runner.invoke(app, ["sweep", "gpt2", "--vary", "seq=128,512,1024", "--plot", str(out)])
+    assert result.exit_code == 0, result.output
+    width, height = _png_size(out)
+    assert width >= 400 and height >= 300
+    assert out.stat().st_size > 5_000
+
+
+def _error(runner, *args):
+    result = runner.invoke(app, ["sweep", "gpt2", *args])
+    assert result.exit_code == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ")
+    return lines[0]
+
+
+def test_bad_sweep_input(runner, tmp_path):
+    assert "unknown field 'n_layer'; did you mean 'n_layers'" in _error(
+        runner, "--vary", "n_layer=1,2"
+    )
+    assert "expected field=v1,v2" in _error(runner, "--vary", "seq")
+    assert "seq values must be positive integers" in _error(runner, "--vary", "seq=128,abc")
+    assert "'n_kv_heads' = 5" in _error(runner, "--vary", "n_kv_heads=5")
+    assert "--metrics 'speed'" in _error(runner, "--vary", "seq=128", "--metrics", "speed")
+    missing = tmp_path / "nope" / "out.png"
+    assert "does not exist" in _error(runner, "--vary", "seq=128", "--plot", str(missing))
+    assert ".png or .svg" in _error(
+        runner, "--vary", "seq=128", "--plot", str(tmp_path / "out.jpg")
+    )
+
+
+def test_plot_without_matplotlib_names_the_extra(runner, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    line = _error(runner, "--vary", "seq=128", "--plot", str(tmp_path / "out.png"))
+    assert "pip install 'llmcalc[plot]'" in line
