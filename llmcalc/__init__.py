@@ -1,8 +1,8 @@
 """llmcalc: exact parameters, FLOPs and memory of Transformer LLMs, counted on the real model.
 
-The Python API (README, "Python API"): `load_config`, `build_model`, and one function per command,
-`analyze_params`, `analyze_flops`, `analyze_memory`, `compare_models`. Names are imported on first
-use, so `import llmcalc` stays free of torch until a model is built.
+The Python API (README, "Python API"): `load_config`, `build_model`, and one function per
+command: `analyze_params`, `analyze_flops`, `analyze_memory`, `compare_models`, `run_sweep`.
+Names are imported on first use, so `import llmcalc` stays free of torch until a model is built.
 """
 
 from importlib import import_module
@@ -18,6 +18,7 @@ _API = {
     "analyze_flops": "llmcalc.analysis",
     "analyze_memory": "llmcalc.analysis_memory",
     "compare_models": "llmcalc.compare",
+    "run_sweep": "llmcalc.sweep",
     "trace_training": "llmcalc.trace_memory",
 }
 __all__ = ["__version__", *_API]

@@ -261,20 +261,23 @@ def flops(
         if (gpu is not None or peak_tflops is not None) and tokens is None:
             raise LLMCalcError("--gpu/--peak-tflops need --tokens D (the training tokens to time)")
         length = _checked_seq(cfg, seq)
-        result = analyze_flops(
-            cfg,
-            batch=batch,
-            seq=length,
-            recompute=recompute,
-            decode_position=context,
-            tokens=tokens,
-            peak_flops_per_gpu=peak,
-            gpus=gpus,
-            mfu=mfu,
-            one_block=not full_trace,
-            count=not no_count,
-        )
-        _emit(_format(as_json, fmt), flops_json(result), flops_renderables(result))
+        output = _format(as_json, fmt)
+        with _progress(output != "table" or no_count) as status:
+            status("counting FLOPs on the meta model (FlopCounterMode and fvcore)")
+            result = analyze_flops(
+                cfg,
+                batch=batch,
+                seq=length,
+                recompute=recompute,
+                decode_position=context,
+                tokens=tokens,
+                peak_flops_per_gpu=peak,
+                gpus=gpus,
+                mfu=mfu,
+                one_block=not full_trace,
+                count=not no_count,
+            )
+        _emit(output, flops_json(result), flops_renderables(result))
 
 
 @app.command()
