@@ -8,6 +8,7 @@ Python API: `analyze_memory(load_config("llama-2-70b"), batch=1, seq=4096, kv_he
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -140,7 +141,7 @@ def kv_variants(
     return variants
 
 
-def _largest(fits: callable, limit: int) -> int:
+def _largest(fits: Callable[[int], bool], limit: int) -> int:
     """Largest x in [1, limit] with fits(x) (fits is monotone), 0 if none."""
     if not fits(1):
         return 0
