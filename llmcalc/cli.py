@@ -341,6 +341,7 @@ def memory(
         from llmcalc.analysis_memory import analyze_memory, parse_size, resolve_kv_heads
         from llmcalc.memory import ATTENTION_IMPLS, CHECKPOINTING, KV_DTYPES, OPTIMIZERS, PRECISIONS
         from llmcalc.report_memory import memory_json, memory_renderables
+        from llmcalc.resources import DTYPE_BYTES
 
         cfg = _load(preset, overrides, bias)
         _positive("--seq", seq)
@@ -349,7 +350,7 @@ def memory(
         _choice("--optimizer", optimizer, OPTIMIZERS)
         _choice("--checkpointing", checkpointing, CHECKPOINTING)
         _choice("--attention", attention, ATTENTION_IMPLS)
-        _choice("--dtype", dtype, ("fp32", "bf16", "fp16"))
+        _choice("--dtype", dtype, tuple(DTYPE_BYTES))
         if kv_dtype is not None:
             _choice("--kv-dtype", kv_dtype, tuple(KV_DTYPES))
         _choice("--measure-on", measure_on, ("cuda", "cpu"))
@@ -428,17 +429,9 @@ def _progress(quiet: bool) -> Iterator[Any]:
 def _checked_seq(cfg: Any, seq: int | None) -> int:
     """The sequence length (default max_seq_len); beyond a learned table is an error."""
     length = cfg.max_seq_len if seq is None else seq
-    if length > cfg.max_seq_len:
-        if cfg.position == "learned":
-            raise LLMCalcError(
-                f"--seq {length}: above max_seq_len = {cfg.max_seq_len}, the size of the learned "
-                "position table; raise it with --set max_seq_len=N"
-            )
-        typer.echo(
-            f"Warning: --seq {length} is above max_seq_len = {cfg.max_seq_len}: counted as asked "
-            f"({cfg.position} positions have no table to run out of)",
-            err=True,
-        )
+    warning = cfg.seq_warning("--seq", length)
+    if warning:
+        typer.echo(warning, err=True)
     return length
 
 
@@ -456,14 +449,15 @@ def compare(
     with user_errors():
         from llmcalc.compare import compare_models
         from llmcalc.memory import PRECISIONS
-        from llmcalc.report_memory import compare_table
+        from llmcalc.report_compare import compare_table
+        from llmcalc.resources import DTYPE_BYTES
 
         if len(presets) < 2:
             raise LLMCalcError(f"compare needs two or more models; got {len(presets)}")
         _positive("--seq", seq)
         _positive("--batch", batch)
         _choice("--precision", precision, PRECISIONS)
-        _choice("--dtype", dtype, ("fp32", "bf16", "fp16"))
+        _choice("--dtype", dtype, tuple(DTYPE_BYTES))
         configs = [_load(preset, None) for preset in presets]
         length = seq if seq is not None else min(cfg.max_seq_len for cfg in configs)
         for cfg in configs:
@@ -502,14 +496,20 @@ def sweep(
         from llmcalc.compare import ROWS
         from llmcalc.memory import PRECISIONS
         from llmcalc.presets import parse_overrides
-        from llmcalc.report_sweep import check_plot_path, sweep_json, sweep_renderables, write_plot
+        from llmcalc.report_compare import (
+            check_plot_path,
+            sweep_json,
+            sweep_renderables,
+            write_plot,
+        )
+        from llmcalc.resources import DTYPE_BYTES
         from llmcalc.sweep import parse_vary, run_sweep
 
         output = _format(as_json, fmt)
         _positive("--seq", seq)
         _positive("--batch", batch)
         _choice("--precision", precision, PRECISIONS)
-        _choice("--dtype", dtype, ("fp32", "bf16", "fp16"))
+        _choice("--dtype", dtype, tuple(DTYPE_BYTES))
         keys = [row.key for row in ROWS]
         chosen = keys if metrics is None else [m.strip() for m in metrics.split(",") if m.strip()]
         for key in chosen:

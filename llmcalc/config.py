@@ -207,6 +207,21 @@ class ModelConfig:
             return "MHA"
         return "MQA" if self.n_kv_heads == 1 else "GQA"
 
+    def seq_warning(self, option: str, length: int) -> str | None:
+        """Check a sequence length: past a learned position table is an error; past
+        max_seq_len with other positions is counted as asked, with this warning."""
+        if length <= self.max_seq_len:
+            return None
+        if self.position == "learned":
+            raise LLMCalcError(
+                f"{option} {length}: above max_seq_len = {self.max_seq_len}, the size of the "
+                "learned position table; raise it with --set max_seq_len=N"
+            )
+        return (
+            f"Warning: {option} {length} is above max_seq_len = {self.max_seq_len}: counted as "
+            f"asked ({self.position} positions have no table to run out of)"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """All schema fields, resolved, in schema order (round-trips through from_dict)."""
         return {name: getattr(self, name) for name in self.field_names()}

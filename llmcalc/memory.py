@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 
 from llmcalc.config import ModelConfig
 from llmcalc.formulas import param_formula
+from llmcalc.resources import DTYPE_BYTES
 
 PRECISIONS = ("fp32", "bf16", "mixed")
 OPTIMIZERS = ("adamw", "sgd", "sgd-momentum")
 CHECKPOINTING = ("none", "full")
 ATTENTION_IMPLS = ("sdpa", "eager")
-KV_DTYPES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+KV_DTYPES = {**DTYPE_BYTES, "fp8": 1, "int8": 1}  # a cache may be quantised below the weights
+CATEGORIES = ("weights", "gradients", "optimizer", "activations", "other")  # of training memory
 INT64 = 8
 
 
@@ -318,7 +320,7 @@ class TrainingMemory:
 
 
 def _phase(at: str, **categories: int) -> Phase:
-    full = dict.fromkeys(("weights", "gradients", "optimizer", "activations", "other"), 0)
+    full = dict.fromkeys(CATEGORIES, 0)
     full.update(categories)
     return Phase(sum(full.values()), full, at)
 

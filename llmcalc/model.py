@@ -125,9 +125,6 @@ class KVCache:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
 
-ATTENTION_IMPLS = ("sdpa", "eager")
-
-
 class Attention(nn.Module):
     """Causal self-attention with n_heads query heads sharing n_kv_heads key/value heads
     (MHA when equal, MQA at 1, GQA between) and an explicit head_dim.

@@ -247,29 +247,3 @@ def memory_json(result: MemoryAnalysis) -> dict[str, Any]:
             "rss": measured.rss,
         },
     }
-
-
-def compare_table(table: dict[str, dict[str, int | str]], setup: dict[str, Any]) -> Table:
-    from llmcalc.compare import ROWS
-
-    names = list(table)
-    out = _table(
-        f"Compared at batch {setup['batch']} × seq {setup['seq']:,} ({setup['precision']} "
-        f"training, {setup['dtype']} inference)",
-        "",
-        *names,
-    )
-    for row in ROWS:
-        cells = []
-        for name in names:
-            value = table[name][row.key]
-            if row.unit == "bytes":
-                cells.append(format_bytes(value))
-            elif row.unit == "flops":
-                cells.append(f"{value:.3e}")
-            elif row.unit == "count":
-                cells.append(f"{value:,}")
-            else:
-                cells.append(str(value))
-        out.add_row(row.label, *cells)
-    return out

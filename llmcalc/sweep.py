@@ -16,7 +16,6 @@ from llmcalc.memory import training_memory
 from llmcalc.presets import load_config, parse_value
 
 RUN_FIELDS = ("seq", "batch")  # not config fields: the size of the step
-CATEGORIES = ("weights", "gradients", "optimizer", "activations", "other")
 
 
 @dataclass(frozen=True)
@@ -79,10 +78,7 @@ def run_sweep(
         cfg = load_config(preset, {**overrides, **fields})
         b = values.get("batch", batch)
         t = values.get("seq", seq if seq is not None else cfg.max_seq_len)
-        if t > cfg.max_seq_len and cfg.position == "learned":
-            raise LLMCalcError(
-                f"--vary seq: {t} is above max_seq_len = {cfg.max_seq_len}, the learned table"
-            )
+        cfg.seq_warning("--vary seq", t)  # past a learned position table: an error
         training = training_memory(cfg, b, t, precision=precision)
         peak = training.phases[training.peak_phase].categories
         points.append(Point(values, model_metrics(cfg, b, t, precision, dtype), dict(peak)))

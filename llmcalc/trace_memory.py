@@ -26,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from llmcalc.config import ModelConfig
+from llmcalc.memory import CATEGORIES as TRAINING_CATEGORIES
 from llmcalc.model import KVCache, build_model
 from llmcalc.train_step import (
     PHASES,
@@ -35,7 +36,7 @@ from llmcalc.train_step import (
     training_step,
 )
 
-CATEGORIES = ("weights", "gradients", "optimizer", "activations", "kv_cache", "other")
+CATEGORIES = (*TRAINING_CATEGORIES, "kv_cache")
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,6 @@ import torch
 from llmcalc.config import ModelConfig
 from llmcalc.model import Transformer, build_model
 
-PRECISIONS = ("fp32", "bf16", "mixed")
-OPTIMIZERS = ("adamw", "sgd", "sgd-momentum")
 PHASES = ("forward", "backward", "optimizer")  # on_phase also marks 'zero_grad', the step's end
 
 

@@ -1,5 +1,6 @@
-"""Sweep points -> a rich table, a terminal stacked-bar chart of the training memory, JSON, and
-(optional extra `llmcalc[plot]`) a matplotlib PNG/SVG of the same chart."""
+"""compare and sweep -> rich tables (the metrics of compare.ROWS, formatted one way), a terminal
+stacked-bar chart of the training memory, JSON, and (optional extra `llmcalc[plot]`) a
+matplotlib PNG/SVG of the same chart."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from rich.text import Text
 
 from llmcalc.compare import ROWS
 from llmcalc.errors import LLMCalcError
+from llmcalc.memory import CATEGORIES
 from llmcalc.resources import format_bytes
-from llmcalc.sweep import CATEGORIES, Point
+from llmcalc.sweep import Point
 
 # A character per category as well as a colour, so the chart reads without colour (NO_COLOR)
 BAR_STYLE = {
@@ -35,6 +37,22 @@ def _cell(unit: str, value: Any) -> str:
     if unit == "count":
         return f"{value:,}"
     return str(value)
+
+
+def compare_table(table: dict[str, dict[str, int | str]], setup: dict[str, Any]) -> Table:
+    names = list(table)
+    out = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"Compared at batch {setup['batch']} × seq {setup['seq']:,} "
+        f"({setup['precision']} training, {setup['dtype']} inference)",
+        title_justify="left",
+    )
+    out.add_column("")
+    for name in names:
+        out.add_column(name, justify="right", no_wrap=True)
+    for row in ROWS:
+        out.add_row(row.label, *(_cell(row.unit, table[name][row.key]) for name in names))
+    return out
 
 
 def sweep_table(points: list[Point], metrics: list[str], title: str) -> Table:
