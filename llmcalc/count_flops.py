@@ -65,7 +65,18 @@ def count_flops(cfg: ModelConfig, batch: int, seq: int, one_block: bool = True) 
     """Forward per component (FlopCounterMode and fvcore) and backward total (FlopCounterMode).
     With one_block, a 1-layer model is traced; per-layer forward FLOPs come from the modules, and
     the backward of one block is measured by running backward through that block alone
-    (FlopCounterMode does not attribute backward FLOPs to modules reliably)."""
+    (FlopCounterMode does not attribute backward FLOPs to modules reliably).
+    Counting never compiles, so it runs without importing torch._dynamo (see defer_dynamo.py);
+    an fvcore failure is retried with torch as it is before it is reported."""
+    from llmcalc.defer_dynamo import run_deferring_dynamo
+
+    return run_deferring_dynamo(
+        lambda: _count(cfg, batch, seq, one_block),
+        failed=lambda counted: bool(counted.fvcore_error),
+    )
+
+
+def _count(cfg: ModelConfig, batch: int, seq: int, one_block: bool) -> CountedFlops:
     import torch
 
     from llmcalc.model import build_model
