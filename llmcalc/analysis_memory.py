@@ -7,7 +7,6 @@ Python API: `analyze_memory(load_config("llama-2-70b"), batch=1, seq=4096, kv_he
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,34 +27,6 @@ from llmcalc.memory import (
 if TYPE_CHECKING:
     from llmcalc.measure import Measured
     from llmcalc.trace_memory import TracedMemory
-
-SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-
-
-def parse_size(option: str, text: str) -> int:
-    """'80GiB', '80GB', '81920MiB', '8e10' -> bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in SIZE_UNITS:
-        raise LLMCalcError(
-            f"{option} {text!r}: expected a size such as 80GiB, 80GB or 81920MiB "
-            "(units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
-        )
-    value = int(float(match.group(1)) * SIZE_UNITS[unit])
-    if value <= 0:
-        raise LLMCalcError(f"{option} {text!r}: must be positive")
-    return value
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,38 @@ from rich.console import Console
 from llmcalc import __version__
 from llmcalc.errors import LLMCalcError
 
+try:  # typer >= 0.25 vendors click; older versions use it as a dependency
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
+
+class OneLineUsageErrors(typer.core.TyperGroup):
+    """Typer shows a wrong type, an unknown option or a missing argument as a boxed usage block;
+    llmcalc's rule for bad input is one `Error:` line on stderr and exit 2, whatever caught it."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except getattr(click_errors, "NoArgsIsHelpError", ()) as exc:
+            exc.show()  # a bare command prints its help
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            hint = f" (see {context.command_path} --help)" if context is not None else ""
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"Error: {message}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     name="llmcalc",
     help="Exact parameters, FLOPs and memory of Transformer LLMs, counted on the real model.",
     no_args_is_help=True,
@@ -202,8 +233,11 @@ def flops(
             "--context", help="Decode position p for the per-token figure (default: seq)."
         ),
     ] = None,
-    tokens: Annotated[
-        int | None, typer.Option("--tokens", help="Training tokens D for a total budget.")
+    tokens_text: Annotated[
+        str | None,
+        typer.Option(
+            "--tokens", help="Training tokens D for a total budget: 2000000000, 1.5e13, 300B, 15T."
+        ),
     ] = None,
     gpu: Annotated[
         str | None,
@@ -237,12 +271,13 @@ def flops(
         from llmcalc.analysis import analyze_flops
         from llmcalc.hardware import peak_flops_per_second
         from llmcalc.report_flops import flops_json, flops_renderables
+        from llmcalc.units import parse_count
 
         cfg = _load(preset, overrides, bias)
+        tokens = parse_count("--tokens", tokens_text) if tokens_text is not None else None
         for option, value in (
             ("--seq", seq),
             ("--batch", batch),
-            ("--tokens", tokens),
             ("--gpus", gpus),
             ("--peak-tflops", peak_tflops),
             ("--mfu", mfu),
@@ -338,10 +373,11 @@ def memory(
 ) -> None:
     """KV cache (MHA/GQA/MQA), training and inference memory: predicted, traced, measured."""
     with user_errors():
-        from llmcalc.analysis_memory import analyze_memory, parse_size, resolve_kv_heads
+        from llmcalc.analysis_memory import analyze_memory, resolve_kv_heads
         from llmcalc.memory import ATTENTION_IMPLS, CHECKPOINTING, KV_DTYPES, OPTIMIZERS, PRECISIONS
         from llmcalc.report_memory import memory_json, memory_renderables
         from llmcalc.resources import DTYPE_BYTES
+        from llmcalc.units import parse_size
 
         cfg = _load(preset, overrides, bias)
         _positive("--seq", seq)

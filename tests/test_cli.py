@@ -242,3 +242,38 @@ def assert_one_line_error(runner, args, message):
 def test_readme_example_is_the_real_output(runner):
     result = runner.invoke(app, ["params", "notes-lm-128m"], env={"COLUMNS": "100"})
     assert readme_example("Parameters per tensor") == as_printed(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["flops", "gpt2", "--seq", "abc"], "Invalid value for '--seq': 'abc' is not a valid int"),
+        (["memory", "gpt2", "--batch", "2.5"], "Invalid value for '--batch': '2.5'"),
+        (["params", "gpt2", "--bogus"], "No such option: --bogus"),
+        (["params"], "Missing argument 'preset'. (see llmcalc params --help)"),
+        (["paramz", "gpt2"], "No such command 'paramz'. Did you mean 'params'?"),
+    ],
+)
+def test_usage_errors_are_one_line_too(runner, args, message):
+    """Errors typer catches itself (types, unknown options, missing arguments) follow the rule."""
+    assert_one_line_error(runner, args, message)
+
+
+def test_bare_command_still_prints_its_help(runner):
+    result = runner.invoke(app, [])
+    assert result.exit_code == 2
+    assert "Usage: llmcalc [OPTIONS] COMMAND" in result.output
+    assert "memory" in result.output
+
+
+def test_readme_error_examples_are_real(runner):
+    lines = readme_example("$ llmcalc params gpt2 --set n_layer=2").splitlines()
+    pairs = list(zip(lines[::2], lines[1::2], strict=True))
+    assert len(pairs) == 4
+    for command, error in pairs:
+        result = runner.invoke(app, command.removeprefix("$ llmcalc ").split())
+        assert result.exit_code == 2
+        if "--device cpu" in command:  # the free memory it names is this machine's
+            error = error[: error.index(" but ")]
+        assert result.stderr.startswith(error), (command, result.stderr)
+        assert len(result.stderr.splitlines()) == 1

@@ -197,10 +197,25 @@ def test_long_seq_with_rope_warns_and_counts(runner):
             "no a100 peak for it",
         ),
         (["flops", "gpt2", "--mfu", "1.5"], "--mfu 1.5: must be in (0, 1]"),
+        (["flops", "gpt2", "--tokens", "1.5"], "--tokens '1.5': expected a whole number"),
+        (["flops", "gpt2", "--tokens", "0T"], "--tokens '0T': must be positive"),
     ],
 )
 def test_flops_bad_input(runner, args, message):
     assert_one_line_error(runner, args, message)
+
+
+def test_tokens_as_papers_write_them(runner):
+    budgets = [
+        json.loads(
+            runner.invoke(
+                app, ["flops", "gpt2", "--seq", "64", "--tokens", text, "--no-count", "--json"]
+            ).stdout
+        )["budget"]
+        for text in ("15T", "1.5e13", "15_000_000_000_000")
+    ]
+    assert [b["tokens"] for b in budgets] == [15 * 10**12] * 3
+    assert budgets[0] == budgets[1] == budgets[2]
 
 
 def test_check_fails_when_a_flop_formula_is_wrong(runner, monkeypatch):
@@ -225,7 +240,7 @@ def test_readme_flops_example_is_the_real_output(runner):
         "--seq",
         "8192",
         "--tokens",
-        "15000000000000",
+        "15T",
         "--gpu",
         "h100",
         "--gpus",

@@ -1,0 +1,60 @@
+"""Quantities typed on the command line: '80GiB' of memory, '15T' training tokens. Exact
+arithmetic (Fraction), so '1.5e13' is 15,000,000,000,000 and not a float's neighbour."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from llmcalc.errors import LLMCalcError
+
+SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+# Counts as papers write them: "300B tokens", "15T tokens" (decimal; B = billion).
+COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+
+_NUMBER = re.compile(r"\s*([0-9][0-9_]*\.?[0-9_]*|\.[0-9]+)(?:e([+-]?[0-9]+))?\s*([a-zA-Z]*)\s*")
+
+
+def _parse(text: str, units: dict[str, int]) -> Fraction | None:
+    match = _NUMBER.fullmatch(text.lower())
+    if match is None or match.group(3) not in units:
+        return None
+    mantissa, exponent, unit = match.groups()
+    return Fraction(mantissa.replace("_", "")) * Fraction(10) ** int(exponent or 0) * units[unit]
+
+
+def parse_size(option: str, text: str) -> int:
+    """'80GiB', '80GB', '81920MiB', '8e10' -> bytes (positive; a fraction of a byte rounds down)."""
+    value = _parse(text, SIZE_UNITS)
+    if value is None:
+        raise LLMCalcError(
+            f"{option} {text!r}: expected a size such as 80GiB, 80GB or 81920MiB "
+            "(units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+        )
+    if int(value) <= 0:
+        raise LLMCalcError(f"{option} {text!r}: must be positive")
+    return int(value)
+
+
+def parse_count(option: str, text: str) -> int:
+    """'15T', '300B', '1.5e13', '2_000_000' -> a positive whole number."""
+    value = _parse(text, COUNT_UNITS)
+    if value is None or value.denominator != 1:
+        raise LLMCalcError(
+            f"{option} {text!r}: expected a whole number such as 2000000, 1.5e13, 300B or 15T "
+            "(suffixes: K, M, B or G, T)"
+        )
+    if value <= 0:
+        raise LLMCalcError(f"{option} {text!r}: must be positive")
+    return int(value)
