@@ -158,9 +158,14 @@ CHECK_BATCH, CHECK_SEQ = 2, 16
 
 
 def check_configs(configs: list[ModelConfig]) -> list[CheckResult]:
-    """Parameters per component and forward/backward matmul FLOPs, formula against counted."""
+    """Parameters per component, and matmul FLOPs of the forward, the backward and the forward
+    recomputed under full checkpointing (with torch's early stop off and on), formula against
+    counted."""
     return [
-        CheckResult(analyze_params(cfg), analyze_flops(cfg, batch=CHECK_BATCH, seq=CHECK_SEQ))
+        CheckResult(
+            analyze_params(cfg),
+            analyze_flops(cfg, batch=CHECK_BATCH, seq=CHECK_SEQ, recompute="full"),
+        )
         for cfg in configs
     ]
 
@@ -206,7 +211,7 @@ class FlopsAnalysis:
     @property
     def step_causal(self) -> StepFlops:
         """The training step with only the causal half of each attention matrix."""
-        return step_flops(self.forward.matmul_total_causal, self.recompute)
+        return step_flops(self.config, self.forward, self.recompute, causal=True)
 
     @property
     def analytic_merged(self) -> dict[str, int]:
@@ -233,11 +238,17 @@ class FlopsAnalysis:
                         "analytic": value,
                         "counted": counted.get(component, 0),
                     }
-        if self.counted.torch_backward != self.step.backward:
-            found["torch:backward"] = {
-                "analytic": self.step.backward,
-                "counted": self.counted.torch_backward,
-            }
+        for name, analytic_value, counted_value in (
+            ("torch:backward", self.step.backward, self.counted.torch_backward),
+            ("torch:recompute", self.step.recompute, self.counted.torch_recompute),
+            (
+                "torch:recompute_early_stop",
+                self.step.recompute_early_stop,
+                self.counted.torch_recompute_early_stop,
+            ),
+        ):
+            if counted_value is not None and counted_value != analytic_value:
+                found[name] = {"analytic": analytic_value, "counted": counted_value}
         return found
 
 
@@ -259,7 +270,7 @@ def analyze_flops(
 
     seq = cfg.max_seq_len if seq is None else seq
     forward = forward_flops(cfg, batch, seq)
-    step = step_flops(forward.matmul_total, recompute)
+    step = step_flops(cfg, forward, recompute)
     position = seq if decode_position is None else decode_position
     budget = None
     if tokens is not None:
@@ -278,9 +289,9 @@ def analyze_flops(
         seq=seq,
         recompute=recompute,
         forward=forward,
-        counted=count_flops(cfg, batch, seq, one_block=one_block) if count else None,
+        counted=count_flops(cfg, batch, seq, one_block, recompute == "full") if count else None,
         step=step,
-        conventions=conventions(cfg, batch, seq),
+        conventions=conventions(cfg, batch, seq, recompute),
         prefill=prefill_flops(cfg, seq),
         decode_position=position,
         decode=decode_flops(cfg, position),

@@ -581,8 +581,8 @@ def check(
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
 ) -> None:
-    """Formula == counted (parameters per component, matmul FLOPs forward and backward) for presets
-    and a grid of variants; exit 1 on any mismatch."""
+    """Formula == counted (params per component; matmul FLOPs of forward, backward, recompute)
+    for presets and a grid of variants; exit 1 on any mismatch."""
     with user_errors():
         from llmcalc.analysis import check_configs, grid_configs
         from llmcalc.presets import builtin_names, load_config

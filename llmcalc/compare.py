@@ -47,7 +47,7 @@ def model_metrics(
         "non_embedding_params": params.non_embedding,
         "attention": f"{cfg.attention_kind} {cfg.n_heads}/{cfg.n_kv_heads}",
         "forward_flops_per_token": forward.matmul_total // tokens,
-        "train_flops_per_token": step_flops(forward.matmul_total, "none").model // tokens,
+        "train_flops_per_token": step_flops(cfg, forward, "none").model // tokens,
         "decode_flops_per_token": decode_flops(cfg, seq),
         "kv_bytes_per_token": kv_cache_bytes(cfg, 1, 1, width),
         "kv_cache_bytes": kv_cache_bytes(cfg, batch, seq, width),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from llmcalc.config import ModelConfig
 
@@ -29,6 +30,10 @@ ATTENTION_CORE = "attn_scores+values"
 class CountedFlops:
     torch_forward: dict[str, int]  # component -> forward matmul FLOPs, whole model
     torch_backward: int
+    # forward FLOPs rerun under full checkpointing, every op / torch's default early stop;
+    # None when not asked for
+    torch_recompute: int | None
+    torch_recompute_early_stop: int | None
     fvcore_forward: dict[str, int] | None  # None when fvcore could not trace
     fvcore_error: str | None
     blocks_traced: int  # 1: one block traced, per-layer figures multiplied by n_layers
@@ -61,22 +66,29 @@ def _components(per_module: dict[str, int], cfg: ModelConfig, layers_traced: int
     return result
 
 
-def count_flops(cfg: ModelConfig, batch: int, seq: int, one_block: bool = True) -> CountedFlops:
+def count_flops(
+    cfg: ModelConfig, batch: int, seq: int, one_block: bool = True, recompute: bool = False
+) -> CountedFlops:
     """Forward per component (FlopCounterMode and fvcore) and backward total (FlopCounterMode).
     With one_block, a 1-layer model is traced; per-layer forward FLOPs come from the modules, and
     the backward of one block is measured by running backward through that block alone
     (FlopCounterMode does not attribute backward FLOPs to modules reliably).
+    With recompute, the step runs twice more with the model's full activation checkpointing on,
+    with torch's early stop off and on; each backward's excess over the plain one is what was
+    recomputed.
     Counting never compiles, so it runs without importing torch._dynamo (see defer_dynamo.py);
     an fvcore failure is retried with torch as it is before it is reported."""
     from llmcalc.defer_dynamo import run_deferring_dynamo
 
     return run_deferring_dynamo(
-        lambda: _count(cfg, batch, seq, one_block),
+        lambda: _count(cfg, batch, seq, one_block, recompute),
         failed=lambda counted: bool(counted.fvcore_error),
     )
 
 
-def _count(cfg: ModelConfig, batch: int, seq: int, one_block: bool) -> CountedFlops:
+def _count(
+    cfg: ModelConfig, batch: int, seq: int, one_block: bool, recompute: bool
+) -> CountedFlops:
     import torch
 
     from llmcalc.model import build_model
@@ -84,17 +96,38 @@ def _count(cfg: ModelConfig, batch: int, seq: int, one_block: bool) -> CountedFl
     tokens = torch.zeros(batch, seq, dtype=torch.long, device="meta")
     probe = cfg.replace(n_layers=1) if one_block else cfg
     model = build_model(probe)  # meta: shapes only
-    per_module, backward_total = _trace_torch(model, tokens)
+    per_module, probe_backward = _trace_torch(model, tokens)
+    backward_total = probe_backward
     if one_block and cfg.n_layers > 1:
         backward_total += _block_backward(model.layers[0], batch, seq, cfg) * (cfg.n_layers - 1)
     torch_forward = _components(per_module, cfg, probe.n_layers)
+    recomputed: tuple[int | None, int | None] = (None, None)
+    if recompute:
+        recomputed = _recomputed(model, tokens, probe_backward, cfg.n_layers // probe.n_layers)
 
     fvcore_forward, fvcore_error = None, None
     try:
         fvcore_forward = _fvcore_components(model, tokens, cfg, probe.n_layers)
     except Exception as exc:  # fvcore's JIT trace depends on the torch version
         fvcore_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return CountedFlops(torch_forward, backward_total, fvcore_forward, fvcore_error, probe.n_layers)
+    return CountedFlops(
+        torch_forward, backward_total, *recomputed, fvcore_forward, fvcore_error, probe.n_layers
+    )
+
+
+def _recomputed(model: Any, tokens: object, plain_backward: int, scale: int) -> tuple[int, int]:
+    """Backward FLOPs with the model's checkpointing on, minus those without: the rerun forward,
+    without and with torch's early stop (the default), times scale (layers per traced layer)."""
+    from torch.utils.checkpoint import set_checkpoint_early_stop
+
+    model.checkpointing = True
+    try:
+        with set_checkpoint_early_stop(False):
+            _, every_op = _trace_torch(model, tokens)
+        _, early_stop = _trace_torch(model, tokens)
+    finally:
+        model.checkpointing = False
+    return (every_op - plain_backward) * scale, (early_stop - plain_backward) * scale
 
 
 def _trace_torch(model: object, tokens: object) -> tuple[dict[str, int], int]:

@@ -5,8 +5,12 @@ Conventions (stated in the output and the README):
  2. Attention scores count the full T×T matrix (PaLM, torchtitan, torch's FlopCounterMode); the
     causal half, T·(T+1)/2 scores, is shown beside it.
  3. Backward = 2 × forward for every matmul (a gradient for the input and one for the weight).
-    A training step = forward + backward; full activation recomputation adds one forward, which
-    counts as hardware FLOPs, not model FLOPs (MFU vs HFU, Chowdhery et al. 2022, appendix B).
+    A training step = forward + backward. Full activation recomputation runs every block's forward
+    again in the backward pass (not the LM head: the loss needs its logits once); those FLOPs are
+    hardware FLOPs, not model FLOPs (MFU vs HFU, Chowdhery et al. 2022, appendix B). PyTorch's
+    non-reentrant checkpoint stops each rerun early, once every tensor the backward saved is back
+    (torch.utils.checkpoint.set_checkpoint_early_stop, on by default): in a pre-norm block that
+    skips the MLP's output projection, whose output only joins the residual stream.
  4. Matmul FLOPs exclude bias adds (nn.Linear runs addmm: counted as its matmul, as fvcore and
     FlopCounterMode do). Bias adds, norms, softmax, activations, gating, residual adds and RoPE are
     "non-matmul", counted by the per-element rule in `non_matmul_flops`.
@@ -139,7 +143,8 @@ def forward_flops(cfg: ModelConfig, batch: int, seq: int) -> ForwardFlops:
 class StepFlops:
     forward: int  # matmul FLOPs (the exact, comparable part)
     backward: int
-    recompute: int  # extra forward under full activation recomputation (hardware FLOPs only)
+    recompute: int  # every block's forward again under full recomputation (hardware FLOPs)
+    recompute_early_stop: int  # the same with torch.utils.checkpoint's default early stop
 
     @property
     def model(self) -> int:
@@ -149,11 +154,30 @@ class StepFlops:
     def hardware(self) -> int:
         return self.model + self.recompute
 
+    @property
+    def hardware_early_stop(self) -> int:
+        return self.model + self.recompute_early_stop
 
-def step_flops(forward_matmul: int, recompute: str) -> StepFlops:
-    return StepFlops(
-        forward_matmul, 2 * forward_matmul, forward_matmul if recompute == "full" else 0
-    )
+
+def step_flops(
+    cfg: ModelConfig, forward: ForwardFlops, recompute: str, causal: bool = False
+) -> StepFlops:
+    """Forward, backward and the recomputed forward of the blocks (the model wraps each block in
+    torch.utils.checkpoint; Megatron-LM's full recomputation does the same)."""
+    matmul = forward.matmul_total_causal if causal else forward.matmul_total
+    if recompute != "full":
+        return StepFlops(matmul, 2 * matmul, 0, 0)
+    blocks = matmul - forward.matmul["lm_head"]
+    return StepFlops(matmul, 2 * matmul, blocks, blocks - _early_stop_skips(cfg, forward))
+
+
+def _early_stop_skips(cfg: ModelConfig, forward: ForwardFlops) -> int:
+    """Matmuls an early-stopping rerun leaves out: a pre-norm block's last matmul, the MLP output
+    projection, whose output no later op of the block saves (only the residual add uses it).
+    With post, sandwich or output norms a norm saves that output, so the rerun goes to the end."""
+    if cfg.norm_position != "pre":
+        return 0
+    return cfg.n_layers * 2 * forward.batch * forward.seq * cfg.d_ff * cfg.d_model
 
 
 # --- published conventions, each as its authors wrote it ------------------------------------
@@ -165,9 +189,12 @@ class Convention:
     flops: int  # training FLOPs of one step (batch × seq tokens) by this convention
     citation: str
     note: str = ""
+    hardware: bool = False  # counts recomputation: compare with hardware FLOPs, not model FLOPs
 
 
-def conventions(cfg: ModelConfig, batch: int, seq: int) -> list[Convention]:
+def conventions(
+    cfg: ModelConfig, batch: int, seq: int, recompute: str = "none"
+) -> list[Convention]:
     params = param_formula(cfg)
     n_total = params.total.value
     n_non_embedding = params.non_embedding
@@ -215,16 +242,30 @@ def conventions(cfg: ModelConfig, batch: int, seq: int) -> list[Convention]:
             "" if applies else "assumes MHA and a 2-matrix MLP at 4h: not this model",
         )
     )
+    if recompute == "full":
+        rows.append(
+            Convention(
+                "96·B·L·s·h²·(1 + s/6h + V/16hL)",
+                korthikanti(batch, layers, seq, d, cfg.vocab_size, recompute=True),
+                "Korthikanti et al. 2022: eq. 7 plus a forward of every layer (logits not "
+                "recomputed)",
+                "hardware FLOPs" + ("" if applies else "; assumes MHA and a 2-matrix MLP at 4h"),
+                hardware=True,
+            )
+        )
     return rows
 
 
-def korthikanti(batch: int, layers: int, seq: int, hidden: int, vocab: int) -> int:
-    """72·B·L·s·h²·(1 + s/(6h) + V/(12hL)) in integers: 72BLsh² + 12BLs²h + 6BshV."""
-    return (
-        72 * batch * layers * seq * hidden**2
-        + 12 * batch * layers * seq**2 * hidden
-        + 6 * batch * seq * hidden * vocab
-    )
+def korthikanti(
+    batch: int, layers: int, seq: int, hidden: int, vocab: int, recompute: bool = False
+) -> int:
+    """72·B·L·s·h²·(1 + s/(6h) + V/(12hL)) in integers: 72BLsh² + 12BLs²h + 6BshV. With every
+    layer's forward recomputed (24BLsh² + 4BLs²h more): 96·B·L·s·h²·(1 + s/(6h) + V/(16hL))."""
+    if recompute:
+        per_layer = 96 * seq * hidden**2 + 16 * seq**2 * hidden
+    else:
+        per_layer = 72 * seq * hidden**2 + 12 * seq**2 * hidden
+    return batch * (layers * per_layer + 6 * seq * hidden * vocab)
 
 
 def _chinchilla_forward(cfg: ModelConfig, seq: int) -> int:

@@ -256,7 +256,10 @@ def presets_table(rows: list[tuple[ModelConfig, int]]) -> Table:
 def check_table(results: list[CheckResult]) -> Table:
     table = Table(
         box=box.SIMPLE_HEAD,
-        title=f"Formula vs counted: parameters, and matmul FLOPs of a {CHECK_BATCH}×{CHECK_SEQ} step",
+        title=(
+            f"Formula vs counted: parameters, and matmul FLOPs of a {CHECK_BATCH}×{CHECK_SEQ} step"
+            " (forward, backward, recomputed forward)"
+        ),
         title_justify="left",
     )
     table.add_column("config", overflow="fold", ratio=1)  # long grid names wrap, never truncate
@@ -305,6 +308,9 @@ def check_json(results: list[CheckResult]) -> dict[str, Any]:
                     "batch": r.flops.batch,
                     "seq": r.flops.seq,
                     "forward_matmul": r.flops.forward.matmul_total,
+                    "backward": r.flops.step.backward,
+                    "recompute": r.flops.step.recompute,
+                    "recompute_early_stop": r.flops.step.recompute_early_stop,
                     "exact": not r.flops.mismatches,
                     "mismatches": r.flops.mismatches,
                 },

@@ -96,15 +96,23 @@ def counted_table(result: FlopsAnalysis) -> RenderableType:
         table.add_row(
             LABELS[component], _n(value), _n(counted.torch_forward.get(component)), _n(fv), verdict
         )
-    back_ok = "torch:backward" not in mismatches
     table.add_section()
-    table.add_row(
-        "backward (2 × forward)",
-        _n(result.step.backward),
-        _n(counted.torch_backward),
-        "n/a (forward only)",
-        Text("exact", style="green") if back_ok else Text("MISMATCH", style="red"),
-    )
+    step = result.step
+    for label, key, analytic, value in (
+        ("backward (2 × forward)", "backward", step.backward, counted.torch_backward),
+        ("recomputed forward, every op", "recompute", step.recompute, counted.torch_recompute),
+        (
+            "recomputed forward, torch early stop",
+            "recompute_early_stop",
+            step.recompute_early_stop,
+            counted.torch_recompute_early_stop,
+        ),
+    ):
+        if value is None:
+            continue
+        ok = f"torch:{key}" not in mismatches
+        verdict = Text("exact", style="green") if ok else Text("MISMATCH", style="red")
+        table.add_row(label, _n(analytic), _n(value), "n/a (forward only)", verdict)
     if counted.fvcore_error:
         table.caption = f"fvcore unavailable: {counted.fvcore_error}"
     return table
@@ -134,24 +142,34 @@ def training_table(result: FlopsAnalysis) -> Table:
         "1.000",
         "scores under the mask only",
     )
+    hardware, hardware_causal = step.hardware, result.step_causal.hardware
     if step.recompute:
         table.add_row(
             "+ full recomputation (hardware FLOPs)",
-            _sci(step.hardware),
-            f"{step.hardware / exact:.3f}",
-            f"{step.hardware / causal:.3f}",
-            "one extra forward: HFU, not MFU",
+            _sci(hardware),
+            f"{hardware / exact:.3f}",
+            f"{hardware / causal:.3f}",
+            "every block's forward again (Megatron-LM; torch checkpoint, early stop off): HFU",
+        )
+        early = step.hardware_early_stop
+        table.add_row(
+            "+ full recomputation, torch early stop",
+            _sci(early),
+            f"{early / exact:.3f}",
+            f"{early / causal:.3f}",
+            "torch.utils.checkpoint's default: the rerun stops once every saved tensor is back "
+            "(skips a pre-norm block's MLP output projection)",
         )
     table.add_section()
     for row in result.conventions:
         source = row.citation + (f" ({row.note})" if row.note else "")
+        full, half = (hardware, hardware_causal) if row.hardware else (exact, causal)
         table.add_row(
-            row.name,
-            _sci(row.flops),
-            f"{row.flops / exact:.3f}",
-            f"{row.flops / causal:.3f}",
-            source,
+            row.name, _sci(row.flops), f"{row.flops / full:.3f}", f"{row.flops / half:.3f}", source
         )
+    if step.recompute:
+        table.caption = "Rows marked hardware FLOPs are divided by llmcalc's hardware FLOPs."
+        table.caption_justify = "left"
     return table
 
 
@@ -204,7 +222,12 @@ def flops_json(result: FlopsAnalysis) -> dict[str, Any]:
     counted_json = None
     if counted is not None:
         counted_json = {
-            "torch": {"forward": counted.torch_forward, "backward": counted.torch_backward},
+            "torch": {
+                "forward": counted.torch_forward,
+                "backward": counted.torch_backward,
+                "recompute": counted.torch_recompute,
+                "recompute_early_stop": counted.torch_recompute_early_stop,
+            },
             "fvcore": None
             if counted.fvcore_forward is None
             else {"forward": counted.fvcore_forward},
@@ -223,7 +246,12 @@ def flops_json(result: FlopsAnalysis) -> dict[str, Any]:
             "non_matmul": fwd.non_matmul,
         },
         "backward": step.backward,
-        "step": {"model": step.model, "hardware": step.hardware, "recompute": result.recompute},
+        "step": {
+            "model": step.model,
+            "hardware": step.hardware,
+            "hardware_torch_early_stop": step.hardware_early_stop,
+            "recompute": result.recompute,
+        },
         "counted": counted_json,
         "exact": None if counted is None else not result.mismatches,
         "mismatches": result.mismatches,

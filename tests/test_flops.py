@@ -33,9 +33,34 @@ def test_gpt_training_step_equals_korthikanti_eq7(name, batch, seq):
     """GPT (MHA, 2-matrix MLP at 4h): counted matmul FLOPs of forward + backward equal
     72·B·L·s·h²·(1 + s/6h + V/12hL) exactly (Korthikanti et al. 2022)."""
     cfg = load_config(name)
-    counted = count_flops(cfg, batch, seq)
+    counted = count_flops(cfg, batch, seq, recompute=True)
     step = sum(counted.torch_forward.values()) + counted.torch_backward
     assert step == korthikanti(batch, cfg.n_layers, seq, cfg.d_model, cfg.vocab_size)
+    # every layer's forward run again (torch's checkpoint with its early stop off): 96·B·L·s·h²·
+    # (1 + s/6h + V/16hL), the logits not recomputed
+    hardware = step + counted.torch_recompute
+    assert hardware == korthikanti(
+        batch, cfg.n_layers, seq, cfg.d_model, cfg.vocab_size, recompute=True
+    )
+
+
+@pytest.mark.parametrize("block", ["serial", "parallel", "parallel_shared_norm"])
+@pytest.mark.parametrize("norm_position", ["pre", "post", "sandwich", "output"])
+def test_recomputed_forward_counted_equals_analytic(block, norm_position):
+    """Under the model's full checkpointing the counted rerun is every block's forward, or with
+    torch's early stop (its default) that less a pre-norm block's MLP output projection."""
+    cfg = ModelConfig.from_dict(tiny(block=block, norm_position=norm_position, n_kv_heads=2))
+    result = analyze_flops(cfg, batch=2, seq=8, recompute="full")
+    counted, step = result.counted, result.step
+    assert (counted.torch_recompute, counted.torch_recompute_early_stop) == (
+        step.recompute,
+        step.recompute_early_stop,
+    )
+    blocks_forward = result.forward.matmul_total - result.forward.matmul["lm_head"]
+    assert step.recompute == blocks_forward
+    skipped = step.recompute - step.recompute_early_stop
+    down_projection = 2 * 2 * 8 * cfg.d_ff * cfg.d_model * cfg.n_layers
+    assert skipped == (down_projection if norm_position == "pre" else 0)
 
 
 def test_one_block_times_layers_equals_the_full_trace():
@@ -45,10 +70,13 @@ def test_one_block_times_layers_equals_the_full_trace():
         {"block": "parallel", "activation": "gelu", "bias": True, "n_layers": 3},
     ):
         cfg = ModelConfig.from_dict(tiny(n_layers=overrides.pop("n_layers", 4), **overrides))
-        one, full = count_flops(cfg, 2, 8), count_flops(cfg, 2, 8, one_block=False)
+        one = count_flops(cfg, 2, 8, recompute=True)
+        full = count_flops(cfg, 2, 8, one_block=False, recompute=True)
         assert (one.blocks_traced, full.blocks_traced) == (1, cfg.n_layers)
         assert one.torch_forward == full.torch_forward
         assert one.torch_backward == full.torch_backward
+        assert one.torch_recompute == full.torch_recompute
+        assert one.torch_recompute_early_stop == full.torch_recompute_early_stop
         assert one.fvcore_forward == full.fvcore_forward
 
 
@@ -104,10 +132,14 @@ def test_budget_time_follows_from_mfu_and_peak():
     assert budget.gpu_hours == pytest.approx(budget.seconds * 4 / 3600)
 
 
-def test_recompute_full_adds_one_forward_as_hardware_flops():
+def test_recompute_full_adds_the_blocks_forward_as_hardware_flops():
     result = analyze_flops(load_config("gpt2"), seq=128, recompute="full", count=False)
-    assert result.step.hardware == result.step.model + result.forward.matmul_total
-    assert result.step.model == 3 * result.forward.matmul_total
+    fwd = result.forward
+    assert result.step.hardware == result.step.model + fwd.matmul_total - fwd.matmul["lm_head"]
+    assert result.step.model == 3 * fwd.matmul_total
+    assert analyze_flops(load_config("gpt2"), seq=128, count=False).step.hardware == (
+        result.step.model
+    )
 
 
 def test_flops_json(runner):
