@@ -15,7 +15,7 @@ at all.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llmcalc.config import ModelConfig
@@ -73,61 +73,64 @@ def count_flops(
     With one_block, a 1-layer model is traced; per-layer forward FLOPs come from the modules, and
     the backward of one block is measured by running backward through that block alone
     (FlopCounterMode does not attribute backward FLOPs to modules reliably).
-    With recompute, the step runs twice more with the model's full activation checkpointing on,
-    with torch's early stop off and on; each backward's excess over the plain one is what was
-    recomputed.
+    With recompute, the step also runs with the model's full activation checkpointing on, with
+    torch's early stop off and on; each backward's excess over the plain one is what was rerun.
     Counting never compiles, so it runs without importing torch._dynamo (see defer_dynamo.py);
-    an fvcore failure is retried with torch as it is before it is reported."""
+    an fvcore failure is retried with torch as it is before it is reported. Checkpointing reads
+    torch._dynamo's config, so the recompute traces run with the real one."""
     from llmcalc.defer_dynamo import run_deferring_dynamo
 
-    return run_deferring_dynamo(
-        lambda: _count(cfg, batch, seq, one_block, recompute),
+    counted = run_deferring_dynamo(
+        lambda: _count(cfg, batch, seq, one_block),
         failed=lambda counted: bool(counted.fvcore_error),
     )
+    if not recompute:
+        return counted
+    every_op, early_stop = _recomputed(cfg, batch, seq, one_block)
+    return replace(counted, torch_recompute=every_op, torch_recompute_early_stop=early_stop)
 
 
-def _count(
-    cfg: ModelConfig, batch: int, seq: int, one_block: bool, recompute: bool
-) -> CountedFlops:
+def _probe(cfg: ModelConfig, batch: int, seq: int, one_block: bool) -> tuple[Any, Any]:
+    """The model to trace (one block of it with one_block, on meta: shapes only) and its tokens."""
     import torch
 
     from llmcalc.model import build_model
 
     tokens = torch.zeros(batch, seq, dtype=torch.long, device="meta")
-    probe = cfg.replace(n_layers=1) if one_block else cfg
-    model = build_model(probe)  # meta: shapes only
-    per_module, probe_backward = _trace_torch(model, tokens)
-    backward_total = probe_backward
-    if one_block and cfg.n_layers > 1:
+    return build_model(cfg.replace(n_layers=1) if one_block else cfg), tokens
+
+
+def _count(cfg: ModelConfig, batch: int, seq: int, one_block: bool) -> CountedFlops:
+    model, tokens = _probe(cfg, batch, seq, one_block)
+    layers_traced = len(model.layers)
+    per_module, backward_total = _trace_torch(model, tokens)
+    if layers_traced < cfg.n_layers:
         backward_total += _block_backward(model.layers[0], batch, seq, cfg) * (cfg.n_layers - 1)
-    torch_forward = _components(per_module, cfg, probe.n_layers)
-    recomputed: tuple[int | None, int | None] = (None, None)
-    if recompute:
-        recomputed = _recomputed(model, tokens, probe_backward, cfg.n_layers // probe.n_layers)
+    torch_forward = _components(per_module, cfg, layers_traced)
 
     fvcore_forward, fvcore_error = None, None
     try:
-        fvcore_forward = _fvcore_components(model, tokens, cfg, probe.n_layers)
+        fvcore_forward = _fvcore_components(model, tokens, cfg, layers_traced)
     except Exception as exc:  # fvcore's JIT trace depends on the torch version
         fvcore_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return CountedFlops(
-        torch_forward, backward_total, *recomputed, fvcore_forward, fvcore_error, probe.n_layers
+        torch_forward, backward_total, None, None, fvcore_forward, fvcore_error, layers_traced
     )
 
 
-def _recomputed(model: Any, tokens: object, plain_backward: int, scale: int) -> tuple[int, int]:
+def _recomputed(cfg: ModelConfig, batch: int, seq: int, one_block: bool) -> tuple[int, int]:
     """Backward FLOPs with the model's checkpointing on, minus those without: the rerun forward,
-    without and with torch's early stop (the default), times scale (layers per traced layer)."""
+    without and with torch's early stop (the default), for all layers."""
     from torch.utils.checkpoint import set_checkpoint_early_stop
 
+    model, tokens = _probe(cfg, batch, seq, one_block)
+    scale = cfg.n_layers // len(model.layers)
+    _, plain = _trace_torch(model, tokens)
     model.checkpointing = True
-    try:
-        with set_checkpoint_early_stop(False):
-            _, every_op = _trace_torch(model, tokens)
-        _, early_stop = _trace_torch(model, tokens)
-    finally:
-        model.checkpointing = False
-    return (every_op - plain_backward) * scale, (early_stop - plain_backward) * scale
+    with set_checkpoint_early_stop(False):
+        _, every_op = _trace_torch(model, tokens)
+    _, early_stop = _trace_torch(model, tokens)
+    return (every_op - plain) * scale, (early_stop - plain) * scale
 
 
 def _trace_torch(model: object, tokens: object) -> tuple[dict[str, int], int]:
