@@ -15,6 +15,7 @@ from llmcalc.config import ModelConfig
 from llmcalc.errors import LLMCalcError
 from llmcalc.formulas import param_formula
 from llmcalc.memory import (
+    KV_DTYPES,
     InferenceMemory,
     TrainingMemory,
     default_gqa_groups,
@@ -158,8 +159,6 @@ def analyze_memory(
     gpu_memory: int | None = None,
 ) -> MemoryAnalysis:
     """Formula-only memory analysis (no torch). Add traced/measured with dataclasses.replace."""
-    from llmcalc.memory import KV_DTYPES
-
     seq = cfg.max_seq_len if seq is None else seq
     kv_dtype = dtype if kv_dtype is None else kv_dtype
     if kv_heads is not None and kv_heads != cfg.n_kv_heads:

@@ -21,15 +21,22 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
 
 
-class OneLineUsageErrors(typer.core.TyperGroup):
-    """Typer shows a wrong type, an unknown option or a missing argument as a boxed usage block;
-    llmcalc's rule for bad input is one `Error:` line on stderr and exit 2, whatever caught it."""
+class OneLineErrors(typer.core.TyperGroup):
+    """Bad input is one `Error:` line on stderr, no traceback, whichever layer finds it: llmcalc's
+    checks (LLMCalcError: exit 2, or 1 for a run that failed) or typer's own parsing (a wrong type,
+    an unknown option, a missing argument: exit 2), which would otherwise print a boxed usage
+    block. LLMCALC_DEBUG=1 lets llmcalc's errors raise with their traceback."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+        except LLMCalcError as exc:
+            if os.environ.get("LLMCALC_DEBUG"):
+                raise
+            typer.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
         except getattr(click_errors, "NoArgsIsHelpError", ()) as exc:
             exc.show()  # a bare command prints its help
             sys.exit(exc.exit_code)
@@ -46,7 +53,7 @@ class OneLineUsageErrors(typer.core.TyperGroup):
 
 
 app = typer.Typer(
-    cls=OneLineUsageErrors,
+    cls=OneLineErrors,
     name="llmcalc",
     help="Exact parameters, FLOPs and memory of Transformer LLMs, counted on the real model.",
     no_args_is_help=True,
@@ -88,18 +95,6 @@ DeviceOpt = Annotated[
 DtypeOpt = Annotated[
     str, typer.Option("--dtype", help="Weight dtype for a cpu/cuda build: fp32, bf16, fp16.")
 ]
-
-
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """LLMCalcError -> `Error: ...` on stderr and its exit code (2: bad input), no traceback."""
-    try:
-        yield
-    except LLMCalcError as exc:
-        if os.environ.get("LLMCALC_DEBUG"):
-            raise
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
 
 
 def _choice(option: str, value: str, allowed: tuple[str, ...] | list[str]) -> str:
@@ -158,37 +153,35 @@ def _root(
 @app.command()
 def presets(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """List the built-in presets with their key sizes and parameter counts."""
-    with user_errors():
-        from llmcalc.formulas import param_formula
-        from llmcalc.presets import builtin_names, load_config
-        from llmcalc.report import presets_table
+    from llmcalc.formulas import param_formula
+    from llmcalc.presets import builtin_names, load_config
+    from llmcalc.report import presets_table
 
-        rows = [(cfg, param_formula(cfg).total.value) for cfg in map(load_config, builtin_names())]
-        data = {
-            "presets": [
-                {
-                    "name": cfg.name,
-                    "d_model": cfg.d_model,
-                    "n_layers": cfg.n_layers,
-                    "n_heads": cfg.n_heads,
-                    "n_kv_heads": cfg.n_kv_heads,
-                    "d_ff": cfg.d_ff,
-                    "params": total,
-                    "source": cfg.source,
-                }
-                for cfg, total in rows
-            ]
-        }
-        _emit(_format(as_json, fmt), data, [presets_table(rows)])
+    rows = [(cfg, param_formula(cfg).total.value) for cfg in map(load_config, builtin_names())]
+    data = {
+        "presets": [
+            {
+                "name": cfg.name,
+                "d_model": cfg.d_model,
+                "n_layers": cfg.n_layers,
+                "n_heads": cfg.n_heads,
+                "n_kv_heads": cfg.n_kv_heads,
+                "d_ff": cfg.d_ff,
+                "params": total,
+                "source": cfg.source,
+            }
+            for cfg, total in rows
+        ]
+    }
+    _emit(_format(as_json, fmt), data, [presets_table(rows)])
 
 
 @app.command()
 def show(preset: PresetArg, overrides: SetOpt = None, bias: BiasOpt = None) -> None:
     """Print the resolved config as YAML (derived fields filled in)."""
-    with user_errors():
-        from llmcalc.report import config_yaml
+    from llmcalc.report import config_yaml
 
-        typer.echo(config_yaml(_load(preset, overrides, bias)), nl=False)
+    typer.echo(config_yaml(_load(preset, overrides, bias)), nl=False)
 
 
 @app.command()
@@ -203,15 +196,14 @@ def params(
     dtype: DtypeOpt = "fp32",
 ) -> None:
     """Parameter tables (per tensor, per component) and the closed form, counted vs formula."""
-    with user_errors():
-        from llmcalc.analysis import analyze_params
-        from llmcalc.report import params_json, params_renderables
-        from llmcalc.resources import DEVICES, DTYPE_BYTES
+    from llmcalc.analysis import analyze_params
+    from llmcalc.report import params_json, params_renderables
+    from llmcalc.resources import DEVICES, DTYPE_BYTES
 
-        _choice("--device", device, DEVICES)
-        _choice("--dtype", dtype, list(DTYPE_BYTES))
-        result = analyze_params(_load(preset, overrides, bias), device=device, dtype=dtype)
-        _emit(_format(as_json, fmt), params_json(result), params_renderables(result, full))
+    _choice("--device", device, DEVICES)
+    _choice("--dtype", dtype, list(DTYPE_BYTES))
+    result = analyze_params(_load(preset, overrides, bias), device=device, dtype=dtype)
+    _emit(_format(as_json, fmt), params_json(result), params_renderables(result, full))
 
 
 def _positive(option: str, value: int | float | None) -> None:
@@ -267,52 +259,51 @@ def flops(
     fmt: FormatOpt = None,
 ) -> None:
     """FLOPs per component: analytic, counted with FlopCounterMode and fvcore, every convention."""
-    with user_errors():
-        from llmcalc.analysis import analyze_flops
-        from llmcalc.hardware import peak_flops_per_second
-        from llmcalc.report_flops import flops_json, flops_renderables
-        from llmcalc.units import parse_count
+    from llmcalc.analysis import analyze_flops
+    from llmcalc.hardware import peak_flops_per_second
+    from llmcalc.report_flops import flops_json, flops_renderables
+    from llmcalc.units import parse_count
 
-        cfg = _load(preset, overrides, bias)
-        tokens = parse_count("--tokens", tokens_text) if tokens_text is not None else None
-        for option, value in (
-            ("--seq", seq),
-            ("--batch", batch),
-            ("--gpus", gpus),
-            ("--peak-tflops", peak_tflops),
-            ("--mfu", mfu),
-        ):
-            _positive(option, value)
-        if context is not None and context < 0:
-            raise LLMCalcError(f"--context {context}: must be 0 or more")
-        if mfu > 1:
-            raise LLMCalcError(f"--mfu {mfu}: must be in (0, 1]")
-        _choice("--recompute", recompute, ("none", "full"))
-        if gpu is not None and peak_tflops is not None:
-            raise LLMCalcError("--gpu and --peak-tflops: give one, not both")
-        peak = peak_tflops * 1e12 if peak_tflops is not None else None
-        if gpu is not None:
-            peak = peak_flops_per_second(gpu, dtype)
-        if (gpu is not None or peak_tflops is not None) and tokens is None:
-            raise LLMCalcError("--gpu/--peak-tflops need --tokens D (the training tokens to time)")
-        length = _checked_seq(cfg, seq)
-        output = _format(as_json, fmt)
-        with _progress(output != "table" or no_count) as status:
-            status("counting FLOPs on the meta model (FlopCounterMode and fvcore)")
-            result = analyze_flops(
-                cfg,
-                batch=batch,
-                seq=length,
-                recompute=recompute,
-                decode_position=context,
-                tokens=tokens,
-                peak_flops_per_gpu=peak,
-                gpus=gpus,
-                mfu=mfu,
-                one_block=not full_trace,
-                count=not no_count,
-            )
-        _emit(output, flops_json(result), flops_renderables(result))
+    cfg = _load(preset, overrides, bias)
+    tokens = parse_count("--tokens", tokens_text) if tokens_text is not None else None
+    for option, value in (
+        ("--seq", seq),
+        ("--batch", batch),
+        ("--gpus", gpus),
+        ("--peak-tflops", peak_tflops),
+        ("--mfu", mfu),
+    ):
+        _positive(option, value)
+    if context is not None and context < 0:
+        raise LLMCalcError(f"--context {context}: must be 0 or more")
+    if mfu > 1:
+        raise LLMCalcError(f"--mfu {mfu}: must be in (0, 1]")
+    _choice("--recompute", recompute, ("none", "full"))
+    if gpu is not None and peak_tflops is not None:
+        raise LLMCalcError("--gpu and --peak-tflops: give one, not both")
+    peak = peak_tflops * 1e12 if peak_tflops is not None else None
+    if gpu is not None:
+        peak = peak_flops_per_second(gpu, dtype)
+    if (gpu is not None or peak_tflops is not None) and tokens is None:
+        raise LLMCalcError("--gpu/--peak-tflops need --tokens D (the training tokens to time)")
+    length = _checked_seq(cfg, seq)
+    output = _format(as_json, fmt)
+    with _progress(output != "table" or no_count) as status:
+        status("counting FLOPs on the meta model (FlopCounterMode and fvcore)")
+        result = analyze_flops(
+            cfg,
+            batch=batch,
+            seq=length,
+            recompute=recompute,
+            decode_position=context,
+            tokens=tokens,
+            peak_flops_per_gpu=peak,
+            gpus=gpus,
+            mfu=mfu,
+            one_block=not full_trace,
+            count=not no_count,
+        )
+    _emit(output, flops_json(result), flops_renderables(result))
 
 
 @app.command()
@@ -372,43 +363,42 @@ def memory(
     fmt: FormatOpt = None,
 ) -> None:
     """KV cache (MHA/GQA/MQA), training and inference memory: predicted, traced, measured."""
-    with user_errors():
-        from llmcalc.analysis_memory import analyze_memory, resolve_kv_heads
-        from llmcalc.memory import ATTENTION_IMPLS, CHECKPOINTING, KV_DTYPES, OPTIMIZERS, PRECISIONS
-        from llmcalc.report_memory import memory_json, memory_renderables
-        from llmcalc.resources import DTYPE_BYTES
-        from llmcalc.units import parse_size
+    from llmcalc.analysis_memory import analyze_memory, resolve_kv_heads
+    from llmcalc.memory import ATTENTION_IMPLS, CHECKPOINTING, KV_DTYPES, OPTIMIZERS, PRECISIONS
+    from llmcalc.report_memory import memory_json, memory_renderables
+    from llmcalc.resources import DTYPE_BYTES
+    from llmcalc.units import parse_size
 
-        cfg = _load(preset, overrides, bias)
-        _positive("--seq", seq)
-        _positive("--batch", batch)
-        _choice("--precision", precision, PRECISIONS)
-        _choice("--optimizer", optimizer, OPTIMIZERS)
-        _choice("--checkpointing", checkpointing, CHECKPOINTING)
-        _choice("--attention", attention, ATTENTION_IMPLS)
-        _choice("--dtype", dtype, tuple(DTYPE_BYTES))
-        if kv_dtype is not None:
-            _choice("--kv-dtype", kv_dtype, tuple(KV_DTYPES))
-        _choice("--measure-on", measure_on, ("cuda", "cpu"))
-        length = _checked_seq(cfg, seq)
-        memory_bytes = parse_size("--gpu-mem", gpu_mem) if gpu_mem is not None else None
-        result = analyze_memory(
-            cfg,
-            batch=batch,
-            seq=length,
-            kv_heads=resolve_kv_heads(cfg, mha, gqa, mqa),
-            precision=precision,
-            optimizer=optimizer,
-            checkpointing=checkpointing,
-            attention=attention,
-            dtype=dtype,
-            kv_dtype=kv_dtype,
-            gpu_memory=memory_bytes,
-        )
-        if trace or measure:
-            quiet = _format(as_json, fmt) != "table"
-            result = _trace_and_measure(result, measure, measure_on, force, quiet)
-        _emit(_format(as_json, fmt), memory_json(result), memory_renderables(result))
+    cfg = _load(preset, overrides, bias)
+    _positive("--seq", seq)
+    _positive("--batch", batch)
+    _choice("--precision", precision, PRECISIONS)
+    _choice("--optimizer", optimizer, OPTIMIZERS)
+    _choice("--checkpointing", checkpointing, CHECKPOINTING)
+    _choice("--attention", attention, ATTENTION_IMPLS)
+    _choice("--dtype", dtype, tuple(DTYPE_BYTES))
+    if kv_dtype is not None:
+        _choice("--kv-dtype", kv_dtype, tuple(KV_DTYPES))
+    _choice("--measure-on", measure_on, ("cuda", "cpu"))
+    length = _checked_seq(cfg, seq)
+    memory_bytes = parse_size("--gpu-mem", gpu_mem) if gpu_mem is not None else None
+    result = analyze_memory(
+        cfg,
+        batch=batch,
+        seq=length,
+        kv_heads=resolve_kv_heads(cfg, mha, gqa, mqa),
+        precision=precision,
+        optimizer=optimizer,
+        checkpointing=checkpointing,
+        attention=attention,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        gpu_memory=memory_bytes,
+    )
+    if trace or measure:
+        quiet = _format(as_json, fmt) != "table"
+        result = _trace_and_measure(result, measure, measure_on, force, quiet)
+    _emit(_format(as_json, fmt), memory_json(result), memory_renderables(result))
 
 
 def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, quiet: bool) -> Any:
@@ -482,25 +472,24 @@ def compare(
     fmt: FormatOpt = None,
 ) -> None:
     """Models side by side: params, FLOPs per token, KV bytes per token, training/inference memory."""
-    with user_errors():
-        from llmcalc.compare import compare_models
-        from llmcalc.memory import PRECISIONS
-        from llmcalc.report_compare import compare_table
-        from llmcalc.resources import DTYPE_BYTES
+    from llmcalc.compare import compare_models
+    from llmcalc.memory import PRECISIONS
+    from llmcalc.report_compare import compare_table
+    from llmcalc.resources import DTYPE_BYTES
 
-        if len(presets) < 2:
-            raise LLMCalcError(f"compare needs two or more models; got {len(presets)}")
-        _positive("--seq", seq)
-        _positive("--batch", batch)
-        _choice("--precision", precision, PRECISIONS)
-        _choice("--dtype", dtype, tuple(DTYPE_BYTES))
-        configs = [_load(preset, None) for preset in presets]
-        length = seq if seq is not None else min(cfg.max_seq_len for cfg in configs)
-        for cfg in configs:
-            _checked_seq(cfg, length)
-        table = compare_models(configs, batch, length, precision, dtype)
-        data = {"batch": batch, "seq": length, "precision": precision, "dtype": dtype}
-        _emit(_format(as_json, fmt), {**data, "models": table}, [compare_table(table, data)])
+    if len(presets) < 2:
+        raise LLMCalcError(f"compare needs two or more models; got {len(presets)}")
+    _positive("--seq", seq)
+    _positive("--batch", batch)
+    _choice("--precision", precision, PRECISIONS)
+    _choice("--dtype", dtype, tuple(DTYPE_BYTES))
+    configs = [_load(preset, None) for preset in presets]
+    length = seq if seq is not None else min(cfg.max_seq_len for cfg in configs)
+    for cfg in configs:
+        _checked_seq(cfg, length)
+    table = compare_models(configs, batch, length, precision, dtype)
+    data = {"batch": batch, "seq": length, "precision": precision, "dtype": dtype}
+    _emit(_format(as_json, fmt), {**data, "models": table}, [compare_table(table, data)])
 
 
 @app.command()
@@ -528,48 +517,47 @@ def sweep(
     fmt: FormatOpt = None,
 ) -> None:
     """A table and chart of metrics as fields, seq or batch vary (their product)."""
-    with user_errors():
-        from llmcalc.compare import ROWS
-        from llmcalc.memory import PRECISIONS
-        from llmcalc.presets import parse_overrides
-        from llmcalc.report_compare import (
-            check_plot_path,
-            sweep_json,
-            sweep_renderables,
-            write_plot,
-        )
-        from llmcalc.resources import DTYPE_BYTES
-        from llmcalc.sweep import parse_vary, run_sweep
+    from llmcalc.compare import ROWS
+    from llmcalc.memory import PRECISIONS
+    from llmcalc.presets import parse_overrides
+    from llmcalc.report_compare import (
+        check_plot_path,
+        sweep_json,
+        sweep_renderables,
+        write_plot,
+    )
+    from llmcalc.resources import DTYPE_BYTES
+    from llmcalc.sweep import parse_vary, run_sweep
 
-        output = _format(as_json, fmt)
-        _positive("--seq", seq)
-        _positive("--batch", batch)
-        _choice("--precision", precision, PRECISIONS)
-        _choice("--dtype", dtype, tuple(DTYPE_BYTES))
-        keys = [row.key for row in ROWS]
-        chosen = keys if metrics is None else [m.strip() for m in metrics.split(",") if m.strip()]
-        for key in chosen:
-            _choice("--metrics", key, keys)
-        target = check_plot_path(plot) if plot is not None else None
-        varies = parse_vary(vary)
-        with _progress(output != "table") as status:
-            points = run_sweep(
-                preset,
-                parse_overrides(overrides or []),
-                varies,
-                batch,
-                seq,
-                precision,
-                dtype,
-                on_point=status,
-            )
-        title = f"{preset}: sweep of {', '.join(name for name, _ in varies)} ({precision})"
-        if target is not None:
-            write_plot(points, target, title)
-        setup = {"preset": preset, "precision": precision, "dtype": dtype}
-        _emit(output, sweep_json(points, setup), sweep_renderables(points, chosen, title))
-        if target is not None:
-            typer.echo(f"wrote {target}", err=True)
+    output = _format(as_json, fmt)
+    _positive("--seq", seq)
+    _positive("--batch", batch)
+    _choice("--precision", precision, PRECISIONS)
+    _choice("--dtype", dtype, tuple(DTYPE_BYTES))
+    keys = [row.key for row in ROWS]
+    chosen = keys if metrics is None else [m.strip() for m in metrics.split(",") if m.strip()]
+    for key in chosen:
+        _choice("--metrics", key, keys)
+    target = check_plot_path(plot) if plot is not None else None
+    varies = parse_vary(vary)
+    with _progress(output != "table") as status:
+        points = run_sweep(
+            preset,
+            parse_overrides(overrides or []),
+            varies,
+            batch,
+            seq,
+            precision,
+            dtype,
+            on_point=status,
+        )
+    title = f"{preset}: sweep of {', '.join(name for name, _ in varies)} ({precision})"
+    if target is not None:
+        write_plot(points, target, title)
+    setup = {"preset": preset, "precision": precision, "dtype": dtype}
+    _emit(output, sweep_json(points, setup), sweep_renderables(points, chosen, title))
+    if target is not None:
+        typer.echo(f"wrote {target}", err=True)
 
 
 @app.command()
@@ -583,22 +571,21 @@ def check(
 ) -> None:
     """Formula == counted (params per component; matmul FLOPs of forward, backward, recompute)
     for presets and a grid of variants; exit 1 on any mismatch."""
-    with user_errors():
-        from llmcalc.analysis import check_configs, grid_configs
-        from llmcalc.presets import builtin_names, load_config
-        from llmcalc.report import check_json, check_table
+    from llmcalc.analysis import check_configs, grid_configs
+    from llmcalc.presets import builtin_names, load_config
+    from llmcalc.report import check_json, check_table
 
-        if presets:
-            configs = [load_config(p) for p in presets]
-        else:
-            configs = [load_config(p) for p in builtin_names()] + grid_configs()
-        output = _format(as_json, fmt)
-        results = check_configs(configs)
-        _emit(output, check_json(results), [check_table(results)])
-        failed = [r for r in results if not r.exact]
-        if output == "table":
-            summary = f"{len(results) - len(failed)} of {len(results)} configs exact"
-            typer.echo(summary if not failed else f"{summary}; {len(failed)} MISMATCH")
+    if presets:
+        configs = [load_config(p) for p in presets]
+    else:
+        configs = [load_config(p) for p in builtin_names()] + grid_configs()
+    output = _format(as_json, fmt)
+    results = check_configs(configs)
+    _emit(output, check_json(results), [check_table(results)])
+    failed = [r for r in results if not r.exact]
+    if output == "table":
+        summary = f"{len(results) - len(failed)} of {len(results)} configs exact"
+        typer.echo(summary if not failed else f"{summary}; {len(failed)} MISMATCH")
     if failed:
         raise typer.Exit(1)
 

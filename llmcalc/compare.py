@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from llmcalc.config import ModelConfig
 from llmcalc.flops import decode_flops, forward_flops, step_flops
 from llmcalc.formulas import param_formula
-from llmcalc.memory import KV_DTYPES, inference_memory, kv_cache_bytes, training_memory
+from llmcalc.memory import (
+    KV_DTYPES,
+    TrainingMemory,
+    inference_memory,
+    kv_cache_bytes,
+    training_memory,
+)
 
 
 @dataclass(frozen=True)
@@ -34,13 +40,20 @@ ROWS = (
 
 
 def model_metrics(
-    cfg: ModelConfig, batch: int, seq: int, precision: str, dtype: str
+    cfg: ModelConfig,
+    batch: int,
+    seq: int,
+    precision: str,
+    dtype: str,
+    training: TrainingMemory | None = None,
 ) -> dict[str, int | str]:
-    """Row key -> value for one model at one (batch, seq)."""
+    """Row key -> value for one model at one (batch, seq); `training` is its training memory at
+    that precision when the caller has it already."""
     params = param_formula(cfg)
     forward = forward_flops(cfg, batch, seq)
     tokens = batch * seq
-    training = training_memory(cfg, batch, seq, precision=precision)
+    if training is None:
+        training = training_memory(cfg, batch, seq, precision=precision)
     width = KV_DTYPES[dtype]
     return {
         "params": params.total.value,

@@ -80,13 +80,14 @@ def count_flops(
     torch._dynamo's config, so the recompute traces run with the real one."""
     from llmcalc.defer_dynamo import run_deferring_dynamo
 
-    counted = run_deferring_dynamo(
-        lambda: _count(cfg, batch, seq, one_block),
-        failed=lambda counted: bool(counted.fvcore_error),
+    model, tokens = _probe(cfg, batch, seq, one_block)  # builds without a meta op: no dynamo
+    counted, probe_backward = run_deferring_dynamo(
+        lambda: _count(model, tokens, cfg), failed=lambda result: bool(result[0].fvcore_error)
     )
     if not recompute:
         return counted
-    every_op, early_stop = _recomputed(cfg, batch, seq, one_block)
+    scale = cfg.n_layers // counted.blocks_traced
+    every_op, early_stop = _recomputed(model, tokens, probe_backward, scale)
     return replace(counted, torch_recompute=every_op, torch_recompute_early_stop=early_stop)
 
 
@@ -100,10 +101,12 @@ def _probe(cfg: ModelConfig, batch: int, seq: int, one_block: bool) -> tuple[Any
     return build_model(cfg.replace(n_layers=1) if one_block else cfg), tokens
 
 
-def _count(cfg: ModelConfig, batch: int, seq: int, one_block: bool) -> CountedFlops:
-    model, tokens = _probe(cfg, batch, seq, one_block)
+def _count(model: Any, tokens: Any, cfg: ModelConfig) -> tuple[CountedFlops, int]:
+    """The counts for the whole model, and the traced model's own backward FLOPs."""
+    batch, seq = tokens.shape
     layers_traced = len(model.layers)
-    per_module, backward_total = _trace_torch(model, tokens)
+    per_module, probe_backward = _trace_torch(model, tokens)
+    backward_total = probe_backward
     if layers_traced < cfg.n_layers:
         backward_total += _block_backward(model.layers[0], batch, seq, cfg) * (cfg.n_layers - 1)
     torch_forward = _components(per_module, cfg, layers_traced)
@@ -113,30 +116,33 @@ def _count(cfg: ModelConfig, batch: int, seq: int, one_block: bool) -> CountedFl
         fvcore_forward = _fvcore_components(model, tokens, cfg, layers_traced)
     except Exception as exc:  # fvcore's JIT trace depends on the torch version
         fvcore_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return CountedFlops(
+    counted = CountedFlops(
         torch_forward, backward_total, None, None, fvcore_forward, fvcore_error, layers_traced
     )
+    return counted, probe_backward
 
 
-def _recomputed(cfg: ModelConfig, batch: int, seq: int, one_block: bool) -> tuple[int, int]:
-    """Backward FLOPs with the model's checkpointing on, minus those without: the rerun forward,
-    without and with torch's early stop (the default), for all layers."""
+def _recomputed(model: Any, tokens: Any, plain_backward: int, scale: int) -> tuple[int, int]:
+    """Backward FLOPs with the model's checkpointing on, minus those without (plain_backward):
+    the rerun forward, without and with torch's early stop (the default), times scale (layers
+    per traced layer)."""
     from torch.utils.checkpoint import set_checkpoint_early_stop
 
-    model, tokens = _probe(cfg, batch, seq, one_block)
-    scale = cfg.n_layers // len(model.layers)
-    _, plain = _trace_torch(model, tokens)
     model.checkpointing = True
-    with set_checkpoint_early_stop(False):
-        _, every_op = _trace_torch(model, tokens)
-    _, early_stop = _trace_torch(model, tokens)
-    return (every_op - plain) * scale, (early_stop - plain) * scale
+    try:
+        with set_checkpoint_early_stop(False):
+            _, every_op = _trace_torch(model, tokens)
+        _, early_stop = _trace_torch(model, tokens)
+    finally:
+        model.checkpointing = False
+    return (every_op - plain_backward) * scale, (early_stop - plain_backward) * scale
 
 
-def _trace_torch(model: object, tokens: object) -> tuple[dict[str, int], int]:
+def _trace_torch(model: Any, tokens: Any) -> tuple[dict[str, int], int]:
     """FlopCounterMode over forward (per module, names relative to the model) and backward."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    model.zero_grad(set_to_none=True)  # each trace starts as the first: no gradient to add to
     with FlopCounterMode(display=False) as forward:
         loss = model(tokens, targets=tokens)
     with FlopCounterMode(display=False) as backward:

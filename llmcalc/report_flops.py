@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from rich import box
@@ -263,14 +264,5 @@ def flops_json(result: FlopsAnalysis) -> dict[str, Any]:
         },
         "budget": None
         if budget is None
-        else {
-            "tokens": budget.tokens,
-            "model_flops": budget.model_flops,
-            "hardware_flops": budget.hardware_flops,
-            "peak_flops_per_gpu": budget.peak_flops_per_gpu,
-            "gpus": budget.gpus,
-            "mfu": budget.mfu,
-            "seconds": budget.seconds,
-            "gpu_hours": budget.gpu_hours,
-        },
+        else {**asdict(budget), "seconds": budget.seconds, "gpu_hours": budget.gpu_hours},
     }

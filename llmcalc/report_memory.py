@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from rich import box
@@ -211,14 +212,7 @@ def memory_json(result: MemoryAnalysis) -> dict[str, Any]:
             "activations": inference.activations,
             "peak": inference.peak,
         },
-        "fit": None
-        if fit is None
-        else {
-            "memory": fit.memory,
-            "max_batch_inference": fit.max_batch_inference,
-            "max_seq_inference": fit.max_seq_inference,
-            "max_batch_training": fit.max_batch_training,
-        },
+        "fit": None if fit is None else asdict(fit),
         "traced": None
         if traced is None
         else {

@@ -81,7 +81,8 @@ def run_sweep(
         cfg.seq_warning("--vary seq", t)  # past a learned position table: an error
         training = training_memory(cfg, b, t, precision=precision)
         peak = training.phases[training.peak_phase].categories
-        points.append(Point(values, model_metrics(cfg, b, t, precision, dtype), dict(peak)))
+        metrics = model_metrics(cfg, b, t, precision, dtype, training)
+        points.append(Point(values, metrics, dict(peak)))
     return points
 
 
