@@ -11,15 +11,15 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "ModelConfig": "llmcalc.config",
-    "load_config": "llmcalc.presets",
-    "build_model": "llmcalc.model",
-    "analyze_params": "llmcalc.analysis",
-    "analyze_flops": "llmcalc.analysis",
-    "analyze_memory": "llmcalc.analysis_memory",
-    "compare_models": "llmcalc.compare",
-    "run_sweep": "llmcalc.sweep",
-    "trace_training": "llmcalc.trace_memory",
+    "ModelConfig": "llmcalc.config.schema",
+    "load_config": "llmcalc.config.presets",
+    "build_model": "llmcalc.model.transformer",
+    "analyze_params": "llmcalc.params.analysis",
+    "analyze_flops": "llmcalc.flops.analysis",
+    "analyze_memory": "llmcalc.memory.analysis",
+    "compare_models": "llmcalc.views.compare",
+    "run_sweep": "llmcalc.views.sweep",
+    "trace_training": "llmcalc.memory.trace",
 }
 __all__ = ["__version__", *_API]
 

@@ -1,5 +1,6 @@
 """Quantities typed on the command line: '80GiB' of memory, '15T' training tokens. Exact
-arithmetic (Fraction), so '1.5e13' is 15,000,000,000,000 and not a float's neighbour."""
+arithmetic (Fraction), so '1.5e13' is 15,000,000,000,000 and not a float's neighbour. And bytes
+printed in binary units."""
 
 from __future__ import annotations
 
@@ -58,3 +59,13 @@ def parse_count(option: str, text: str) -> int:
     if value <= 0:
         raise LLMCalcError(f"{option} {text!r}: must be positive")
     return int(value)
+
+
+def format_bytes(n: int) -> str:
+    """Binary units (DESIGN.md): 1 KiB = 1024 bytes."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

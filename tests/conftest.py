@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
 
 
 @pytest.fixture
@@ -18,13 +19,31 @@ def tiny(**overrides):
     return base
 
 
-def readme_example(first_line: str) -> str:
-    """The README's ```text block that starts with `first_line`."""
-    text = README.read_text()
-    start = text.index(f"```text\n{first_line}") + len("```text\n")
-    return text[start : text.index("```", start)]
+def doc_example(first_line: str, lang: str = "text") -> str:
+    """The ```text (or ```lang) block that starts with `first_line`, in README.md or a page of
+    docs/: each example lives in one place, and a test keeps it the real output."""
+    fence = f"```{lang}\n"
+    for page in [README, *sorted((REPO / "docs").glob("*.md"))]:
+        text = page.read_text()
+        if fence + first_line in text:
+            start = text.index(fence + first_line) + len(fence)
+            return text[start : text.index("```", start)]
+    raise AssertionError(f"no ```{lang} block starting with {first_line!r} in README.md or docs/")
+
+
+def assert_one_line_error(runner, args, message):
+    """Bad input: exit 2, nothing on stdout, one `Error:` line on stderr naming `message`."""
+    from llmcalc.cli import app
+
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
 
 
 def as_printed(stdout: str) -> str:
-    """Command output as pasted into the README: trailing spaces of each line removed."""
+    """Command output as pasted into the docs: trailing spaces of each line removed."""
     return "\n".join(line.rstrip() for line in stdout.splitlines()) + "\n"

@@ -3,13 +3,11 @@
 import subprocess
 import sys
 
-from conftest import README
+from tests.conftest import doc_example
 
 
 def test_readme_python_example_runs():
-    text = README.read_text()
-    start = text.index("```python\nimport llmcalc") + len("```python\n")
-    code = text[start : text.index("```", start)]
+    code = doc_example("import llmcalc", lang="python")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

@@ -1,0 +1,156 @@
+"""`llmcalc memory`: KV cache, training and inference memory; predicted, traced, measured."""
+
+from typing import Annotated, Any
+
+import typer
+
+from llmcalc.cli.options import (
+    BatchOpt,
+    BiasOpt,
+    FormatOpt,
+    JsonOpt,
+    PrecisionOpt,
+    PresetArg,
+    SeqOpt,
+    SetOpt,
+    checked_seq,
+    choice,
+    emit_result,
+    load_preset,
+    output_format,
+    positive,
+    progress,
+)
+
+
+def memory(
+    preset: PresetArg,
+    seq: SeqOpt = None,
+    batch: BatchOpt = 1,
+    mha: Annotated[
+        bool, typer.Option("--mha", help="Analyse with one KV head per query head.")
+    ] = False,
+    gqa: Annotated[
+        int | None, typer.Option("--gqa", help="Analyse with N KV heads (N divides n_heads).")
+    ] = None,
+    mqa: Annotated[bool, typer.Option("--mqa", help="Analyse with a single KV head.")] = False,
+    precision: PrecisionOpt = "mixed",
+    optimizer: Annotated[
+        str, typer.Option("--optimizer", help="adamw, sgd, sgd-momentum.")
+    ] = "adamw",
+    checkpointing: Annotated[
+        str, typer.Option("--checkpointing", help="Activation checkpointing: none, full.")
+    ] = "none",
+    attention: Annotated[
+        str, typer.Option("--attention", help="sdpa (fused, O(T)) or eager (T×T scores).")
+    ] = "sdpa",
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="Inference weight dtype: fp32, bf16, fp16.")
+    ] = "bf16",
+    kv_dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--kv-dtype", help="KV cache dtype: fp32, bf16, fp16, fp8, int8 (default --dtype)."
+        ),
+    ] = None,
+    gpu_mem: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-mem", help="Device memory, e.g. 80GiB: the largest batch and seq that fit."
+        ),
+    ] = None,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Also run the real step on fake tensors (any size).")
+    ] = False,
+    measure: Annotated[
+        bool, typer.Option("--measure", help="Also run a real step on CUDA (traced if no CUDA).")
+    ] = False,
+    measure_on: Annotated[
+        str,
+        typer.Option("--measure-on", help="Device of --measure: cuda, or cpu for small models."),
+    ] = "cuda",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="--measure even if the predicted peak exceeds free memory."),
+    ] = False,
+    overrides: SetOpt = None,
+    bias: BiasOpt = None,
+    as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
+) -> None:
+    """KV cache (MHA/GQA/MQA), training and inference memory: predicted, traced, measured."""
+    from llmcalc.config.dtypes import DTYPE_BYTES, KV_DTYPES
+    from llmcalc.memory.analysis import analyze_memory, resolve_kv_heads
+    from llmcalc.memory.formula import ATTENTION_IMPLS, CHECKPOINTING, OPTIMIZERS, PRECISIONS
+    from llmcalc.memory.report import memory_json, memory_renderables
+    from llmcalc.units import parse_size
+
+    cfg = load_preset(preset, overrides, bias)
+    positive("--seq", seq)
+    positive("--batch", batch)
+    choice("--precision", precision, PRECISIONS)
+    choice("--optimizer", optimizer, OPTIMIZERS)
+    choice("--checkpointing", checkpointing, CHECKPOINTING)
+    choice("--attention", attention, ATTENTION_IMPLS)
+    choice("--dtype", dtype, tuple(DTYPE_BYTES))
+    if kv_dtype is not None:
+        choice("--kv-dtype", kv_dtype, tuple(KV_DTYPES))
+    choice("--measure-on", measure_on, ("cuda", "cpu"))
+    length = checked_seq(cfg, seq)
+    memory_bytes = parse_size("--gpu-mem", gpu_mem) if gpu_mem is not None else None
+    result = analyze_memory(
+        cfg,
+        batch=batch,
+        seq=length,
+        kv_heads=resolve_kv_heads(cfg, mha, gqa, mqa),
+        precision=precision,
+        optimizer=optimizer,
+        checkpointing=checkpointing,
+        attention=attention,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        gpu_memory=memory_bytes,
+    )
+    if trace or measure:
+        quiet = output_format(as_json, fmt) != "table"
+        result = _trace_and_measure(result, measure, measure_on, force, quiet)
+    emit_result(output_format(as_json, fmt), memory_json(result), memory_renderables(result))
+
+
+def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, quiet: bool) -> Any:
+    """Add the traced step and, with --measure, the real one (traced only when no CUDA)."""
+    import dataclasses
+
+    import torch
+
+    from llmcalc.config.dtypes import torch_dtype
+    from llmcalc.memory.trace import trace_prefill, trace_training
+
+    setup = dict(
+        batch=result.batch,
+        seq=result.seq,
+        precision=result.precision,
+        optimizer=result.optimizer,
+        checkpointing=result.checkpointing,
+        attention=result.attention,
+    )
+    with progress(quiet) as status:
+        status("tracing a training step on fake tensors")
+        traced = trace_training(result.config, **setup)
+        status("tracing a prefill on fake tensors")
+        prefill = trace_prefill(result.config, result.batch, result.seq, torch_dtype(result.dtype))
+        result = dataclasses.replace(result, traced=traced, traced_inference=prefill)
+        if not measure:
+            return result
+        if device == "cuda" and not torch.cuda.is_available():
+            typer.echo(
+                "Note: --measure: CUDA is not available here, so the traced step stands in for "
+                "the measurement; --measure-on cpu runs a real step on CPU (small models)",
+                err=True,
+            )
+            return result
+        from llmcalc.memory.measure import measure_training, refuse_if_too_big
+
+        refuse_if_too_big(device, result.training.peak, force)
+        measured = measure_training(result.config, device=device, on_progress=status, **setup)
+        return dataclasses.replace(result, measured=measured)

@@ -1,0 +1,12 @@
+"""`llmcalc show`: the resolved config as YAML."""
+
+import typer
+
+from llmcalc.cli.options import BiasOpt, PresetArg, SetOpt, load_preset
+
+
+def show(preset: PresetArg, overrides: SetOpt = None, bias: BiasOpt = None) -> None:
+    """Print the resolved config as YAML (derived fields filled in)."""
+    from llmcalc.views.report import config_yaml
+
+    typer.echo(config_yaml(load_preset(preset, overrides, bias)), nl=False)

@@ -1,0 +1,1 @@
+"""How many FLOPs: closed form (formula, conventions), the counters (count), analysis, report."""

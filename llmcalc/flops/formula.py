@@ -1,0 +1,194 @@
+"""Closed-form FLOPs of the model, per component, and the published conventions beside them.
+
+Conventions (stated in the output and the README):
+ 1. One multiply-accumulate = 2 FLOPs. A matmul (m×k)·(k×n) is 2·m·k·n FLOPs.
+ 2. Attention scores count the full T×T matrix (PaLM, torchtitan, torch's FlopCounterMode); the
+    causal half, T·(T+1)/2 scores, is shown beside it.
+ 3. Backward = 2 × forward for every matmul (a gradient for the input and one for the weight).
+    A training step = forward + backward. Full activation recomputation runs every block's forward
+    again in the backward pass (not the LM head: the loss needs its logits once); those FLOPs are
+    hardware FLOPs, not model FLOPs (MFU vs HFU, Chowdhery et al. 2022, appendix B). PyTorch's
+    non-reentrant checkpoint stops each rerun early, once every tensor the backward saved is back
+    (torch.utils.checkpoint.set_checkpoint_early_stop, on by default): in a pre-norm block that
+    skips the MLP's output projection, whose output only joins the residual stream.
+ 4. Matmul FLOPs exclude bias adds (nn.Linear runs addmm: counted as its matmul, as fvcore and
+    FlopCounterMode do). Bias adds, norms, softmax, activations, gating, residual adds and RoPE are
+    "non-matmul", counted by the per-element rule in `non_matmul_flops`.
+ 5. Embedding and position lookups are gathers: 0 FLOPs.
+No torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmcalc.config.schema import ModelConfig
+from llmcalc.params.formula import norms_per_layer
+
+# Matmul components, in forward order. "attn_scores" is QKᵀ, "attn_values" is softmax(QKᵀ)·V.
+MATMUL_COMPONENTS = (
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_scores",
+    "attn_values",
+    "attn_o",
+    "mlp",
+    "lm_head",
+)
+PER_LAYER_MATMULS = MATMUL_COMPONENTS[:-1]
+
+
+@dataclass(frozen=True)
+class ForwardFlops:
+    batch: int
+    seq: int
+    matmul: dict[str, int]  # component -> FLOPs of one forward pass over batch × seq tokens
+    causal_attention: int  # scores + values with only the causal half of each T×T matrix
+    non_matmul: dict[str, int]
+
+    @property
+    def matmul_total(self) -> int:
+        return sum(self.matmul.values())
+
+    @property
+    def attention_full(self) -> int:
+        return self.matmul["attn_scores"] + self.matmul["attn_values"]
+
+    @property
+    def matmul_total_causal(self) -> int:
+        return self.matmul_total - self.attention_full + self.causal_attention
+
+    @property
+    def total(self) -> int:
+        return self.matmul_total + sum(self.non_matmul.values())
+
+
+def attention_flops(cfg: ModelConfig, batch: int, queries: int, keys: int) -> int:
+    """QKᵀ (or equally softmax·V): every query head scores every key, d_h MACs each. GQA does not
+    change it: the h_kv key heads are shared, not fewer scores."""
+    return 2 * batch * cfg.n_heads * queries * keys * cfg.head_dim
+
+
+def matmul_flops(cfg: ModelConfig, batch: int, seq: int, keys: int | None = None) -> dict[str, int]:
+    """Forward matmul FLOPs per component for `batch` sequences of `seq` new tokens attending over
+    `keys` keys each (default seq: training and prefill); per-layer components summed over layers."""
+    keys = seq if keys is None else keys
+    tokens = batch * seq
+    layers = cfg.n_layers
+    mlp_matrices = 3 if cfg.is_glu else 2
+    return {
+        "attn_q": layers * 2 * tokens * cfg.d_model * cfg.q_dim,
+        "attn_k": layers * 2 * tokens * cfg.d_model * cfg.kv_dim,
+        "attn_v": layers * 2 * tokens * cfg.d_model * cfg.kv_dim,
+        "attn_scores": layers * attention_flops(cfg, batch, seq, keys),
+        "attn_values": layers * attention_flops(cfg, batch, seq, keys),
+        "attn_o": layers * 2 * tokens * cfg.q_dim * cfg.d_model,
+        "mlp": layers * mlp_matrices * 2 * tokens * cfg.d_model * cfg.d_ff,
+        "lm_head": 2 * tokens * cfg.d_model * cfg.vocab_size,
+    }
+
+
+def causal_pairs(seq: int) -> int:
+    """Query-key pairs under a causal mask: query i sees keys 0..i."""
+    return seq * (seq + 1) // 2
+
+
+def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
+    """Element-wise work, 1 FLOP per element per elementary op (an approximation, stated as such):
+    RMSNorm 4/element (square, mean, scale, weight), LayerNorm 5 (+1 with bias); softmax 5 per
+    score (max, subtract, exp, sum, divide) over the full T×T; activation 1 per element (2 with a
+    gate product); bias add 1 per output; residual add 1 per element; RoPE 3 per rotated element of
+    q and k (two multiplies and an add)."""
+    tokens = batch * seq
+    d, layers = cfg.d_model, cfg.n_layers
+    per_norm = 4 if cfg.norm == "rmsnorm" else 5 + int(cfg.norm_bias)
+    norm_elems = norms_per_layer(cfg) * d
+    if cfg.qk_norm != "none":
+        norm_elems += cfg.q_dim + cfg.kv_dim
+    norms = layers * tokens * per_norm * norm_elems
+    if cfg.final_norm:
+        norms += tokens * per_norm * d
+    bias_elems = 0
+    if cfg.qkv_bias:
+        bias_elems += cfg.q_dim + 2 * cfg.kv_dim
+    if cfg.out_bias:
+        bias_elems += d
+    if cfg.mlp_bias:
+        bias_elems += (2 if cfg.is_glu else 1) * cfg.d_ff + d
+    result = {
+        "norms": norms,
+        "softmax": layers * 5 * batch * cfg.n_heads * seq * seq,
+        "activation": layers * tokens * cfg.d_ff * (2 if cfg.is_glu else 1),
+        "bias_adds": layers * tokens * bias_elems
+        + (tokens * cfg.vocab_size if cfg.lm_head_bias else 0),
+        "residual_adds": layers * tokens * 2 * d,  # attention and MLP outputs join x
+        "rope": layers * tokens * 3 * (cfg.q_dim + cfg.kv_dim) if cfg.position == "rope" else 0,
+    }
+    if cfg.position in ("learned", "sinusoidal"):
+        result["position_add"] = tokens * d
+    return result
+
+
+def forward_flops(cfg: ModelConfig, batch: int, seq: int) -> ForwardFlops:
+    matmul = matmul_flops(cfg, batch, seq)
+    causal = cfg.n_layers * 2 * attention_flops(cfg, batch, 1, 1) * causal_pairs(seq)
+    return ForwardFlops(batch, seq, matmul, causal, non_matmul_flops(cfg, batch, seq))
+
+
+# --- training step --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepFlops:
+    forward: int  # matmul FLOPs (the exact, comparable part)
+    backward: int
+    recompute: int  # every block's forward again under full recomputation (hardware FLOPs)
+    recompute_early_stop: int  # the same with torch.utils.checkpoint's default early stop
+
+    @property
+    def model(self) -> int:
+        return self.forward + self.backward
+
+    @property
+    def hardware(self) -> int:
+        return self.model + self.recompute
+
+    @property
+    def hardware_early_stop(self) -> int:
+        return self.model + self.recompute_early_stop
+
+
+def step_flops(
+    cfg: ModelConfig, forward: ForwardFlops, recompute: str, causal: bool = False
+) -> StepFlops:
+    """Forward, backward and the recomputed forward of the blocks (the model wraps each block in
+    torch.utils.checkpoint; Megatron-LM's full recomputation does the same)."""
+    matmul = forward.matmul_total_causal if causal else forward.matmul_total
+    if recompute != "full":
+        return StepFlops(matmul, 2 * matmul, 0, 0)
+    blocks = matmul - forward.matmul["lm_head"]
+    return StepFlops(matmul, 2 * matmul, blocks, blocks - _early_stop_skips(cfg, forward))
+
+
+def _early_stop_skips(cfg: ModelConfig, forward: ForwardFlops) -> int:
+    """Matmuls an early-stopping rerun leaves out: a pre-norm block's last matmul, the MLP output
+    projection, whose output no later op of the block saves (only the residual add uses it).
+    With post, sandwich or output norms a norm saves that output, so the rerun goes to the end."""
+    if cfg.norm_position != "pre":
+        return 0
+    return cfg.n_layers * 2 * forward.batch * forward.seq * cfg.d_ff * cfg.d_model
+
+
+# --- inference ------------------------------------------------------------------------------
+
+
+def prefill_flops(cfg: ModelConfig, seq: int) -> int:
+    """Forward matmul FLOPs of a prefill of `seq` tokens (one sequence, full T×T convention)."""
+    return sum(matmul_flops(cfg, 1, seq).values())
+
+
+def decode_flops(cfg: ModelConfig, position: int) -> int:
+    """Matmul FLOPs to generate the token at 0-based `position`: one new query attending over
+    position + 1 keys (the cached ones and its own)."""
+    return sum(matmul_flops(cfg, 1, 1, keys=position + 1).values())

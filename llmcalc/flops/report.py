@@ -1,0 +1,268 @@
+"""FlopsAnalysis -> rich renderables and the --json dict. No computation beyond ratios."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from llmcalc.flops.analysis import FlopsAnalysis
+from llmcalc.flops.count import ATTENTION_CORE
+from llmcalc.flops.formula import MATMUL_COMPONENTS
+
+LABELS = {
+    "attn_q": "q projection",
+    "attn_k": "k projection",
+    "attn_v": "v projection",
+    "attn_scores": "attention scores QKᵀ (full T×T)",
+    "attn_values": "attention · V (full T×T)",
+    "attn_o": "o projection",
+    "mlp": "MLP",
+    "lm_head": "LM head",
+    ATTENTION_CORE: "attention QKᵀ + ·V",
+}
+
+
+def _n(value: int | None) -> str:
+    return "n/a" if value is None else f"{value:,}"
+
+
+def _sci(value: float) -> str:
+    return f"{value:.3e}"
+
+
+def forward_table(result: FlopsAnalysis) -> Table:
+    tokens = result.batch * result.seq
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"Forward FLOPs, batch {result.batch} × seq {result.seq} (1 MAC = 2 FLOPs)",
+        title_justify="left",
+    )
+    for name, justify in (
+        ("component", "left"),
+        ("per step", "right"),
+        ("per token", "right"),
+        ("share", "right"),
+    ):
+        table.add_column(name, justify=justify)
+    fwd = result.forward
+    for component in MATMUL_COMPONENTS:
+        value = fwd.matmul[component]
+        table.add_row(
+            LABELS[component],
+            _n(value),
+            _n(value // tokens),
+            f"{100 * value / fwd.matmul_total:.2f}%",
+        )
+    table.add_row("token / position embedding", "0", "0", "lookups")
+    table.add_section()
+    table.add_row("matmul total", _n(fwd.matmul_total), _n(fwd.matmul_total // tokens), "")
+    table.add_row(
+        "matmul total, causal-half attention",
+        _n(fwd.matmul_total_causal),
+        _n(fwd.matmul_total_causal // tokens),
+        "",
+    )
+    non_matmul = sum(fwd.non_matmul.values())
+    detail = ", ".join(f"{k} {_sci(v)}" for k, v in fwd.non_matmul.items() if v)
+    table.add_row("non-matmul (approx., see caption)", _n(non_matmul), _n(non_matmul // tokens), "")
+    table.caption = (
+        f"non-matmul: {detail}. Rule: 1 FLOP per element per elementary op (RMSNorm 4, LayerNorm "
+        "5-6, softmax 5 per score, activation 1-2, bias and residual adds 1, RoPE 3)"
+    )
+    table.caption_justify = "left"
+    return table
+
+
+def counted_table(result: FlopsAnalysis) -> RenderableType:
+    counted = result.counted
+    if counted is None:
+        return Text("Counted: skipped (--no-count); analytic figures only.\n", style="yellow")
+    title = "Counted on the real model (meta device), forward matmul FLOPs"
+    if counted.blocks_traced == 1 and result.config.n_layers > 1:
+        title += f": one block traced, × {result.config.n_layers} layers (identical blocks)"
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    for name in ("component", "analytic", "FlopCounterMode", "fvcore × 2", "result"):
+        table.add_column(name, justify="left" if name in ("component", "result") else "right")
+    mismatches = result.mismatches
+    for component, value in result.analytic_merged.items():
+        fv = None if counted.fvcore_forward is None else counted.fvcore_forward.get(component)
+        bad = [k for k in mismatches if k.endswith(":" + component)]
+        verdict = Text("MISMATCH", style="red") if bad else Text("exact", style="green")
+        table.add_row(
+            LABELS[component], _n(value), _n(counted.torch_forward.get(component)), _n(fv), verdict
+        )
+    table.add_section()
+    step = result.step
+    for label, key, analytic, value in (
+        ("backward (2 × forward)", "backward", step.backward, counted.torch_backward),
+        ("recomputed forward, every op", "recompute", step.recompute, counted.torch_recompute),
+        (
+            "recomputed forward, torch early stop",
+            "recompute_early_stop",
+            step.recompute_early_stop,
+            counted.torch_recompute_early_stop,
+        ),
+    ):
+        if value is None:
+            continue
+        ok = f"torch:{key}" not in mismatches
+        verdict = Text("exact", style="green") if ok else Text("MISMATCH", style="red")
+        table.add_row(label, _n(analytic), _n(value), "n/a (forward only)", verdict)
+    if counted.fvcore_error:
+        table.caption = f"fvcore unavailable: {counted.fvcore_error}"
+    return table
+
+
+def training_table(result: FlopsAnalysis) -> Table:
+    step = result.step
+    exact, causal = step.model, result.step_causal.model
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"Training step FLOPs (batch {result.batch} × seq {result.seq}), conventions side by side",
+        title_justify="left",
+    )
+    for name in ("convention", "FLOPs", "÷ exact", "÷ exact (causal)", "source"):
+        table.add_column(name, justify="right" if name not in ("convention", "source") else "left")
+    table.add_row(
+        "llmcalc exact: forward + backward (model FLOPs)",
+        _sci(exact),
+        "1.000",
+        f"{exact / causal:.3f}",
+        "counted matmuls, full T×T",
+    )
+    table.add_row(
+        "llmcalc exact, causal-half attention",
+        _sci(causal),
+        f"{causal / exact:.3f}",
+        "1.000",
+        "scores under the mask only",
+    )
+    hardware, hardware_causal = step.hardware, result.step_causal.hardware
+    if step.recompute:
+        table.add_row(
+            "+ full recomputation (hardware FLOPs)",
+            _sci(hardware),
+            f"{hardware / exact:.3f}",
+            f"{hardware / causal:.3f}",
+            "every block's forward again (Megatron-LM; torch checkpoint, early stop off): HFU",
+        )
+        early = step.hardware_early_stop
+        table.add_row(
+            "+ full recomputation, torch early stop",
+            _sci(early),
+            f"{early / exact:.3f}",
+            f"{early / causal:.3f}",
+            "torch.utils.checkpoint's default: the rerun stops once every saved tensor is back "
+            "(skips a pre-norm block's MLP output projection)",
+        )
+    table.add_section()
+    for row in result.conventions:
+        source = row.citation + (f" ({row.note})" if row.note else "")
+        full, half = (hardware, hardware_causal) if row.hardware else (exact, causal)
+        table.add_row(
+            row.name, _sci(row.flops), f"{row.flops / full:.3f}", f"{row.flops / half:.3f}", source
+        )
+    if step.recompute:
+        table.caption = "Rows marked hardware FLOPs are divided by llmcalc's hardware FLOPs."
+        table.caption_justify = "left"
+    return table
+
+
+def inference_panel(result: FlopsAnalysis) -> Panel:
+    lines: list[RenderableType] = [
+        Text(
+            f"prefill of {result.seq} tokens: {_n(result.prefill)} FLOPs "
+            f"({_n(result.prefill // result.seq)} per token, full T×T attention)"
+        ),
+        Text(
+            f"decode one token at position {result.decode_position} (attends over "
+            f"{result.decode_position + 1} keys: the cache and itself): {_n(result.decode)} FLOPs"
+        ),
+    ]
+    budget = result.budget
+    if budget is not None:
+        lines.append(
+            Text(
+                f"\ntraining on {budget.tokens:,} tokens: {_sci(budget.model_flops)} model FLOPs"
+                + (
+                    f", {_sci(budget.hardware_flops)} hardware FLOPs"
+                    if budget.hardware_flops != budget.model_flops
+                    else ""
+                )
+            )
+        )
+        if budget.seconds is not None:
+            days = budget.seconds / 86400
+            lines.append(
+                Text(
+                    f"at {budget.peak_flops_per_gpu / 1e12:g} TFLOP/s peak × MFU {budget.mfu:g} × "
+                    f"{budget.gpus} GPU(s): {budget.seconds:,.0f} s = {days:,.2f} days, "
+                    f"{budget.gpu_hours:,.0f} GPU-hours"
+                )
+            )
+    return Panel(Group(*lines), title="Inference and budget", title_align="left")
+
+
+def flops_renderables(result: FlopsAnalysis) -> list[RenderableType]:
+    return [
+        forward_table(result),
+        counted_table(result),
+        training_table(result),
+        inference_panel(result),
+    ]
+
+
+def flops_json(result: FlopsAnalysis) -> dict[str, Any]:
+    fwd, counted, step, budget = result.forward, result.counted, result.step, result.budget
+    counted_json = None
+    if counted is not None:
+        counted_json = {
+            "torch": {
+                "forward": counted.torch_forward,
+                "backward": counted.torch_backward,
+                "recompute": counted.torch_recompute,
+                "recompute_early_stop": counted.torch_recompute_early_stop,
+            },
+            "fvcore": None
+            if counted.fvcore_forward is None
+            else {"forward": counted.fvcore_forward},
+            "fvcore_error": counted.fvcore_error,
+            "blocks_traced": counted.blocks_traced,
+        }
+    return {
+        "name": result.config.name,
+        "batch": result.batch,
+        "seq": result.seq,
+        "forward": {
+            "total": fwd.total,
+            "matmul": fwd.matmul_total,
+            "matmul_causal": fwd.matmul_total_causal,
+            "components": fwd.matmul,
+            "non_matmul": fwd.non_matmul,
+        },
+        "backward": step.backward,
+        "step": {
+            "model": step.model,
+            "hardware": step.hardware,
+            "hardware_torch_early_stop": step.hardware_early_stop,
+            "recompute": result.recompute,
+        },
+        "counted": counted_json,
+        "exact": None if counted is None else not result.mismatches,
+        "mismatches": result.mismatches,
+        "conventions": {row.name: row.flops for row in result.conventions},
+        "inference": {
+            "prefill": result.prefill,
+            "decode_position": result.decode_position,
+            "decode": result.decode,
+        },
+        "budget": None
+        if budget is None
+        else {**asdict(budget), "seconds": budget.seconds, "gpu_hours": budget.gpu_hours},
+    }

@@ -1,0 +1,1 @@
+"""How much memory: closed form (formula, activations), trace, measure, train_step, analysis, report."""

@@ -1,0 +1,213 @@
+"""The activations one training step keeps for the backward pass, in exact bytes, tensor by
+tensor: what autograd saves in each block and outside the blocks, following the model in
+model/ the way torch 2.13's eager kernels save them (checked against the traced step in
+tests/memory/), and the peak inside one block's backward. No torch here.
+
+Symbols: n = B·T tokens, a bytes per activation element (4 in fp32, 2 in bf16 and mixed),
+d d_model, q = h·d_h, kv = h_kv·d_h, f d_ff, V vocab_size, H n_heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llmcalc.config.schema import ModelConfig
+
+INT64 = 8
+
+
+@dataclass
+class Saved:
+    """Tensors kept for backward, by name; a tensor saved by two ops (a shared input) counts once."""
+
+    bytes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, size: int) -> None:
+        self.bytes.setdefault(name, size)
+
+    @property
+    def total(self) -> int:
+        return sum(self.bytes.values())
+
+
+def _norm(
+    saved: Saved, cfg: ModelConfig, name: str, source: str, rows: int, width: int, a: int
+) -> None:
+    """What a norm over `width` features keeps. LayerNorm: its input, mean and rstd (in the input
+    dtype on CPU). RMSNorm: its input as fp32 (the input itself in fp32, a fresh copy in bf16),
+    the normalised fp32 rows and the fp32 rsqrt. Its output is kept by whoever consumes it."""
+    if cfg.norm == "layernorm":
+        saved.add(source, rows * width * a)
+        saved.add(f"{name}.stats", 2 * rows * a)
+        return
+    saved.add(source if a == 4 else f"{name}.input_fp32", rows * width * 4)
+    saved.add(f"{name}.normalised", rows * width * 4)
+    saved.add(f"{name}.rsqrt", rows * 4)
+
+
+def _attention(
+    saved: Saved, cfg: ModelConfig, p: str, batch: int, seq: int, a: int, impl: str
+) -> None:
+    """Inside attention: the q/k/v projections' input is kept by the caller."""
+    n = batch * seq
+    q_bytes, kv_bytes = n * cfg.q_dim * a, n * cfg.kv_dim * a
+    q_name, k_name = f"{p}.q_proj", f"{p}.k_proj"
+    if cfg.qk_norm != "none":
+        width_q = cfg.head_dim if cfg.qk_norm == "head" else cfg.q_dim
+        width_k = cfg.head_dim if cfg.qk_norm == "head" else cfg.kv_dim
+        rows_q, rows_k = n * cfg.q_dim // width_q, n * cfg.kv_dim // width_k
+        _norm(saved, cfg, f"{p}.q_norm", q_name, rows_q, width_q, a)
+        _norm(saved, cfg, f"{p}.k_norm", k_name, rows_k, width_k, a)
+        q_name, k_name = f"{p}.q_norm.out", f"{p}.k_norm.out"
+    head_major = False  # q rewritten contiguous as (B, H, T, d_h): the output needs a copy
+    if cfg.position == "rope":
+        # each rope_rotate keeps its cos and sin tables, (T, d_h/2), in the activation dtype
+        saved.add(f"{p}.rope_tables", 4 * seq * (cfg.rotary_dim // 2) * a)
+        q_name, k_name, head_major = f"{p}.q_rope", f"{p}.k_rope", True
+    elif cfg.qk_norm == "head":
+        head_major = True
+    v_name = f"{p}.v_proj"
+    groups = cfg.n_heads // cfg.n_kv_heads
+    if impl == "sdpa" and cfg.position == "alibi":
+        # An additive bias sends torch's CPU SDPA to its math path, which works in fp32 and
+        # keeps scaled copies of q, k, v (k and v repeated per query head) and the T x T
+        # probabilities, like eager attention.
+        saved.add(f"{p}.q_scaled", n * cfg.q_dim * 4)
+        saved.add(f"{p}.k_scaled", n * cfg.q_dim * 4)
+        saved.add(f"{p}.v_fp32", n * cfg.kv_dim * groups * 4)
+        saved.add(f"{p}.probs", batch * cfg.n_heads * seq * seq * 4)
+        saved.add(f"{p}.out_copy", q_bytes)
+        return
+    if impl == "eager":
+        saved.add(q_name, q_bytes)
+        saved.add(f"{p}.k_repeated" if groups > 1 else k_name, kv_bytes * groups)
+        saved.add(f"{p}.v_repeated" if groups > 1 else v_name, kv_bytes * groups)
+        saved.add(f"{p}.probs", batch * cfg.n_heads * seq * seq * a)
+        if cfg.position != "alibi":
+            saved.add(f"{p}.causal_mask", seq * seq)  # bool
+        saved.add(f"{p}.out_copy", q_bytes)  # (B, H, T, d_h) -> (B, T, H·d_h)
+        return
+    # fused SDPA keeps q, k, v, its output and the fp32 log-sum-exp: O(T) per head
+    saved.add(q_name, q_bytes)
+    saved.add(k_name, kv_bytes)
+    saved.add(v_name, kv_bytes)
+    saved.add(f"{p}.out", q_bytes)
+    saved.add(f"{p}.logsumexp", batch * cfg.n_heads * seq * 4)
+    if head_major:
+        saved.add(f"{p}.out_copy", q_bytes)
+
+
+def _mlp(saved: Saved, cfg: ModelConfig, p: str, n: int, a: int) -> None:
+    """GELU and SiLU keep their input, ReLU its output; the product of a GLU keeps both factors;
+    the down projection keeps its input."""
+    size = n * cfg.d_ff * a
+    if cfg.is_glu:
+        if cfg.activation != "reglu":
+            saved.add(f"{p}.gate", size)
+        saved.add(f"{p}.act", size)
+        saved.add(f"{p}.up", size)
+        saved.add(f"{p}.product", size)
+        return
+    if cfg.activation != "relu":
+        saved.add(f"{p}.up", size)
+    saved.add(f"{p}.act", size)
+
+
+def layer_activations(
+    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa"
+) -> dict[str, int]:
+    """Bytes one block keeps for backward, by tensor name (see model.Block's layouts). The layer's
+    input is counted here; its output is counted by the next layer or the head."""
+    n, d = batch * seq, cfg.d_model
+    saved = Saved()
+    pre = cfg.norm_position in ("pre", "sandwich")
+    out_norm = cfg.norm_position in ("sandwich", "output")
+    post = cfg.norm_position == "post"
+
+    def branch_input(norm_name: str, source: str) -> str:
+        """The tensor a branch's first linears keep: its input norm's output, or the stream."""
+        if not pre:
+            saved.add(source, n * d * a)
+            return source
+        _norm(saved, cfg, norm_name, source, n, d, a)
+        saved.add(f"{norm_name}.out", n * d * a)
+        return f"{norm_name}.out"
+
+    def branch(kind: str, source: str, norm_name: str) -> None:
+        branch_input(norm_name, source)
+        if kind == "attn":
+            _attention(saved, cfg, "attn", batch, seq, a, impl)
+        else:
+            _mlp(saved, cfg, "mlp", n, a)
+
+    if cfg.block == "serial":
+        branch("attn", "x", "attn_norm")
+        if out_norm:
+            _norm(saved, cfg, "attn_out_norm", "attn.o_proj", n, d, a)
+        stream = "h"
+        if post:
+            _norm(saved, cfg, "attn_post_norm", "h", n, d, a)
+            stream = "attn_post_norm.out"
+        branch("mlp", stream, "mlp_norm")
+        if out_norm:
+            _norm(saved, cfg, "mlp_out_norm", "mlp.down_proj", n, d, a)
+        if post:
+            _norm(saved, cfg, "mlp_post_norm", "layer_out", n, d, a)
+        return saved.bytes
+
+    shared = cfg.block == "parallel_shared_norm"
+    branch("attn", "x", "attn_norm")
+    branch("mlp", "x", "attn_norm" if shared else "mlp_norm")
+    if out_norm and shared:
+        _norm(saved, cfg, "out_norm", "branches", n, d, a)
+    elif out_norm:
+        _norm(saved, cfg, "attn_out_norm", "attn.o_proj", n, d, a)
+        _norm(saved, cfg, "mlp_out_norm", "mlp.down_proj", n, d, a)
+    if post:
+        _norm(saved, cfg, "post_norm", "layer_out", n, d, a)
+    return saved.bytes
+
+
+def head_activations(cfg: ModelConfig, batch: int, seq: int, a: int) -> dict[str, int]:
+    """Kept outside the blocks: token ids and targets (int64), learned position ids, the last
+    block's output and the final norm's, the fp32 log-softmax of the logits."""
+    n, d = batch * seq, cfg.d_model
+    saved = Saved()
+    saved.add("tokens", n * INT64)
+    saved.add("targets", n * INT64)
+    if cfg.position == "learned":
+        saved.add("position_ids", seq * INT64)
+    if cfg.final_norm:
+        _norm(saved, cfg, "final_norm", "last_layer_out", n, d, a)
+        saved.add("final_norm.out", n * d * a)
+    else:
+        saved.add("last_layer_out", n * d * a)
+    saved.add("log_softmax", n * cfg.vocab_size * 4)
+    saved.add("loss.total_weight", 4)  # nll_loss's fp32 scalar
+    return saved.bytes
+
+
+MLP_STAGE = ("mlp", "h", "attn_post_norm.out")  # saved tensors released by the MLP's backward
+
+
+def block_backward_peak(
+    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str, saved: dict[str, int]
+) -> int:
+    """Largest memory inside one block's backward pass beyond what lies outside the block: the
+    incoming gradient of the residual stream and the one being made (2·n·d), plus first the
+    MLP stage (the block's saved tensors alive, one or two n·f gradients beyond them), then
+    the attention stage (the MLP's saved tensors released; the gradients of q, k, v and the
+    output, or with eager attention two of B·H·T·T)."""
+    n = batch * seq
+    everything = sum(saved.values())
+    stream = 2 * n * cfg.d_model * a
+    # the down projection's input is released as its gradient is made; a GLU's product then
+    # makes two gradients from one; ReLU keeps its output (it is its own saved tensor)
+    mlp = everything + (2 if cfg.is_glu or cfg.activation == "relu" else 1) * n * cfg.d_ff * a
+    # the MLP was called last, so autograd runs its backward first, in parallel blocks too
+    everything -= sum(v for k, v in saved.items() if k.startswith(MLP_STAGE))
+    if impl == "eager":
+        in_flight = 2 * batch * cfg.n_heads * seq * seq * a
+    else:
+        in_flight = 2 * n * (cfg.q_dim + cfg.kv_dim) * a
+    return stream + max(mlp, everything + in_flight)

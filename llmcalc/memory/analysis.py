@@ -1,0 +1,184 @@
+"""The data behind `llmcalc memory`: KV cache for MHA/GQA/MQA, predicted training and inference
+memory, the largest batch and longest sequence that fit, and optionally the traced and the
+measured step beside the prediction. Formula-only work imports no torch.
+
+Python API: `analyze_memory(load_config("llama-2-70b"), batch=1, seq=4096, kv_heads=8)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from llmcalc.config.dtypes import KV_DTYPES
+from llmcalc.config.schema import ModelConfig
+from llmcalc.errors import LLMCalcError
+from llmcalc.memory.formula import (
+    InferenceMemory,
+    TrainingMemory,
+    default_gqa_groups,
+    inference_memory,
+    kv_cache_bytes,
+    training_memory,
+    with_kv_heads,
+)
+from llmcalc.params.formula import param_formula
+
+if TYPE_CHECKING:
+    from llmcalc.memory.measure import Measured
+    from llmcalc.memory.trace import TracedMemory
+
+
+@dataclass(frozen=True)
+class KVVariant:
+    kind: str  # 'mha' | 'gqa' | 'mqa'
+    n_kv_heads: int
+    kv_params: int  # k and v projection parameters, all layers
+    bytes_per_token: int
+    bytes_per_sequence: int  # at seq
+    total: int  # at batch x seq
+
+
+@dataclass(frozen=True)
+class Fit:
+    memory: int
+    max_batch_inference: int  # at this seq; 0 when even batch 1 does not fit
+    max_seq_inference: int  # at this batch
+    max_batch_training: int
+
+
+@dataclass(frozen=True)
+class MemoryAnalysis:
+    config: ModelConfig  # the analysed model (with the chosen KV heads)
+    batch: int
+    seq: int
+    precision: str
+    optimizer: str
+    checkpointing: str
+    attention: str
+    dtype: str
+    kv_dtype: str
+    kv_variants: dict[str, KVVariant | None]
+    training: TrainingMemory
+    inference: InferenceMemory
+    fit: Fit | None = None
+    traced: TracedMemory | None = None  # the training step
+    traced_inference: TracedMemory | None = None  # the prefill
+    measured: Measured | None = None
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        return self.inference.kv_cache
+
+
+def resolve_kv_heads(cfg: ModelConfig, mha: bool, gqa: int | None, mqa: bool) -> int:
+    """The KV heads chosen by --mha, --gqa N or --mqa (the preset's own by default)."""
+    if sum((mha, gqa is not None, mqa)) > 1:
+        raise LLMCalcError("--mha, --gqa and --mqa: give at most one")
+    if mha:
+        return cfg.n_heads
+    if mqa:
+        return 1
+    if gqa is None:
+        return cfg.n_kv_heads
+    if gqa <= 0 or cfg.n_heads % gqa:
+        raise LLMCalcError(
+            f"--gqa {gqa}: the number of KV heads must divide n_heads = {cfg.n_heads} "
+            f"(divisors: {', '.join(str(g) for g in range(1, cfg.n_heads + 1) if cfg.n_heads % g == 0)})"
+        )
+    return gqa
+
+
+def kv_variants(
+    cfg: ModelConfig, batch: int, seq: int, kv_bytes: int
+) -> dict[str, KVVariant | None]:
+    groups = default_gqa_groups(cfg)
+    heads = {"mha": cfg.n_heads, "gqa": groups, "mqa": 1}
+    variants: dict[str, KVVariant | None] = {}
+    for kind, n_kv in heads.items():
+        if n_kv is None:
+            variants[kind] = None
+            continue
+        variant = with_kv_heads(cfg, n_kv)
+        components = param_formula(variant).components
+        variants[kind] = KVVariant(
+            kind=kind,
+            n_kv_heads=n_kv,
+            kv_params=components["attn_k"] + components["attn_v"],
+            bytes_per_token=kv_cache_bytes(variant, 1, 1, kv_bytes),
+            bytes_per_sequence=kv_cache_bytes(variant, 1, seq, kv_bytes),
+            total=kv_cache_bytes(variant, batch, seq, kv_bytes),
+        )
+    return variants
+
+
+def _largest(fits: Callable[[int], bool], limit: int) -> int:
+    """Largest x in [1, limit] with fits(x) (fits is monotone), 0 if none."""
+    if not fits(1):
+        return 0
+    low, high = 1, 2
+    while high <= limit and fits(high):
+        low, high = high, high * 2
+    high = min(high, limit + 1)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def find_fit(
+    cfg: ModelConfig, batch: int, seq: int, memory: int, setup: dict, dtype_bytes: int, kv: int
+) -> Fit:
+    def infer(b: int, t: int) -> bool:
+        return inference_memory(cfg, b, t, dtype_bytes, kv).peak <= memory
+
+    def train(b: int) -> bool:
+        return training_memory(cfg, b, seq, **setup).peak <= memory
+
+    limit = 1 << 24
+    return Fit(
+        memory=memory,
+        max_batch_inference=_largest(lambda b: infer(b, seq), limit),
+        max_seq_inference=_largest(lambda t: infer(batch, t), limit),
+        max_batch_training=_largest(train, limit),
+    )
+
+
+def analyze_memory(
+    cfg: ModelConfig,
+    batch: int = 1,
+    seq: int | None = None,
+    kv_heads: int | None = None,
+    precision: str = "mixed",
+    optimizer: str = "adamw",
+    checkpointing: str = "none",
+    attention: str = "sdpa",
+    dtype: str = "bf16",
+    kv_dtype: str | None = None,
+    gpu_memory: int | None = None,
+) -> MemoryAnalysis:
+    """Formula-only memory analysis (no torch). Add traced/measured with dataclasses.replace."""
+    seq = cfg.max_seq_len if seq is None else seq
+    kv_dtype = dtype if kv_dtype is None else kv_dtype
+    if kv_heads is not None and kv_heads != cfg.n_kv_heads:
+        cfg = with_kv_heads(cfg, kv_heads)
+    setup = dict(
+        precision=precision, optimizer=optimizer, checkpointing=checkpointing, attention=attention
+    )
+    dtype_bytes, kv_bytes = KV_DTYPES[dtype], KV_DTYPES[kv_dtype]
+    fit = None
+    if gpu_memory is not None:
+        fit = find_fit(cfg, batch, seq, gpu_memory, setup, dtype_bytes, kv_bytes)
+    return MemoryAnalysis(
+        config=cfg,
+        batch=batch,
+        seq=seq,
+        dtype=dtype,
+        kv_dtype=kv_dtype,
+        kv_variants=kv_variants(cfg, batch, seq, kv_bytes),
+        training=training_memory(cfg, batch, seq, **setup),
+        inference=inference_memory(cfg, batch, seq, dtype_bytes, kv_bytes),
+        fit=fit,
+        **setup,
+    )

@@ -1,0 +1,310 @@
+"""Closed-form memory in exact bytes: KV cache, training (weights, gradients, optimizer state,
+activations, logits and loss buffers, phase by phase) and inference. No torch here.
+
+The activations a step keeps, tensor by tensor, are in activations.py. Symbols: n = B·T tokens,
+a bytes per activation element (4 in fp32, 2 in bf16 and mixed), d d_model, f d_ff, V vocab_size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmcalc.config.schema import ModelConfig
+from llmcalc.memory.activations import block_backward_peak, head_activations, layer_activations
+from llmcalc.params.formula import param_formula
+
+PRECISIONS = ("fp32", "bf16", "mixed")
+OPTIMIZERS = ("adamw", "sgd", "sgd-momentum")
+CHECKPOINTING = ("none", "full")
+ATTENTION_IMPLS = ("sdpa", "eager")
+CATEGORIES = ("weights", "gradients", "optimizer", "activations", "other")  # of training memory
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bytes per parameter of each model state (ZeRO, Rajbhandari et al. 2020, section 3.1;
+    Megatron-LM's distributed optimizer notes for bf16 weights with fp32 gradients)."""
+
+    weight: int
+    grad: int  # as the backward pass makes them
+    step_grad: int  # as the optimizer reads them
+    state: int  # each optimizer state tensor
+    master: int  # fp32 copy of the weights (mixed precision)
+    activation: int
+
+
+PRECISION = {
+    "fp32": Precision(weight=4, grad=4, step_grad=4, state=4, master=0, activation=4),
+    "bf16": Precision(weight=2, grad=2, step_grad=2, state=2, master=0, activation=2),
+    "mixed": Precision(weight=2, grad=2, step_grad=4, state=4, master=4, activation=2),
+}
+STATE_TENSORS = {"adamw": 2, "sgd": 0, "sgd-momentum": 1}  # AdamW: exp_avg and exp_avg_sq
+
+
+# --- KV cache --------------------------------------------------------------------------------
+
+
+def kv_cache_bytes(cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int) -> int:
+    """Keys and values of every layer: 2 · L · h_kv · d_h · T · B · bytes (Pope et al. 2022,
+    'Efficiently Scaling Transformer Inference', section 3.1). GQA and MQA shrink it by storing
+    h_kv < h heads (Ainslie et al. 2023; Shazeer 2019)."""
+    return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * seq * batch * dtype_bytes
+
+
+def with_kv_heads(cfg: ModelConfig, n_kv_heads: int) -> ModelConfig:
+    """The same model with another number of KV heads (MHA, GQA or MQA)."""
+    return cfg.replace(n_kv_heads=n_kv_heads, name=f"{cfg.name} ({n_kv_heads} kv heads)")
+
+
+def default_gqa_groups(cfg: ModelConfig) -> int | None:
+    """KV heads for the GQA column when none is asked for: the preset's own if it is GQA, else
+    the largest divisor of n_heads up to 8 that is neither 1 nor n_heads (None if there is none)."""
+    if 1 < cfg.n_kv_heads < cfg.n_heads:
+        return cfg.n_kv_heads
+    divisors = [g for g in range(2, min(8, cfg.n_heads - 1) + 1) if cfg.n_heads % g == 0]
+    return max(divisors) if divisors else None
+
+
+# --- parameter tensors (optimizers keep per-tensor state) --------------------------------------
+
+
+def parameter_sizes(cfg: ModelConfig) -> list[int]:
+    """Sizes of the parameter tensors in the model's order (model.py; a tied head is the
+    embedding, listed once)."""
+    d, f = cfg.d_model, cfg.d_ff
+    ln_bias = cfg.norm == "layernorm" and cfg.norm_bias
+
+    def norm(width: int) -> list[int]:
+        return [width, width] if ln_bias else [width]
+
+    def linear(inputs: int, outputs: int, bias: bool) -> list[int]:
+        return [inputs * outputs, outputs] if bias else [inputs * outputs]
+
+    pre = cfg.norm_position in ("pre", "sandwich")
+    out = cfg.norm_position in ("sandwich", "output")
+    shared = cfg.block == "parallel_shared_norm"
+    attn = linear(d, cfg.q_dim, cfg.qkv_bias) + 2 * linear(d, cfg.kv_dim, cfg.qkv_bias)
+    attn += linear(cfg.q_dim, d, cfg.out_bias)
+    if cfg.qk_norm != "none":
+        heads = cfg.qk_norm == "head"
+        attn += norm(cfg.head_dim if heads else cfg.q_dim) + norm(
+            cfg.head_dim if heads else cfg.kv_dim
+        )
+    mlp = (2 if cfg.is_glu else 1) * linear(d, f, cfg.mlp_bias) + linear(f, d, cfg.mlp_bias)
+    block = (norm(d) if pre else []) + attn + (norm(d) if out else [])
+    block += (norm(d) if pre and not shared else []) + mlp + (norm(d) if out and not shared else [])
+    if cfg.norm_position == "post":
+        block += norm(d) * (2 if cfg.block == "serial" else 1)
+    sizes = [cfg.vocab_size * d] + ([cfg.max_seq_len * d] if cfg.position == "learned" else [])
+    sizes += block * cfg.n_layers + (norm(d) if cfg.final_norm else [])
+    sizes += [] if cfg.tie_embeddings else [cfg.vocab_size * d]
+    return sizes + ([cfg.vocab_size] if cfg.lm_head_bias else [])
+
+
+def conversion_excess(sizes: list[int]) -> int:
+    """Mixed precision turns the bf16 gradients into fp32 one tensor at a time (MasterWeights):
+    while tensor i's fp32 copy is made, its bf16 gradient and those after it are still alive.
+    Elements above the 4-bytes-per-gradient end state, at the worst tensor: max of 2·n_i minus
+    twice the elements after it, in units of bytes."""
+    after, worst = 0, 0
+    for size in reversed(sizes):
+        worst = max(worst, 2 * size - 2 * after)
+        after += size
+    return worst
+
+
+# --- training: model states, activations, and the peak phase by phase -------------------------
+
+
+@dataclass(frozen=True)
+class Phase:
+    total: int
+    categories: dict[str, int]  # weights, gradients, optimizer, activations, other
+    at: str  # the moment of this phase's peak, in words
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    weights: int
+    gradients: int  # at the optimizer step (fp32 in mixed precision)
+    optimizer: int
+    activations: int  # kept for backward at the end of the forward pass
+    logits: int  # logits and loss buffers at their largest (start of the backward pass)
+    phases: dict[str, Phase]
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=lambda phase: self.phases[phase].total)
+
+    @property
+    def peak(self) -> int:
+        return self.phases[self.peak_phase].total
+
+
+def _phase(at: str, **categories: int) -> Phase:
+    full = dict.fromkeys(CATEGORIES, 0)
+    full.update(categories)
+    return Phase(sum(full.values()), full, at)
+
+
+def training_memory(
+    cfg: ModelConfig,
+    batch: int,
+    seq: int,
+    precision: str = "fp32",
+    optimizer: str = "adamw",
+    checkpointing: str = "none",
+    attention: str = "sdpa",
+) -> TrainingMemory:
+    """Predicted memory of one steady-state training step (optimizer state already created)."""
+    p = PRECISION[precision]
+    n, a, vocab, d, layers = batch * seq, p.activation, cfg.vocab_size, cfg.d_model, cfg.n_layers
+    sizes = parameter_sizes(cfg)
+    n_params = sum(sizes)
+    components = param_formula(cfg).components
+    weights = n_params * p.weight
+    step_counters = 4 * len(sizes) if optimizer == "adamw" else 0  # fused AdamW: fp32 scalars
+    optimizer_bytes = STATE_TENSORS[optimizer] * n_params * p.state + step_counters
+    optimizer_bytes += n_params * p.master
+    states = {"weights": weights, "optimizer": optimizer_bytes}
+
+    layer_saved = layer_activations(cfg, batch, seq, a, attention)
+    per_layer = sum(layer_saved.values())
+    kept_per_layer = n * d * a if checkpointing == "full" else per_layer  # a block's input only
+    head = head_activations(cfg, batch, seq, a)
+    activations = layers * kept_per_layer + sum(head.values())
+    embedding_inputs = head["tokens"] + head.get("position_ids", 0) + head["targets"]
+    batch_ids = head["tokens"] + head["targets"]  # held by the training loop all step
+    logits = n * vocab * a
+    fp32_logits = n * vocab * 4 if a != 4 else 0  # cross-entropy runs in fp32
+
+    loss = 4  # the fp32 loss itself
+    # forward's local variable holds the last hidden state; counted already where it is saved
+    unsaved_hidden = cfg.final_norm and cfg.norm == "rmsnorm" and a != 4
+    hidden = n * d * a if unsaved_hidden else 0
+    forward = _phase(
+        "log-softmax",
+        **states,
+        activations=activations,
+        other=logits + fp32_logits + loss + hidden,
+    )
+    if checkpointing == "full":  # the last block runs as in inference, keeping only its input
+        block_forward = _phase(
+            "last block forward",
+            **states,
+            activations=batch_ids + layers * kept_per_layer,
+            other=block_transient(cfg, batch, seq, a) - n * d * a,  # its input is kept
+        )
+        forward = max(forward, block_forward, key=lambda ph: ph.total)
+    # The backward pass, from the loss: the log-softmax's gradient and its input's (n·V fp32
+    # each) while everything saved is alive; then the LM head's: the logits' gradient, the
+    # hidden state's and the head weight's.
+    head_weight_grad = vocab * d * p.grad
+    loss_grads = _phase(
+        "log-softmax backward", **states, activations=activations, other=2 * n * vocab * 4
+    )
+    head_backward = _phase(
+        "LM head backward",
+        **states,
+        gradients=head_weight_grad,
+        activations=activations - head["log_softmax"],
+        other=logits + n * d * a,
+    )
+    # Then block by block, last to first: one block's activations go and its gradients come.
+    # Memory is a straight line in the block index, so its extremes are the last and the first.
+    tied_weight_grad = head_weight_grad if cfg.tie_embeddings else 0
+    head_grads = (components["final_norm"] + components["lm_head"]) * p.grad + tied_weight_grad
+    layer_grads = n_params - components["token_embedding"] - components["position_embedding"]
+    layer_grads = (layer_grads - components["final_norm"] - components["lm_head"]) * p.grad
+    # inside a block: its saved tensors (recomputed first with checkpointing) and gradients
+    in_block = block_backward_peak(cfg, batch, seq, a, attention, layer_saved)
+    in_block -= 0 if checkpointing == "full" else per_layer  # already counted as kept
+    # a tied head's gradient is held by autograd until the embedding's is added to it
+    held = head_weight_grad if cfg.tie_embeddings else 0
+    last_block = _phase(
+        "last block backward",
+        **states,
+        gradients=head_grads - held,
+        activations=embedding_inputs + layers * kept_per_layer,
+        other=in_block + held,
+    )
+    first_block = _phase(
+        "first block backward",
+        **states,
+        gradients=head_grads - held + layer_grads * (layers - 1) // layers,
+        activations=embedding_inputs + kept_per_layer,
+        other=in_block + held,
+    )
+    # Last, the embeddings: a dense V x d gradient; a tied one is added to the head's (both
+    # and their sum alive at once) before it becomes the parameter's gradient.
+    embedding_grads = (components["token_embedding"] + components["position_embedding"]) * p.grad
+    tied_sum = vocab * d * p.grad if cfg.tie_embeddings else 0
+    embeddings = _phase(
+        "embedding backward",
+        **states,
+        gradients=head_grads + layer_grads + embedding_grads - 2 * tied_sum,
+        activations=embedding_inputs,
+        other=3 * tied_sum,
+    )
+    backward = max(
+        loss_grads, head_backward, last_block, first_block, embeddings, key=lambda ph: ph.total
+    )
+
+    gradients = n_params * p.step_grad
+    conversion = conversion_excess(sizes) if precision == "mixed" else 0
+    step = _phase(
+        "optimizer step",
+        **states,
+        gradients=gradients,
+        activations=batch_ids,
+        other=conversion,
+    )
+    return TrainingMemory(
+        weights=weights,
+        gradients=gradients,
+        optimizer=optimizer_bytes,
+        activations=activations,
+        logits=2 * n * vocab * 4,
+        phases={"forward": forward, "backward": backward, "optimizer": step},
+    )
+
+
+# --- inference: weights, KV cache, and the transient tensors of a prefill ----------------------
+
+
+@dataclass(frozen=True)
+class InferenceMemory:
+    weights: int
+    kv_cache: int
+    activations: int  # transient tensors of the prefill at their largest
+    at: str
+
+    @property
+    def peak(self) -> int:
+        return self.weights + self.kv_cache + self.activations
+
+
+def prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> tuple[int, str]:
+    """Largest set of live intermediate tensors in a prefill without autograd: in a block, the
+    block's input and mid-stream residual, a norm's output and the MLP's hidden tensors (three
+    of n·f while a GLU multiplies); at the end, the last hidden state, the final norm's output
+    and the logits (n·V)."""
+    n, d = batch * seq, cfg.d_model
+    logits = 2 * n * d * a + n * cfg.vocab_size * a
+    return max((block_transient(cfg, batch, seq, a), "MLP of a block"), (logits, "logits"))
+
+
+def block_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int:
+    """A block's forward without autograd, in its MLP: input, mid-stream, norm output, and
+    the hidden tensors (three of n·f while a GLU multiplies, else two)."""
+    n = batch * seq
+    return 3 * n * cfg.d_model * a + (3 if cfg.is_glu else 2) * n * cfg.d_ff * a
+
+
+def inference_memory(
+    cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int, kv_bytes: int
+) -> InferenceMemory:
+    """Weights + a KV cache of `seq` tokens for `batch` sequences + the prefill's transients."""
+    weights = sum(parameter_sizes(cfg)) * dtype_bytes
+    transient, at = prefill_transient(cfg, batch, seq, dtype_bytes)
+    return InferenceMemory(weights, kv_cache_bytes(cfg, batch, seq, kv_bytes), transient, at)

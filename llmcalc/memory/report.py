@@ -1,0 +1,243 @@
+"""MemoryAnalysis -> rich renderables and the --json dict. No computation beyond differences."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from rich import box
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from llmcalc.memory.analysis import MemoryAnalysis
+from llmcalc.memory.formula import TrainingMemory
+from llmcalc.units import format_bytes
+
+
+def _b(value: int | None) -> str:
+    return "n/a" if value is None else format_bytes(value)
+
+
+def _error(value: int, reference: int) -> str:
+    return f"{100 * (value - reference) / reference:+.2f}%" if reference else "n/a"
+
+
+def _table(title: str, *columns: str) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    for index, name in enumerate(columns):
+        table.add_column(name, justify="left" if index == 0 else "right", no_wrap=index > 0)
+    return table
+
+
+def kv_table(result: MemoryAnalysis) -> Table:
+    table = _table(
+        f"KV cache ({result.kv_dtype}) = 2·L·h_kv·d_h·T·B·bytes, T {result.seq:,}, B {result.batch}",
+        "attention",
+        "kv heads",
+        "k+v params",
+        "/token",
+        "/sequence",
+        "total",
+    )
+    for kind, variant in result.kv_variants.items():
+        if variant is None:
+            table.add_row(kind.upper(), "n/a", "", "", "", "")
+            continue
+        chosen = " ◀" if variant.n_kv_heads == result.config.n_kv_heads else ""
+        table.add_row(
+            kind.upper() + chosen,
+            str(variant.n_kv_heads),
+            f"{variant.kv_params:,}",
+            _b(variant.bytes_per_token),
+            _b(variant.bytes_per_sequence),
+            _b(variant.total),
+        )
+    return table
+
+
+def training_table(result: MemoryAnalysis) -> Table:
+    training, traced = result.training, result.traced
+    columns = ["", "predicted"] + (["traced", "error"] if traced is not None else [])
+    table = _table(
+        f"Training step ({result.precision}, {result.optimizer}, checkpointing "
+        f"{result.checkpointing}, {result.attention} attention)",
+        *columns,
+    )
+    sizes = [
+        ("weights", training.weights, traced and traced.phases["forward"].categories["weights"]),
+        ("gradients", training.gradients, traced and traced.gradients),
+        ("optimizer state", training.optimizer, traced and traced.optimizer_state),
+        ("activations kept for backward", training.activations, traced and traced.saved),
+    ]
+    for label, predicted, observed in sizes:
+        row = [label, _b(predicted)]
+        if traced is not None:
+            row += [_b(observed), _error(predicted, observed)]
+        table.add_row(*row)
+    for name, phase in training.phases.items():
+        marker = "◀ " if name == training.peak_phase else ""
+        row = [f"{marker}{name} peak ({phase.at})", _b(phase.total)]
+        if traced is not None:
+            observed = traced.phases[name].total
+            row += [_b(observed), _error(phase.total, observed)]
+        table.add_row(*row)
+    return table
+
+
+def inference_table(result: MemoryAnalysis) -> Table:
+    inference, traced = result.inference, result.traced_inference
+    columns = ["", "predicted"] + (["traced", "error"] if traced is not None else [])
+    table = _table(
+        f"Inference ({result.dtype}): prefill of {result.batch} × {result.seq:,} tokens", *columns
+    )
+    observed = traced.categories if traced is not None else {}
+    rows = [
+        ("weights", inference.weights, observed.get("weights")),
+        ("KV cache", inference.kv_cache, observed.get("kv_cache")),
+        (f"prefill transients ({inference.at})", inference.activations, observed.get("other")),
+        ("peak", inference.peak, traced.peak if traced is not None else None),
+    ]
+    for label, predicted, seen in rows:
+        row = [label, _b(predicted)]
+        if traced is not None:
+            row += [_b(seen), _error(predicted, seen)]
+        table.add_row(*row)
+    return table
+
+
+def measured_table(result: MemoryAnalysis) -> Table:
+    measured = result.measured
+    predicted = result.training.peak
+    table = _table(f"Measured on {measured.device}", "", "bytes", "vs predicted", "vs traced")
+    traced = result.traced.peak if result.traced else None
+
+    def versus(value: int) -> list[str]:
+        return [_error(predicted, value), _error(traced, value) if traced else "n/a"]
+
+    table.add_row("peak allocated", _b(measured.allocated), *versus(measured.allocated))
+    if measured.reserved is not None:
+        table.add_row("peak reserved", _b(measured.reserved), "", "")
+        table.add_row("reserved − allocated (fragmentation)", _b(measured.fragmentation), "", "")
+    if measured.rss is not None:
+        table.add_row("process peak RSS (with Python and torch)", _b(measured.rss), "", "")
+    return table
+
+
+def summary_lines(result: MemoryAnalysis) -> Text:
+    cfg, training = result.config, result.training
+    lines = [
+        f"{cfg.name}: {cfg.attention_kind}, {cfg.n_kv_heads} KV heads of {cfg.n_heads}; "
+        f"batch {result.batch} × seq {result.seq:,}",
+        f"Training peak {format_bytes(training.peak)} in the {training.peak_phase} phase "
+        f"({training.phases[training.peak_phase].at}); inference peak "
+        f"{format_bytes(result.inference.peak)}.",
+    ]
+    if result.fit is not None:
+        fit = result.fit
+        lines.append(
+            f"In {format_bytes(fit.memory)}: inference fits batch ≤ {fit.max_batch_inference:,} "
+            f"at seq {result.seq:,} and seq ≤ {fit.max_seq_inference:,} at batch {result.batch}; "
+            f"training fits batch ≤ {fit.max_batch_training:,} at seq {result.seq:,}."
+        )
+    if result.measured is not None and result.measured.reserved is not None:
+        lines.append("CUDA figures leave out the CUDA context (held by the driver, not PyTorch).")
+    lines.append(
+        "Bytes are tensor bytes in binary units; --json has them exact. Predicted = formula; "
+        "traced = the real step on fake tensors (--trace); measured = a real run (--measure)."
+    )
+    return Text("\n".join(lines))
+
+
+def memory_renderables(result: MemoryAnalysis) -> list[RenderableType]:
+    items: list[RenderableType] = [kv_table(result), training_table(result)]
+    items.append(inference_table(result))
+    if result.measured is not None:
+        items.append(measured_table(result))
+    items.append(summary_lines(result))
+    return items
+
+
+def _training_json(training: TrainingMemory) -> dict[str, Any]:
+    return {
+        "weights": training.weights,
+        "gradients": training.gradients,
+        "optimizer": training.optimizer,
+        "activations": training.activations,
+        "logits": training.logits,
+        "peak": training.peak,
+        "peak_phase": training.peak_phase,
+        "phases": {
+            name: {"total": phase.total, "at": phase.at, "categories": phase.categories}
+            for name, phase in training.phases.items()
+        },
+    }
+
+
+def memory_json(result: MemoryAnalysis) -> dict[str, Any]:
+    inference, traced, measured, fit = (
+        result.inference,
+        result.traced,
+        result.measured,
+        result.fit,
+    )
+    return {
+        "model": result.config.name,
+        "n_kv_heads": result.config.n_kv_heads,
+        "batch": result.batch,
+        "seq": result.seq,
+        "precision": result.precision,
+        "optimizer": result.optimizer,
+        "checkpointing": result.checkpointing,
+        "attention": result.attention,
+        "dtype": result.dtype,
+        "kv_dtype": result.kv_dtype,
+        "kv_cache_bytes": result.kv_cache_bytes,
+        "kv_cache": {
+            kind: None
+            if v is None
+            else {
+                "n_kv_heads": v.n_kv_heads,
+                "kv_params": v.kv_params,
+                "bytes_per_token": v.bytes_per_token,
+                "bytes_per_sequence": v.bytes_per_sequence,
+                "bytes": v.total,
+            }
+            for kind, v in result.kv_variants.items()
+        },
+        "training": _training_json(result.training),
+        "inference": {
+            "weights": inference.weights,
+            "kv_cache": inference.kv_cache,
+            "activations": inference.activations,
+            "peak": inference.peak,
+        },
+        "fit": None if fit is None else asdict(fit),
+        "traced": None
+        if traced is None
+        else {
+            "peak": traced.peak,
+            "peak_phase": traced.peak_phase,
+            "weights": traced.phases["forward"].categories["weights"],
+            "gradients": traced.gradients,
+            "optimizer": traced.optimizer_state,
+            "activations": traced.saved,
+            "phases": {
+                name: {"total": phase.total, "categories": phase.categories}
+                for name, phase in traced.phases.items()
+            },
+            "inference": {
+                "peak": result.traced_inference.peak,
+                "categories": result.traced_inference.categories,
+            },
+        },
+        "measured": None
+        if measured is None
+        else {
+            "device": measured.device,
+            "max_memory_allocated": measured.allocated,
+            "max_memory_reserved": measured.reserved,
+            "fragmentation": measured.fragmentation,
+            "rss": measured.rss,
+        },
+    }

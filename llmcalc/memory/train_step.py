@@ -1,0 +1,99 @@
+"""One training step of the real model, the same code for the traced (fake tensors) and the measured
+(CUDA or CPU) runs: build the model in the chosen precision, create the optimizer, then forward,
+backward and optimizer step, telling an observer when each phase begins.
+
+Precisions (memory.py states the bytes per parameter of each):
+    fp32   fp32 weights, gradients and optimizer state
+    bf16   everything in bf16 (optimizer state takes the parameters' dtype)
+    mixed  bf16 weights and gradients for compute, fp32 master weights and optimizer state; the
+           gradients become fp32 for the update (bf16 weights + fp32 grads: Megatron-LM's layout)
+Optimizers use torch's fused kernels: no temporaries beyond their state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from llmcalc.config.schema import ModelConfig
+from llmcalc.model.transformer import Transformer, build_model
+
+PHASES = ("forward", "backward", "optimizer")  # on_phase also marks 'zero_grad', the step's end
+
+
+def make_optimizer(params: list[torch.nn.Parameter], name: str) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=1e-4, fused=True)
+    momentum = 0.9 if name == "sgd-momentum" else 0.0
+    return torch.optim.SGD(params, lr=1e-3, momentum=momentum, fused=True)
+
+
+class MasterWeights:
+    """Mixed precision: the model computes in bf16; the optimizer updates fp32 copies of the
+    weights (the master weights) with fp32 gradients, then writes the result back in bf16."""
+
+    def __init__(self, params: list[torch.nn.Parameter], optimizer: str) -> None:
+        self.params = params
+        self.masters = [torch.nn.Parameter(p.detach().float()) for p in params]
+        self.inner = make_optimizer(self.masters, optimizer)
+        self.state = self.inner.state
+        self.on_fp32_grad: Callable[[torch.nn.Parameter], None] = lambda master: None
+
+    def step(self) -> None:
+        for param, master in zip(self.params, self.masters, strict=True):
+            master.grad = param.grad.float()
+            self.on_fp32_grad(master)
+            param.grad = None  # each bf16 gradient is freed as its fp32 copy is made
+        self.inner.step()
+        with torch.no_grad():
+            for param, master in zip(self.params, self.masters, strict=True):
+                param.copy_(master)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.inner.zero_grad(set_to_none)
+
+
+Optimizer = torch.optim.Optimizer | MasterWeights
+
+
+def build_for_training(
+    cfg: ModelConfig, precision: str, optimizer: str, device: str, attention: str = "sdpa"
+) -> tuple[Transformer, Optimizer]:
+    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    model = build_model(cfg, device=device, dtype=dtype, attention=attention)
+    params = list(model.parameters())
+    if precision == "mixed":
+        return model, MasterWeights(params, optimizer)
+    return model, make_optimizer(params, optimizer)
+
+
+def create_optimizer_state(model: Transformer, optimizer: Optimizer) -> None:
+    """Steady state: optimizers create their state on the first step, so take one step on zero
+    gradients before the step that is traced or measured."""
+    for param in model.parameters():
+        param.grad = torch.zeros_like(param)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def training_step(
+    model: Transformer,
+    optimizer: Optimizer,
+    tokens: torch.Tensor,
+    checkpointing: str = "none",
+    on_phase: Callable[[str], None] = lambda phase: None,
+) -> None:
+    """Forward (loss included), backward, optimizer step, zero_grad: one step of training on
+    `tokens` (B, T), predicting each next token (targets are the tokens shifted by one)."""
+    targets = tokens.roll(-1, dims=1)
+    model.checkpointing = checkpointing == "full"
+    on_phase("forward")
+    loss = model(tokens, targets)
+    on_phase("backward")
+    loss.backward()
+    del loss
+    on_phase("optimizer")
+    optimizer.step()
+    on_phase("zero_grad")
+    optimizer.zero_grad(set_to_none=True)

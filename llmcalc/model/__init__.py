@@ -1,0 +1,1 @@
+"""The model: the real nn.Module every count is taken from (layers -> attention -> transformer)."""

@@ -1,0 +1,1 @@
+"""How many parameters: closed form (formula, relatives), the real module (count), analysis, report."""

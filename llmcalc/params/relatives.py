@@ -1,0 +1,144 @@
+"""12·d² and its exact relatives: the classic per-layer estimate beside the exact count, the
+per-layer count reduced to a polynomial in d (12·d² + 13·d for GPT-2), and the forms with every
+block bias on and off. Derived independently of formula.param_terms; `check` compares the two.
+No torch here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmcalc.config.schema import ModelConfig
+from llmcalc.params.expr import Expr
+from llmcalc.params.formula import norm_width, norms_per_layer, param_formula
+
+
+@dataclass(frozen=True)
+class TwelveD2:
+    approx_per_layer: int  # 12·d²
+    exact_per_layer: int
+    rel_error: float  # (12·d² − exact) / exact
+    attn_matrices_d2: float  # attention matrices in units of d²
+    mlp_matrices_d2: float
+    rest: int  # biases and norms in one layer
+    exact_when: str
+
+
+def twelve_d2(cfg: ModelConfig) -> TwelveD2:
+    """The classic per-layer estimate 12·d² (Kaplan et al. 2020, section 2.1, with d_attn = d and
+    d_ff = 4d): 4·d² of attention matrices plus 8·d² of MLP matrices."""
+    d2 = cfg.d_model**2
+    attn = 2 * cfg.d_model * cfg.q_dim + 2 * cfg.d_model * cfg.kv_dim
+    mlp = (3 if cfg.is_glu else 2) * cfg.d_model * cfg.d_ff
+    exact = param_formula(cfg).per_layer.value
+    ideal_ff = "8/3·d" if cfg.is_glu else "4·d"
+    exact_when = (
+        f"12·d² counts the matrices exactly when attention is MHA with h·d_h = d (4·d²) and "
+        f"d_ff = {ideal_ff} for a {'3' if cfg.is_glu else '2'}-matrix MLP (8·d²); biases and "
+        f"norms add lower-order terms in d"
+    )
+    return TwelveD2(
+        approx_per_layer=12 * d2,
+        exact_per_layer=exact,
+        rel_error=(12 * d2 - exact) / exact,
+        attn_matrices_d2=attn / d2,
+        mlp_matrices_d2=mlp / d2,
+        rest=exact - attn - mlp,
+        exact_when=exact_when,
+    )
+
+
+def bias_variants(cfg: ModelConfig) -> dict[str, Expr]:
+    """Per-layer closed form (as a reduced polynomial) with every block bias on and off."""
+    forms = {}
+    for label, flag in (("with bias", True), ("without bias", False)):
+        variant = cfg.replace(bias=flag, qkv_bias=None, out_bias=None, mlp_bias=None)
+        forms[label] = per_layer_polynomial(variant)
+    return forms
+
+
+# --- the per-layer count as a polynomial: 12·d² + 13·d for GPT-2 -------------------------------
+
+Monomial = tuple[str, ...]  # sorted factor names; () is the constant
+
+
+def per_layer_polynomial(cfg: ModelConfig) -> Expr:
+    """One layer's count reduced to a polynomial in d (and f, h·d_h, h_kv·d_h, d_h where those are
+    not multiples of d). Derived independently of param_terms; `check` compares the two."""
+    poly: dict[Monomial, int] = {}
+
+    def add(coefficient: int, *factors: tuple[int, Monomial]) -> None:
+        monomial: Monomial = ()
+        for scale, names in factors:
+            coefficient *= scale
+            monomial += names
+        key = tuple(
+            sorted(monomial, key=lambda name: (name != "d", name))
+        )  # d·(h·d_h), not (h·d_h)·d
+        poly[key] = poly.get(key, 0) + coefficient
+
+    def as_multiple_of_d(size: int, name: str) -> tuple[int, Monomial]:
+        if size % cfg.d_model == 0:
+            return size // cfg.d_model, ("d",)
+        return 1, (name,)
+
+    d = (1, ("d",))
+    f = as_multiple_of_d(cfg.d_ff, "f")
+    q = as_multiple_of_d(cfg.q_dim, "(h·d_h)")
+    kv = as_multiple_of_d(cfg.kv_dim, "(h_kv·d_h)")
+    width = norm_width(cfg).value
+    add(2, d, q)
+    add(2, d, kv)
+    if cfg.qkv_bias:
+        add(1, q)
+        add(2, kv)
+    if cfg.out_bias:
+        add(1, d)
+    add(3 if cfg.is_glu else 2, d, f)
+    if cfg.mlp_bias:
+        add(2 if cfg.is_glu else 1, f)
+        add(1, d)
+    add(norms_per_layer(cfg) * width, d)
+    if cfg.qk_norm == "head":
+        add(2 * width, (1, ("d_h",)))
+    elif cfg.qk_norm == "full":
+        add(width, q)
+        add(width, kv)
+
+    values = {
+        "d": cfg.d_model,
+        "f": cfg.d_ff,
+        "(h·d_h)": cfg.q_dim,
+        "(h_kv·d_h)": cfg.kv_dim,
+        "d_h": cfg.head_dim,
+    }
+    sym_parts, num_parts, total = [], [], 0
+    for monomial, coefficient in sorted(poly.items(), key=lambda kv: (-len(kv[0]), kv[0])):
+        if coefficient == 0:
+            continue
+        value = coefficient
+        for name in monomial:
+            value *= values[name]
+        total += value
+        sym_parts.append(_monomial_text(coefficient, monomial))
+        num_parts.append(_monomial_text(coefficient, tuple(str(values[n]) for n in monomial)))
+    return Expr(" + ".join(sym_parts) or "0", " + ".join(num_parts) or "0", total)
+
+
+def _monomial_text(coefficient: int, factors: tuple[str, ...]) -> str:
+    if len(factors) == 2 and factors[0] == factors[1] and not factors[0].isdigit():
+        body = f"{factors[0]}²"
+    else:
+        body = "·".join(factors)
+    if not body:
+        return str(coefficient)
+    return body if coefficient == 1 else f"{coefficient}·{body}"
+
+
+def bias_label(cfg: ModelConfig) -> str:
+    """'with bias', 'without bias' or the per-part mix this config has."""
+    parts = {"qkv": cfg.qkv_bias, "out": cfg.out_bias, "mlp": cfg.mlp_bias}
+    if all(parts.values()):
+        return "with bias"
+    if not any(parts.values()):
+        return "without bias"
+    return "bias on " + ", ".join(name for name, on in parts.items() if on)

@@ -1,0 +1,1 @@
+"""Views that combine the questions: compare, sweep, check, and their report."""

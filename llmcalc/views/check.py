@@ -1,0 +1,82 @@
+"""`llmcalc check`: formula against counted, parameters and FLOPs, for the presets and a grid of
+variants that turns each axis of the schema on and off."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmcalc.config.schema import ModelConfig
+from llmcalc.flops.analysis import FlopsAnalysis, analyze_flops
+from llmcalc.params.analysis import ParamsAnalysis, analyze_params
+
+_GRID_BASE = dict(
+    vocab_size=96, d_model=64, n_layers=2, n_heads=8, max_seq_len=32, activation="swiglu"
+)
+
+
+# Each entry flips one axis (or a pair that interacts) away from the base config.
+_GRID_AXES: list[dict] = [
+    {},
+    {"bias": True},
+    {"qkv_bias": True},
+    {"out_bias": True},
+    {"mlp_bias": True},
+    {"bias": True, "activation": "gelu"},
+    {"lm_head_bias": True},
+    {"tie_embeddings": True},
+    {"tie_embeddings": True, "lm_head_bias": True},
+    {"norm": "layernorm"},
+    {"norm": "layernorm", "norm_bias": False},
+    *[
+        {"block": block, "norm_position": position, "norm": "layernorm"}
+        for block in ("serial", "parallel", "parallel_shared_norm")
+        for position in ("pre", "post", "sandwich", "output")
+    ],
+    {"qk_norm": "head"},
+    {"qk_norm": "full"},
+    {"qk_norm": "full", "norm": "layernorm", "n_kv_heads": 2},
+    *[{"position": p} for p in ("learned", "sinusoidal", "alibi", "none")],
+    *[{"activation": a} for a in ("relu", "gelu", "silu", "geglu", "reglu")],
+    {"n_kv_heads": 2},
+    {"n_kv_heads": 1},
+    {"head_dim": 12},
+    {"head_dim": 12, "n_kv_heads": 2, "qk_norm": "full"},
+    {"multiple_of": 32, "ffn_multiplier": 1.3},
+    {"d_ff": 100},
+    {"final_norm": False},
+]
+
+
+def grid_configs() -> list[ModelConfig]:
+    configs = []
+    for axes in _GRID_AXES:
+        label = ",".join(f"{k}={v}" for k, v in axes.items()) or "base"
+        data = {**_GRID_BASE, **axes, "name": f"grid[{label}]"}
+        configs.append(ModelConfig.from_dict(data, origin=f"grid[{label}]"))
+    return configs
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    params: ParamsAnalysis
+    flops: FlopsAnalysis  # a small step: matmul FLOPs are exact at any size, and traced fast
+
+    @property
+    def exact(self) -> bool:
+        return self.params.exact and not self.flops.mismatches
+
+
+CHECK_BATCH, CHECK_SEQ = 2, 16
+
+
+def check_configs(configs: list[ModelConfig]) -> list[CheckResult]:
+    """Parameters per component, and matmul FLOPs of the forward, the backward and the forward
+    recomputed under full checkpointing (with torch's early stop off and on), formula against
+    counted."""
+    return [
+        CheckResult(
+            analyze_params(cfg),
+            analyze_flops(cfg, batch=CHECK_BATCH, seq=CHECK_SEQ, recompute="full"),
+        )
+        for cfg in configs
+    ]

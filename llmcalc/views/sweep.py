@@ -1,0 +1,89 @@
+"""`llmcalc sweep`: one preset, some fields varied over values (their product), the compare
+metrics and the training-memory breakdown at each point. Closed forms only: no torch."""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from llmcalc.config.presets import load_config, parse_value
+from llmcalc.config.schema import ModelConfig
+from llmcalc.errors import LLMCalcError
+from llmcalc.memory.formula import training_memory
+from llmcalc.views.compare import ROWS, model_metrics
+
+RUN_FIELDS = ("seq", "batch")  # not config fields: the size of the step
+
+
+@dataclass(frozen=True)
+class Point:
+    values: dict[str, Any]  # varied field -> value at this point
+    metrics: dict[str, int | str]
+    breakdown: dict[str, int]  # training memory at the peak, by category
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.values.items())
+
+
+def parse_vary(items: list[str]) -> list[tuple[str, list[Any]]]:
+    """['n_kv_heads=1,8,32', 'seq=1024,4096'] -> [('n_kv_heads', [1, 8, 32]), ...]."""
+    allowed = [*ModelConfig.field_names(), *RUN_FIELDS]
+    varies: list[tuple[str, list[Any]]] = []
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not text.strip():
+            raise LLMCalcError(
+                f"--vary {item!r}: expected field=v1,v2,..., e.g. --vary seq=1024,4096"
+            )
+        if name not in allowed or name in ("name", "source"):
+            near = difflib.get_close_matches(name, allowed, n=2)
+            hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+            raise LLMCalcError(
+                f"--vary {item!r}: unknown field {name!r}{hint} (any config field, seq or batch)"
+            )
+        values = [parse_value(v.strip()) for v in text.split(",") if v.strip()]
+        if name in RUN_FIELDS:
+            for value in values:
+                if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                    raise LLMCalcError(f"--vary {item!r}: {name} values must be positive integers")
+        if any(name == seen for seen, _ in varies):
+            raise LLMCalcError(f"--vary {name}: given twice")
+        varies.append((name, values))
+    if not varies:
+        raise LLMCalcError("sweep needs at least one --vary field=v1,v2,...")
+    return varies
+
+
+def run_sweep(
+    preset: str,
+    overrides: dict[str, Any],
+    varies: list[tuple[str, list[Any]]],
+    batch: int,
+    seq: int | None,
+    precision: str,
+    dtype: str,
+    on_point: Callable[[str], None] = lambda label: None,
+) -> list[Point]:
+    points = []
+    combos = list(itertools.product(*(values for _, values in varies)))
+    for index, combo in enumerate(combos):
+        values = dict(zip((name for name, _ in varies), combo, strict=True))
+        on_point(f"point {index + 1} of {len(combos)}")
+        fields = {k: v for k, v in values.items() if k not in RUN_FIELDS}
+        cfg = load_config(preset, {**overrides, **fields})
+        b = values.get("batch", batch)
+        t = values.get("seq", seq if seq is not None else cfg.max_seq_len)
+        cfg.seq_warning("--vary seq", t)  # past a learned position table: an error
+        training = training_memory(cfg, b, t, precision=precision)
+        peak = training.phases[training.peak_phase].categories
+        metrics = model_metrics(cfg, b, t, precision, dtype, training)
+        points.append(Point(values, metrics, dict(peak)))
+    return points
+
+
+METRICS = tuple(row.key for row in ROWS)

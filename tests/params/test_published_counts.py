@@ -1,0 +1,71 @@
+"""Published parameter counts are tests: formula and the counted meta model must both hit them.
+
+Each figure is the architecture's count (unique parameters; a tied head once; no buffers), taken
+from the source named, and cross-checked against the model card where it states one.
+"""
+
+import pytest
+
+from llmcalc.config.presets import builtin_names, load_config
+from llmcalc.params.analysis import analyze_params
+
+PUBLISHED = {
+    # shared/seeds/000: the per-tensor table's "Total parameters"
+    "notes-lm-128m": 128_625_408,
+    # shared/seeds/003's config as built by its source code (its hand table's ~2.08M is wrong:
+    # it drops the untied head and halves the MLP)
+    "notes-small-7m": 7_078_144,
+    # LLaMA-7B (seeds/002, d_ff from multiple_of=256); the same count as Llama-2-7B
+    "llama-7b": 6_738_415_616,
+    # Hugging Face GPT2LMHeadModel.num_parameters() (tied head counted once)
+    "gpt2": 124_439_808,
+    "gpt2-medium": 354_823_168,
+    "gpt2-large": 774_030_080,
+    "gpt2-xl": 1_557_611_200,
+    # Llama 2 model cards / config.json (6.7B, 13B, 69B)
+    "llama-2-7b": 6_738_415_616,
+    "llama-2-13b": 13_015_864_320,
+    "llama-2-70b": 68_976_648_192,
+    # Llama 3 / 3.1 / 3.2 model cards (8.03B, 70.6B, 405.9B, 1.24B)
+    "llama-3-8b": 8_030_261_248,
+    "llama-3-70b": 70_553_706_496,
+    "llama-3.1-405b": 405_853_388_800,
+    "llama-3.2-1b": 1_235_814_400,
+    # Mistral-7B-v0.1 (7.24B), Qwen2.5-7B (7.61B), Gemma-2B (2.51B, tied embeddings)
+    "mistral-7b": 7_241_732_096,
+    "qwen2.5-7b": 7_615_616_512,
+    "gemma-2b": 2_506_172_416,
+}
+
+
+def test_every_builtin_preset_has_a_published_count_and_a_source():
+    assert sorted(PUBLISHED) == builtin_names()
+    for name in builtin_names():
+        assert load_config(name).source, f"{name} has no source"
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_count(name):
+    result = analyze_params(load_config(name))
+    assert result.formula.total.value == PUBLISHED[name]
+    assert result.counted.total == PUBLISHED[name]
+    assert result.counted.fvcore_total == PUBLISHED[name]
+    assert result.mismatches == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "d_ff"),
+    [
+        ("llama-7b", 11008),
+        ("llama-2-13b", 13824),
+        ("llama-2-70b", 28672),
+        ("llama-3-8b", 14336),
+        ("llama-3-70b", 28672),
+        ("llama-3.1-405b", 53248),
+        ("notes-small-7m", 682),
+    ],
+)
+def test_llama_rule_gives_the_published_d_ff(name, d_ff):
+    cfg = load_config(name)
+    assert cfg.multiple_of is not None  # these presets state the rule, not d_ff
+    assert cfg.d_ff == d_ff
