@@ -6,7 +6,7 @@ Targets (issue: flops, item 9):
 Also shown: the same command with --no-count (analytic only); the cost torch pays the first time a
 Python meta kernel runs (its wrapper imports torch._dynamo); and the flops command in a process
 that imported torch._dynamo first, which switches off llmcalc's deferral of that import
-(llmcalc/defer_dynamo.py): what counting would cost without it.
+(llmcalc/flops/defer_dynamo.py): what counting would cost without it.
 
 Run: python benchmarks/bench_flops.py [--repeat N]
 """

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from llmcalc.config import ModelConfig
-from llmcalc.memory import training_memory
-from llmcalc.trace_memory import trace_training
+from llmcalc.config.schema import ModelConfig
+from llmcalc.memory.formula import training_memory
+from llmcalc.memory.trace import trace_training
 
 # A GPT-style and a LLaMA-style base, 8 layers, small enough to measure on one GPU.
 GPT = dict(
@@ -175,7 +175,7 @@ def main():
             failures.append(f"{label}: formula {error:+.2f}% from traced")
         row = f"| {label} | {batch} | {seq} | {precision} | {ckpt} | {attn} | {gib(predicted)} | {gib(traced)} | {error:+.3f}% |"
         if cuda:
-            from llmcalc.measure import measure_training
+            from llmcalc.memory.measure import measure_training
 
             measured = measure_training(cfg, batch, seq, device="cuda", **setup)
             vs_traced = 100 * (measured.allocated - traced) / traced

@@ -33,6 +33,12 @@ def test_wheel_ships_presets_and_runs_from_any_directory(tmp_path):
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".yaml")}
     expected = {f"llmcalc/presets_data/{p.name}" for p in (REPO / "presets").glob("*.yaml")}
     assert shipped == expected
+    packages = {
+        f"llmcalc/{d.relative_to(REPO / 'llmcalc')}/__init__.py"
+        for d in (REPO / "llmcalc").rglob("*")
+        if (d / "__init__.py").is_file()
+    }
+    assert packages <= set(zipfile.ZipFile(wheel).namelist())  # every sub-package ships
 
     target = tmp_path / "site"
     subprocess.run(

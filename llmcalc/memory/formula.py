@@ -69,7 +69,7 @@ def default_gqa_groups(cfg: ModelConfig) -> int | None:
 
 
 def parameter_sizes(cfg: ModelConfig) -> list[int]:
-    """Sizes of the parameter tensors in the model's order (model.py; a tied head is the
+    """Sizes of the parameter tensors in the model's order (model/; a tied head is the
     embedding, listed once)."""
     d, f = cfg.d_model, cfg.d_ff
     ln_bias = cfg.norm == "layernorm" and cfg.norm_bias

@@ -2,7 +2,7 @@
 (CUDA or CPU) runs: build the model in the chosen precision, create the optimizer, then forward,
 backward and optimizer step, telling an observer when each phase begins.
 
-Precisions (memory.py states the bytes per parameter of each):
+Precisions (memory/formula.py states the bytes per parameter of each):
     fp32   fp32 weights, gradients and optimizer state
     bf16   everything in bf16 (optimizer state takes the parameters' dtype)
     mixed  bf16 weights and gradients for compute, fp32 master weights and optimizer state; the

@@ -16,7 +16,7 @@ from llmcalc.model.layers import Linear, alibi_slopes, make_norm, rope_rotate
 class KVCache:
     """Keys and values of every layer for `batch` sequences of up to `max_len` tokens, filled by a
     prefill and extended by decode steps (the layout of gpt-fast's cache). Its bytes are exactly
-    2 · n_layers · batch · n_kv_heads · max_len · head_dim · element size (memory.kv_cache_bytes):
+    2 · n_layers · batch · n_kv_heads · max_len · head_dim · element size (memory/formula.py: kv_cache_bytes):
     with GQA or MQA only the n_kv_heads shared heads are stored."""
 
     def __init__(

@@ -151,7 +151,7 @@ def build_model(
 ) -> Transformer:
     """The model on `device`. On meta, tensors have shapes and no storage: any size is free, and
     PyTorch's init functions are no-ops there. Callers that build on a real device check first
-    that the weights fit (resources.check_weights_fit)."""
+    that the weights fit (params/analysis.py: check_weights_fit)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # built in its dtype: no fp32 copy first, and works on fakes
     try:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 _LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
 
-# The last module name of a parameter -> its component (see formulas.COMPONENTS).
+# The last module name of a parameter -> its component (see params/formula.py: COMPONENTS).
 _COMPONENT_OF_MODULE = {
     "tok_embeddings": "token_embedding",
     "pos_embeddings": "position_embedding",
