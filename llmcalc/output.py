@@ -1,34 +1,54 @@
 """The one output layer: every command's result as a rich table, JSON, Markdown or CSV.
 
-Commands hand over a JSON-ready dict and a list of rich renderables; Markdown and CSV are made
-from the same rich Tables (title, headers, cells), so the four formats never disagree."""
+Commands hand over a JSON-ready dict and a list of rich renderables.
+- table: the renderables, laid out so that no value is ever cut (layout.py): at the terminal's
+  width (or COLUMNS), and when stdout is not a terminal, at the width the content needs.
+- json: the dict, exact integers.
+- markdown: the tables as Markdown tables, everything else (panels, charts) in code fences.
+- csv: one tidy table made from the dict (tidy.py): table,row,column,value,text, raw numbers.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
+
+from llmcalc.layout import fit, natural_width
+from llmcalc.tidy import to_csv
 
 FORMATS = ("table", "json", "markdown", "csv")
 
 
-def _rows(table: Table) -> tuple[list[str], list[list[str]]]:
+def _console(width: int | None = None) -> Console:
+    # NO_COLOR (no-color.org): no escape codes at all, not even bold; plain on non-terminals too
+    plain = {"color_system": None} if os.environ.get("NO_COLOR") else {}
+    return Console(highlight=False, markup=False, width=width, **plain)
+
+
+def _cells(table: Table) -> tuple[list[str], list[list[str]]]:
     headers = [str(column.header) for column in table.columns]
     columns = [[str(cell) for cell in column.cells] for column in table.columns]
     return headers, [list(row) for row in zip(*columns, strict=True)]
+
+
+def _plain(item: Any) -> str:
+    """A renderable as plain text at the width it needs (for a Markdown code fence)."""
+    console = _console(natural_width([item]))
+    with console.capture() as capture:
+        console.print(item)
+    return "\n".join(line.rstrip() for line in capture.get().splitlines())
 
 
 def to_markdown(renderables: list[Any]) -> str:
     parts = []
     for item in renderables:
         if isinstance(item, Table):
-            headers, rows = _rows(item)
+            headers, rows = _cells(item)
             lines = [f"**{item.title}**", ""] if item.title else []
             lines.append("| " + " | ".join(h or " " for h in headers) + " |")
             lines.append("|" + "|".join("---" for _ in headers) + "|")
@@ -36,28 +56,9 @@ def to_markdown(renderables: list[Any]) -> str:
                 "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows
             ]
             parts.append("\n".join(lines))
-        elif isinstance(item, (Text, str)):
-            parts.append(str(item))
+        else:  # panels, charts, notes: kept as they look, inside a fence
+            parts.append(f"```text\n{_plain(item)}\n```")
     return "\n\n".join(parts) + "\n"
-
-
-def to_csv(renderables: list[Any]) -> str:
-    """One block per table: a `# title` line, the header row, the rows; blank line between."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    first = True
-    for item in renderables:
-        if not isinstance(item, Table):
-            continue
-        if not first:
-            buffer.write("\n")
-        first = False
-        headers, rows = _rows(item)
-        if item.title:
-            buffer.write(f"# {item.title}\n")
-        writer.writerow(headers)
-        writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def emit(fmt: str, data: dict[str, Any], renderables: list[Any]) -> str | None:
@@ -67,10 +68,17 @@ def emit(fmt: str, data: dict[str, Any], renderables: list[Any]) -> str | None:
     if fmt == "markdown":
         return to_markdown(renderables).rstrip("\n")
     if fmt == "csv":
-        return to_csv(renderables).rstrip("\n")
-    # NO_COLOR (no-color.org): no escape codes at all, not even bold; plain on non-terminals too
-    plain = {"color_system": None} if os.environ.get("NO_COLOR") else {}
-    console = Console(highlight=False, markup=False, **plain)
-    for item in renderables:
-        console.print(item)
+        return to_csv(data).rstrip("\n")
+    print_table(renderables)
     return None
+
+
+def print_table(renderables: list[Any]) -> None:
+    """The table format: at the terminal's width (COLUMNS wins when set); piped or redirected, at
+    the width the content needs. Tables too wide for the width are laid out to fit, never cut."""
+    width = None
+    if not os.environ.get("COLUMNS") and not sys.stdout.isatty():
+        width = natural_width(renderables)
+    console = _console(width)
+    for item in renderables:
+        console.print(fit(item, console, console.width))

@@ -17,6 +17,8 @@ STAGE = {
     "errors": 0,
     "units": 0,
     "output": 0,
+    "layout": 0,
+    "tidy": 0,
     "config": 1,
     "model": 2,
     "params": 3,

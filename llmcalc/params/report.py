@@ -76,10 +76,10 @@ def tensor_table(result: ParamsAnalysis, full: bool) -> Table:
         table.add_row(row.name, str(row.shape), _n(row.numel), str(row.trainable))
     for alias, target in counted.aliases.items():
         table.add_row(
-            Text(alias, style="dim"),
-            Text(f"= {target}", style="dim"),
+            Text(f"{alias} = {target}", style="dim"),
+            Text("(tied)", style="dim"),
             Text("0", style="dim"),
-            Text("tied: counted once", style="dim"),
+            Text("counted once", style="dim"),
         )
     table.add_section()
     table.add_row("Total parameters", "", _n(counted.total), "")

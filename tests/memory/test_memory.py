@@ -317,7 +317,7 @@ def test_readme_memory_example_is_the_real_output(runner):
     from tests.conftest import as_printed, doc_example
 
     args = ["memory", "llama-2-70b", "--gqa", "8", "--gpu-mem", "141GiB", "--trace"]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, args, env={"COLUMNS": None})  # piped: the width it needs
     assert doc_example("KV cache (bf16)") == as_printed(result.stdout)
 
 
