@@ -162,8 +162,11 @@ def _block_backward(block: object, batch: int, seq: int, cfg: ModelConfig) -> in
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from llmcalc.model.layers import rope_tables
+
     x = torch.empty(batch, seq, cfg.d_model, device="meta", requires_grad=True)
-    out = block(x)
+    rope = rope_tables(cfg, 0, seq, x.device, x.dtype) if cfg.position == "rope" else None
+    out = block(x, None, rope)
     with FlopCounterMode(display=False) as backward:
         out.backward(torch.empty_like(out))
     return backward.get_total_flops()

@@ -61,9 +61,11 @@ def _attention(
         q_name, k_name = f"{p}.q_norm.out", f"{p}.k_norm.out"
     head_major = False  # q rewritten contiguous as (B, H, T, d_h): the output needs a copy
     if cfg.position == "rope":
-        # each rope_rotate keeps its cos and sin tables, (T, d_h/2), in the activation dtype
-        saved.add(f"{p}.rope_tables", 4 * seq * (cfg.rotary_dim // 2) * a)
-        q_name, k_name, head_major = f"{p}.q_rope", f"{p}.k_rope", True
+        # x·cos + rotate_half(x)·sin keeps the cos and sin made once per forward (counted in
+        # head_activations) and x's layout; a partial rotary's cat, or a head-wise q/k norm
+        # before it, leaves q head-major, and the output then needs a copy
+        q_name, k_name = f"{p}.q_rope", f"{p}.k_rope"
+        head_major = cfg.rotary_dim < cfg.head_dim or cfg.qk_norm == "head"
     elif cfg.qk_norm == "head":
         head_major = True
     v_name = f"{p}.v_proj"
@@ -175,6 +177,8 @@ def head_activations(cfg: ModelConfig, batch: int, seq: int, a: int) -> dict[str
     saved = Saved()
     saved.add("tokens", n * INT64)
     saved.add("targets", n * INT64)
+    if cfg.position == "rope":  # cos and sin, (T, rotary_dim) each, shared by every layer
+        saved.add("rope_tables", 2 * seq * cfg.rotary_dim * a)
     if cfg.position == "learned":
         saved.add("position_ids", seq * INT64)
     if cfg.final_norm:

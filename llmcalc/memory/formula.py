@@ -172,7 +172,11 @@ def training_memory(
     per_layer = sum(layer_saved.values())
     kept_per_layer = n * d * a if checkpointing == "full" else per_layer  # a block's input only
     head = head_activations(cfg, batch, seq, a)
-    activations = layers * kept_per_layer + sum(head.values())
+    # RoPE's cos and sin live until the first block's backward: saved by every block, or under
+    # checkpointing held as the blocks' inputs (alive, but not saved by autograd: "other")
+    rope = head.get("rope_tables", 0)
+    rope_saved, rope_held = (0, rope) if checkpointing == "full" else (rope, 0)
+    activations = layers * kept_per_layer + sum(head.values()) - rope_held
     embedding_inputs = head["tokens"] + head.get("position_ids", 0) + head["targets"]
     batch_ids = head["tokens"] + head["targets"]  # held by the training loop all step
     logits = n * vocab * a
@@ -186,14 +190,14 @@ def training_memory(
         "log-softmax",
         **states,
         activations=activations,
-        other=logits + fp32_logits + loss + hidden,
+        other=logits + fp32_logits + loss + hidden + rope_held,
     )
     if checkpointing == "full":  # the last block runs as in inference, keeping only its input
         block_forward = _phase(
             "last block forward",
             **states,
             activations=batch_ids + layers * kept_per_layer,
-            other=block_transient(cfg, batch, seq, a) - n * d * a,  # its input is kept
+            other=block_transient(cfg, batch, seq, a) - n * d * a + rope,  # its input is kept
         )
         forward = max(forward, block_forward, key=lambda ph: ph.total)
     # The backward pass, from the loss: the log-softmax's gradient and its input's (n·V fp32
@@ -201,14 +205,17 @@ def training_memory(
     # hidden state's and the head weight's.
     head_weight_grad = vocab * d * p.grad
     loss_grads = _phase(
-        "log-softmax backward", **states, activations=activations, other=2 * n * vocab * 4
+        "log-softmax backward",
+        **states,
+        activations=activations,
+        other=2 * n * vocab * 4 + rope_held,
     )
     head_backward = _phase(
         "LM head backward",
         **states,
         gradients=head_weight_grad,
         activations=activations - head["log_softmax"],
-        other=logits + n * d * a,
+        other=logits + n * d * a + rope_held,
     )
     # Then block by block, last to first: one block's activations go and its gradients come.
     # Memory is a straight line in the block index, so its extremes are the last and the first.
@@ -225,15 +232,15 @@ def training_memory(
         "last block backward",
         **states,
         gradients=head_grads - held,
-        activations=embedding_inputs + layers * kept_per_layer,
-        other=in_block + held,
+        activations=embedding_inputs + layers * kept_per_layer + rope_saved,
+        other=in_block + held + rope_held,
     )
     first_block = _phase(
         "first block backward",
         **states,
         gradients=head_grads - held + layer_grads * (layers - 1) // layers,
-        activations=embedding_inputs + kept_per_layer,
-        other=in_block + held,
+        activations=embedding_inputs + kept_per_layer + rope_saved,
+        other=in_block + held + rope_held,
     )
     # Last, the embeddings: a dense V x d gradient; a tied one is added to the head's (both
     # and their sum alive at once) before it becomes the parameter's gradient.
@@ -288,10 +295,12 @@ def prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> tuple[i
     """Largest set of live intermediate tensors in a prefill without autograd: in a block, the
     block's input and mid-stream residual, a norm's output and the MLP's hidden tensors (three
     of n·f while a GLU multiplies); at the end, the last hidden state, the final norm's output
-    and the logits (n·V)."""
+    and the logits (n·V). RoPE's cos and sin are alive throughout."""
     n, d = batch * seq, cfg.d_model
+    rope = 2 * seq * cfg.rotary_dim * a if cfg.position == "rope" else 0
     logits = 2 * n * d * a + n * cfg.vocab_size * a
-    return max((block_transient(cfg, batch, seq, a), "MLP of a block"), (logits, "logits"))
+    candidates = ((block_transient(cfg, batch, seq, a), "MLP of a block"), (logits, "logits"))
+    return max((size + rope, at) for size, at in candidates)
 
 
 def block_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmcalc.config.schema import ModelConfig
-from llmcalc.model.layers import Linear, alibi_slopes, make_norm, rope_rotate
+from llmcalc.model.layers import Linear, alibi_slopes, apply_rope, make_norm
 
 
 class KVCache:
@@ -62,7 +62,13 @@ class Attention(nn.Module):
             self.q_norm = make_norm(cfg, cfg.q_dim)
             self.k_norm = make_norm(cfg, cfg.kv_dim)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """x (B, T, d) -> (B, T, d); `rope` is the model's (cos, sin) for these positions."""
         cfg = self.cfg
         batch, seq, _ = x.shape
         start = cache.length if cache is not None else 0  # position of this chunk's first token
@@ -74,13 +80,8 @@ class Attention(nn.Module):
         v = v.view(batch, seq, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
         if cfg.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
-        if cfg.position == "rope" and cfg.rotary_dim == cfg.head_dim:
-            q = rope_rotate(q, cfg.rope_theta, start)
-            k = rope_rotate(k, cfg.rope_theta, start)
-        elif cfg.position == "rope":  # partial rotary (GPT-NeoX, Phi): the rest passes through
-            r = cfg.rotary_dim
-            q = torch.cat((rope_rotate(q[..., :r], cfg.rope_theta, start), q[..., r:]), dim=-1)
-            k = torch.cat((rope_rotate(k[..., :r], cfg.rope_theta, start), k[..., r:]), dim=-1)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
 

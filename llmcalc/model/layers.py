@@ -52,17 +52,36 @@ def maybe_norm(cfg: ModelConfig, wanted: bool) -> nn.Module:
 # parameters, cost O(T·d) to make, and building the model then runs no tensor op at all on meta.
 
 
-def rope_rotate(x: torch.Tensor, theta: float, offset: int) -> torch.Tensor:
-    """Rotary embedding (Su et al. 2021) on x of shape (B, heads, T, head_dim), half-split layout
-    as in GPT-NeoX and Hugging Face LLaMA."""
-    head_dim = x.shape[-1]
-    exponents = torch.arange(0, head_dim, 2, device=x.device, dtype=torch.float32) / head_dim
-    inv_freq = theta**-exponents
-    positions = torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=torch.float32)
-    angles = torch.outer(positions, inv_freq)  # (T, head_dim/2)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+def rope_tables(
+    cfg: ModelConfig, start: int, seq: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of rotary embedding (Su et al. 2021) at positions start..start+seq-1, each
+    (seq, rotary_dim): made once per forward and shared by every layer, as transformers' rotary
+    embedding does, in the activation dtype (the angles in fp32)."""
+    rotary = cfg.rotary_dim
+    exponents = torch.arange(0, rotary, 2, device=device, dtype=torch.float32) / rotary
+    positions = torch.arange(start, start + seq, device=device, dtype=torch.float32)
+    angles = torch.outer(positions, cfg.rope_theta**-exponents)  # (seq, rotary_dim / 2)
+    angles = torch.cat((angles, angles), dim=-1)  # half-split layout (GPT-NeoX, HF LLaMA)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x·cos + rotate_half(x)·sin on x of shape (B, heads, T, head_dim), the leading
+    rotary_dim features of each head (partial rotary: the rest pass through, joined back by a
+    cat). Written as transformers writes it: the element-wise result keeps x's memory layout, so
+    a (B, T, heads, head_dim) projection stays in that order through attention and the output's
+    transpose back is a view, not a copy."""
+    rotary = cos.shape[-1]
+    if rotary == x.shape[-1]:
+        return x * cos + rotate_half(x) * sin
+    rotated = x[..., :rotary]
+    return torch.cat((rotated * cos + rotate_half(rotated) * sin, x[..., rotary:]), dim=-1)
 
 
 def sinusoidal_table(seq: int, d_model: int, device: torch.device) -> torch.Tensor:

@@ -20,7 +20,7 @@ from torch.utils.checkpoint import checkpoint
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.model.attention import Attention, KVCache
-from llmcalc.model.layers import Embedding, Linear, maybe_norm, sinusoidal_table
+from llmcalc.model.layers import Embedding, Linear, maybe_norm, rope_tables, sinusoidal_table
 
 # --- MLP -------------------------------------------------------------------------------------
 
@@ -80,12 +80,19 @@ class Block(nn.Module):
             self.attn_post_norm = maybe_norm(cfg, position == "post")
             self.mlp_post_norm = maybe_norm(cfg, position == "post")
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         if not self.parallel:
-            h = self.attn_post_norm(x + self.attn_out_norm(self.attn(self.attn_norm(x), cache)))
+            h = self.attn_post_norm(
+                x + self.attn_out_norm(self.attn(self.attn_norm(x), cache, rope))
+            )
             return self.mlp_post_norm(h + self.mlp_out_norm(self.mlp(self.mlp_norm(h))))
         attn_in = self.attn_norm(x)
-        attn_out = self.attn(attn_in, cache)
+        attn_out = self.attn(attn_in, cache, rope)
         mlp_out = self.mlp(attn_in if self.shared_norm else self.mlp_norm(x))
         if self.shared_norm:  # one output norm (if any) over the sum of both branches
             branches = self.attn_out_norm(attn_out + mlp_out)
@@ -130,11 +137,14 @@ class Transformer(nn.Module):
         elif self.cfg.position == "sinusoidal":
             table = sinusoidal_table(start + seq, self.cfg.d_model, x.device)
             x = x + table[start:].to(x.dtype)
+        rope = None
+        if self.cfg.position == "rope":  # once per forward, shared by every layer
+            rope = rope_tables(self.cfg, start, seq, x.device, x.dtype)
         for layer in self.layers:
             if self.checkpointing and torch.is_grad_enabled():
-                x = checkpoint(layer, x, cache, use_reentrant=False)
+                x = checkpoint(layer, x, cache, rope, use_reentrant=False)
             else:
-                x = layer(x, cache)
+                x = layer(x, cache, rope)
         if cache is not None:
             cache.length += seq
         logits = self.lm_head(self.final_norm(x))
