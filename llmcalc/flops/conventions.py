@@ -39,10 +39,10 @@ def conventions(
         Convention(
             "6N + 12·L·H·Q·T",
             (6 * n_titan + 12 * layers * cfg.n_heads * cfg.head_dim * seq) * tokens,
-            "Chowdhery et al. 2022 (PaLM), appendix B; torchtitan "
-            "get_dense_model_nparams_and_flops",
-            "N without the embedding tables"
-            + (" (tied: the shared table is the LM head, kept)" if cfg.tie_embeddings else ""),
+            "Chowdhery et al. 2022 (PaLM), appendix B; torchtitan, models/utils.py",
+            "N all parameters: the tied table is the LM head's matmul"
+            if cfg.tie_embeddings
+            else "N without the embedding tables",
         ),
         Convention(
             "3 × (2N + 2·L·T·d_attn)",
