@@ -99,7 +99,8 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
     RMSNorm 4/element (square, mean, scale, weight), LayerNorm 5 (+1 with bias); softmax 5 per
     score (max, subtract, exp, sum, divide) over the full T×T; activation 1 per element (2 with a
     gate product); bias add 1 per output; residual add 1 per element; RoPE 3 per rotated element of
-    q and k (two multiplies and an add)."""
+    q and k (two multiplies and an add), over the rotary_dim = int(head_dim · rope_fraction)
+    features of each head that rotate (the rest pass through untouched)."""
     tokens = batch * seq
     d, layers = cfg.d_model, cfg.n_layers
     per_norm = 4 if cfg.norm == "rmsnorm" else 5 + int(cfg.norm_bias)
@@ -123,7 +124,9 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
         "bias_adds": layers * tokens * bias_elems
         + (tokens * cfg.vocab_size if cfg.lm_head_bias else 0),
         "residual_adds": layers * tokens * 2 * d,  # attention and MLP outputs join x
-        "rope": layers * tokens * 3 * (cfg.q_dim + cfg.kv_dim) if cfg.position == "rope" else 0,
+        "rope": layers * tokens * 3 * (cfg.n_heads + cfg.n_kv_heads) * cfg.rotary_dim
+        if cfg.position == "rope"
+        else 0,
     }
     if cfg.position in ("learned", "sinusoidal"):
         result["position_add"] = tokens * d
