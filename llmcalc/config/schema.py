@@ -207,18 +207,23 @@ class ModelConfig:
             return "MHA"
         return "MQA" if self.n_kv_heads == 1 else "GQA"
 
-    def seq_warning(self, option: str, length: int) -> str | None:
+    def seq_warning(self, option: str, length: int, positions: int | None = None) -> str | None:
         """Check a sequence length: past a learned position table is an error; past
-        max_seq_len with other positions is counted as asked, with this warning."""
-        if length <= self.max_seq_len:
+        max_seq_len with other positions is counted as asked, with this warning. `positions`:
+        how many positions `length` takes when that differs (a decode at position p: p + 1)."""
+        needed = length if positions is None else positions
+        if needed <= self.max_seq_len:
             return None
+        asked = f"{option} {length}" + (
+            "" if positions is None else f" (positions 0..{positions - 1:,})"
+        )
         if self.position == "learned":
             raise LLMCalcError(
-                f"{option} {length}: above max_seq_len = {self.max_seq_len}, the size of the "
+                f"{asked}: above max_seq_len = {self.max_seq_len}, the size of the "
                 "learned position table; raise it with --set max_seq_len=N"
             )
         return (
-            f"Warning: {option} {length} is above max_seq_len = {self.max_seq_len}: counted as "
+            f"Warning: {asked} is above max_seq_len = {self.max_seq_len}: counted as "
             f"asked ({self.position} positions have no table to run out of)"
         )
 

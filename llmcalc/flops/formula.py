@@ -186,12 +186,29 @@ def _early_stop_skips(cfg: ModelConfig, forward: ForwardFlops) -> int:
 # --- inference ------------------------------------------------------------------------------
 
 
-def prefill_flops(cfg: ModelConfig, seq: int) -> int:
-    """Forward matmul FLOPs of a prefill of `seq` tokens (one sequence, full T×T convention)."""
-    return sum(matmul_flops(cfg, 1, seq).values())
+@dataclass(frozen=True)
+class PrefillFlops:
+    """Forward matmul FLOPs of a prefill of `batch` sequences of `seq` tokens (full T×T
+    attention), with the LM head two ways."""
+
+    batch: int
+    seq: int
+    all_logits: int  # the LM head at every position: a plain forward, as training runs it
+    last_logits: int  # at the last position only: logits_to_keep=1, as transformers' generate
+
+    @property
+    def lm_head_saved(self) -> int:
+        return self.all_logits - self.last_logits
 
 
-def decode_flops(cfg: ModelConfig, position: int) -> int:
-    """Matmul FLOPs to generate the token at 0-based `position`: one new query attending over
-    position + 1 keys (the cached ones and its own)."""
-    return sum(matmul_flops(cfg, 1, 1, keys=position + 1).values())
+def prefill_flops(cfg: ModelConfig, batch: int, seq: int) -> PrefillFlops:
+    matmul = matmul_flops(cfg, batch, seq)
+    every = sum(matmul.values())
+    last = every - matmul["lm_head"] + matmul_flops(cfg, batch, 1)["lm_head"]
+    return PrefillFlops(batch, seq, every, last)
+
+
+def decode_flops(cfg: ModelConfig, position: int, batch: int = 1) -> int:
+    """Matmul FLOPs to generate the token at 0-based `position` in each of `batch` sequences:
+    one new query per sequence attending over position + 1 keys (the cached ones and its own)."""
+    return sum(matmul_flops(cfg, batch, 1, keys=position + 1).values())

@@ -182,7 +182,7 @@ def test_flops_table_and_budget(runner):
         "GPU-hours",
         "PaLM",
         "Chinchilla",
-        "decode one token at position 512",
+        "decode one token at position 511",
     ):
         assert text in result.stdout, text
 
