@@ -44,8 +44,14 @@ class KVVariant:
 class Fit:
     memory: int
     max_batch_inference: int  # at this seq; 0 when even batch 1 does not fit
-    max_seq_inference: int  # at this batch
-    max_batch_training: int
+    max_seq_inference: int  # at this batch, at most max_seq_len; 0 when even seq 1 does not fit
+    max_seq_inference_memory: int  # what the memory alone allows, max_seq_len aside
+    seq_limit: str  # what bounds max_seq_inference: 'max_seq_len' or 'memory'
+    max_batch_training: int  # at this seq; 0 when even batch 1 does not fit
+    # peaks at the smallest size, the bytes needed when a maximum above is 0
+    inference_peak_batch_1: int  # batch 1 × seq
+    inference_peak_seq_1: int  # batch × seq 1
+    training_peak_batch_1: int  # batch 1 × seq
 
 
 @dataclass(frozen=True)
@@ -130,18 +136,27 @@ def _largest(fits: Callable[[int], bool], limit: int) -> int:
 def find_fit(
     cfg: ModelConfig, batch: int, seq: int, memory: int, setup: dict, dtype_bytes: int, kv: int
 ) -> Fit:
-    def infer(b: int, t: int) -> bool:
-        return inference_memory(cfg, b, t, dtype_bytes, kv).peak <= memory
+    """The largest batch (at seq) and the longest sequence (at batch, and no longer than
+    max_seq_len, the model's context) that fit in `memory`, for inference and training."""
 
-    def train(b: int) -> bool:
-        return training_memory(cfg, b, seq, **setup).peak <= memory
+    def infer(b: int, t: int) -> int:
+        return inference_memory(cfg, b, t, dtype_bytes, kv).peak
+
+    def train(b: int) -> int:
+        return training_memory(cfg, b, seq, **setup).peak
 
     limit = 1 << 24
+    by_memory = _largest(lambda t: infer(batch, t) <= memory, limit)
     return Fit(
         memory=memory,
-        max_batch_inference=_largest(lambda b: infer(b, seq), limit),
-        max_seq_inference=_largest(lambda t: infer(batch, t), limit),
-        max_batch_training=_largest(train, limit),
+        max_batch_inference=_largest(lambda b: infer(b, seq) <= memory, limit),
+        max_seq_inference=min(by_memory, cfg.max_seq_len),
+        max_seq_inference_memory=by_memory,
+        seq_limit="max_seq_len" if by_memory >= cfg.max_seq_len else "memory",
+        max_batch_training=_largest(lambda b: train(b) <= memory, limit),
+        inference_peak_batch_1=infer(1, seq),
+        inference_peak_seq_1=infer(batch, 1),
+        training_peak_batch_1=train(1),
     )
 
 
