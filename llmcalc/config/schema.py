@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmcalc.config.dtypes import DTYPE_BYTES
 from llmcalc.errors import LLMCalcError
 
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "geglu", "reglu")
@@ -34,6 +35,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "block": BLOCKS,
     "qk_norm": QK_NORMS,
     "position": POSITIONS,
+    "dtype": tuple(DTYPE_BYTES),  # or null: none given
 }
 
 
@@ -85,6 +87,9 @@ class ModelConfig:
     rope_fraction: float = 1.0  # partial rotary: the leading share of head_dim that rotates
     tie_embeddings: bool = False
 
+    # --- the published weights -----------------------------------------------------------------
+    dtype: str | None = None  # fp32, bf16, fp16 (config.json torch_dtype): memory's --dtype default
+
     # Not a schema field: where the config came from, for error messages.
     origin: str = field(default="config", compare=False, repr=False)
 
@@ -125,7 +130,7 @@ class ModelConfig:
                 )
         for name, allowed in ENUMS.items():
             value = getattr(self, name)
-            if value not in allowed:
+            if value not in allowed and not (value is None and name in _OPTIONAL):
                 raise LLMCalcError(
                     f"{where}: field {name!r} = {value!r}: allowed values are {', '.join(allowed)}"
                 )

@@ -72,6 +72,7 @@ class MemoryAnalysis:
     traced: TracedMemory | None = None  # the training step
     traced_inference: TracedMemory | None = None  # the prefill
     measured: Measured | None = None
+    dtype_source: str = "--dtype"  # where `dtype` came from: '--dtype', 'config' or 'default'
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -169,12 +170,19 @@ def analyze_memory(
     optimizer: str = "adamw",
     checkpointing: str = "none",
     attention: str = "sdpa",
-    dtype: str = "bf16",
+    dtype: str | None = None,
     kv_dtype: str | None = None,
     gpu_memory: int | None = None,
 ) -> MemoryAnalysis:
-    """Formula-only memory analysis (no torch). Add traced/measured with dataclasses.replace."""
+    """Formula-only memory analysis (no torch). Add traced/measured with dataclasses.replace.
+    dtype None: the config's dtype (config.json torch_dtype) if it has one, else bf16."""
     seq = cfg.max_seq_len if seq is None else seq
+    if dtype is not None:
+        source = "--dtype"
+    elif cfg.dtype is not None:
+        dtype, source = cfg.dtype, "config"
+    else:
+        dtype, source = "bf16", "default"
     kv_dtype = dtype if kv_dtype is None else kv_dtype
     if kv_heads is not None and kv_heads != cfg.n_kv_heads:
         cfg = with_kv_heads(cfg, kv_heads)
@@ -190,6 +198,7 @@ def analyze_memory(
         batch=batch,
         seq=seq,
         dtype=dtype,
+        dtype_source=source,
         kv_dtype=kv_dtype,
         kv_variants=kv_variants(cfg, batch, seq, kv_bytes),
         training=training_memory(cfg, batch, seq, **setup),

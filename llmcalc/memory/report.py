@@ -85,11 +85,16 @@ def training_table(result: MemoryAnalysis) -> Table:
     return table
 
 
+_FROM_CONFIG = ", from the config"  # its dtype field (config.json: torch_dtype or dtype)
+
+
 def inference_table(result: MemoryAnalysis) -> Table:
     inference, traced = result.inference, result.traced_inference
     columns = ["", "predicted"] + (["traced", "error"] if traced is not None else [])
     table = _table(
-        f"Inference ({result.dtype}): prefill of {result.batch} × {result.seq:,} tokens", *columns
+        f"Inference ({result.dtype}{_FROM_CONFIG if result.dtype_source == 'config' else ''}): "
+        f"prefill of {result.batch} × {result.seq:,} tokens",
+        *columns,
     )
     observed = traced.categories if traced is not None else {}
     rows = [
@@ -223,6 +228,7 @@ def memory_json(result: MemoryAnalysis) -> dict[str, Any]:
         "checkpointing": result.checkpointing,
         "attention": result.attention,
         "dtype": result.dtype,
+        "dtype_source": result.dtype_source,
         "kv_dtype": result.kv_dtype,
         "kv_cache_bytes": result.kv_cache_bytes,
         "kv_cache": {
