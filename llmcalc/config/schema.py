@@ -90,13 +90,15 @@ class ModelConfig:
     # --- the published weights -----------------------------------------------------------------
     dtype: str | None = None  # fp32, bf16, fp16 (config.json torch_dtype): memory's --dtype default
 
-    # Not a schema field: where the config came from, for error messages.
+    # Not schema fields: where the config came from, for error messages; which of the DERIVED
+    # fields were given rather than derived (set by __post_init__, which then resolves them).
     origin: str = field(default="config", compare=False, repr=False)
+    given: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)
 
     # ------------------------------------------------------------------------------------------
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls) if f.name != "origin"]
+        return [f.name for f in dataclasses.fields(cls) if f.name not in ("origin", "given")]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], origin: str = "config") -> ModelConfig:
@@ -164,6 +166,10 @@ class ModelConfig:
                 f"(here int({head_dim} * {self.rope_fraction}) = {rotary})"
             )
 
+        given = {name for name in DERIVED if getattr(self, name) is not None}
+        if self.multiple_of is not None or self.ffn_multiplier is not None:
+            given.discard("d_ff")  # the rule gives it (and a d_ff beside it must agree)
+        object.__setattr__(self, "given", frozenset(given))
         object.__setattr__(self, "n_kv_heads", n_kv)
         object.__setattr__(self, "head_dim", head_dim)
         object.__setattr__(self, "d_ff", self._resolve_d_ff())
@@ -236,11 +242,32 @@ class ModelConfig:
         """All schema fields, resolved, in schema order (round-trips through from_dict)."""
         return {name: getattr(self, name) for name in self.field_names()}
 
+    def given_dict(self) -> dict[str, Any]:
+        """The fields as given: a DERIVED field only where it was given, not derived, so that
+        changing what it derives from (d_model, n_heads, bias) changes it as its rule says."""
+        return {
+            name: getattr(self, name)
+            for name in self.field_names()
+            if name not in DERIVED or name in self.given
+        }
+
     def replace(self, **changes: Any) -> ModelConfig:
-        """A copy with some fields changed, re-validated (`--set` on an already loaded config)."""
-        data = self.to_dict()
+        """A copy with some fields changed, re-validated (`--set` on an already loaded config):
+        derived fields that were not given are derived again."""
+        data = self.given_dict()
         data.update(changes)
         return ModelConfig.from_dict(data, origin=self.origin)
+
+
+# Fields that are derived when not given (None), and how: `show` writes them only where given.
+DERIVED = {
+    "n_kv_heads": "n_heads, MHA",
+    "head_dim": "d_model / n_heads",
+    "d_ff": "4·d_model, int(8·d_model/3) with a GLU, or the LLaMA rule",
+    "qkv_bias": "bias",
+    "out_bias": "bias",
+    "mlp_bias": "bias",
+}
 
 
 def llama_d_ff(d_model: int, ffn_multiplier: float | None, multiple_of: int) -> int:
