@@ -178,13 +178,13 @@ def main():
             from llmcalc.memory.measure import measure_training
 
             measured = measure_training(cfg, batch, seq, device="cuda", **setup)
-            vs_traced = 100 * (measured.allocated - traced) / traced
-            vs_formula = 100 * (measured.allocated - predicted) / predicted
-            if measured.allocated >= 2**30 and (abs(vs_traced) > 2 or abs(vs_formula) > 5):
+            vs_traced = 100 * (measured.peak - traced) / traced
+            vs_formula = 100 * (measured.peak - predicted) / predicted
+            if measured.peak >= 2**30 and (abs(vs_traced) > 2 or abs(vs_formula) > 5):
                 failures.append(
                     f"{label}: measured {vs_traced:+.2f}% vs traced, {vs_formula:+.2f}% vs formula"
                 )
-            row += f" {gib(measured.allocated)} | {vs_traced:+.2f}% | {vs_formula:+.2f}% | {gib(measured.reserved)} |"
+            row += f" {gib(measured.peak)} | {vs_traced:+.2f}% | {vs_formula:+.2f}% | {gib(measured.reserved)} |"
             torch.cuda.empty_cache()
         lines.append(row)
         print(row, flush=True)

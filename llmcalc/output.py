@@ -64,7 +64,7 @@ def to_markdown(renderables: list[Any]) -> str:
 def emit(fmt: str, data: dict[str, Any], renderables: list[Any]) -> str | None:
     """Text for stdout (json, markdown, csv), or None after printing the rich tables."""
     if fmt == "json":
-        return json.dumps(data, indent=2)
+        return json.dumps(data, indent=2, allow_nan=False)
     if fmt == "markdown":
         return to_markdown(renderables).rstrip("\n")
     if fmt == "csv":

@@ -33,7 +33,8 @@ def flops(
     context: Annotated[
         int | None,
         typer.Option(
-            "--context", help="Decode position p for the per-token figure (default: seq)."
+            "--context",
+            help="Decode position p for the per-token figure (default: seq − 1, the last token).",
         ),
     ] = None,
     tokens_text: Annotated[
@@ -98,6 +99,10 @@ def flops(
     if (gpu is not None or peak_tflops is not None) and tokens is None:
         raise LLMCalcError("--gpu/--peak-tflops need --tokens D (the training tokens to time)")
     length = checked_seq(cfg, seq)
+    if context is not None:  # a decode at position p takes positions 0..p
+        warning = cfg.seq_warning("--context", context, positions=context + 1)
+        if warning:
+            typer.echo(warning, err=True)
     output = output_format(as_json, fmt)
     with progress(output != "table" or no_count) as status:
         status("counting FLOPs on the meta model (FlopCounterMode and fvcore)")

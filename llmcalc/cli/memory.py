@@ -45,8 +45,12 @@ def memory(
         str, typer.Option("--attention", help="sdpa (fused, O(T)) or eager (T×T scores).")
     ] = "sdpa",
     dtype: Annotated[
-        str, typer.Option("--dtype", help="Inference weight dtype: fp32, bf16, fp16.")
-    ] = "bf16",
+        str | None,
+        typer.Option(
+            "--dtype",
+            help="Inference weight dtype: fp32, bf16, fp16 (default: the config's dtype, else bf16).",
+        ),
+    ] = None,
     kv_dtype: Annotated[
         str | None,
         typer.Option(
@@ -92,7 +96,8 @@ def memory(
     choice("--optimizer", optimizer, OPTIMIZERS)
     choice("--checkpointing", checkpointing, CHECKPOINTING)
     choice("--attention", attention, ATTENTION_IMPLS)
-    choice("--dtype", dtype, tuple(DTYPE_BYTES))
+    if dtype is not None:
+        choice("--dtype", dtype, tuple(DTYPE_BYTES))
     if kv_dtype is not None:
         choice("--kv-dtype", kv_dtype, tuple(KV_DTYPES))
     choice("--measure-on", measure_on, ("cuda", "cpu"))

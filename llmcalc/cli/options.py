@@ -2,6 +2,7 @@
 --set overrides, the output format, the progress spinner and the sequence-length rule."""
 
 import contextlib
+import math
 import sys
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -101,6 +102,9 @@ def output_format(as_json: bool, fmt: str | None) -> str:
 
 
 def positive(option: str, value: int | float | None) -> None:
+    """A positive number; a float option must also be finite (typer reads 'nan' and 'inf')."""
+    if value is not None and not math.isfinite(value):
+        raise LLMCalcError(f"{option} {value}: must be a finite number")
     if value is not None and value <= 0:
         raise LLMCalcError(f"{option} {value}: must be positive")
 

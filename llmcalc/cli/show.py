@@ -21,16 +21,16 @@ def show(
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
 ) -> None:
-    """Print the resolved config as YAML (derived fields filled in); --format json|markdown|csv."""
-    import yaml
-
+    """Print the config as YAML to save, edit and reuse (derived fields as comments); JSON and CSV
+    hold every field resolved."""
     from llmcalc.views.report import config_yaml
 
     output = output_format(as_json, fmt)
-    text = config_yaml(load_preset(preset, overrides, bias))
+    cfg = load_preset(preset, overrides, bias)
+    text = config_yaml(cfg)
     if output == "table":  # the YAML itself: save it, edit it, load it back
         typer.echo(text, nl=False)
     elif output == "markdown":
         typer.echo(f"```yaml\n{text}```")
     else:
-        emit_result(output, yaml.safe_load(text), [])
+        emit_result(output, cfg.to_dict(), [])

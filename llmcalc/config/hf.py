@@ -232,7 +232,21 @@ def read_hf_config(path: Path) -> dict[str, Any]:
     mapped = MODEL_TYPES[model_type](fields)
     _check_consistent(fields, mapped)
     name = data.get("_name_or_path") or (file.parent.name if file.parent.name else model_type)
-    return {"name": str(name), "source": where, **mapped}
+    return {"name": str(name), "source": where, **mapped, **_weight_dtype(data)}
+
+
+_TORCH_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def _weight_dtype(data: dict[str, Any]) -> dict[str, str]:
+    """The weights' dtype, `dtype` (transformers' newer name) or `torch_dtype`, when it is one
+    llmcalc builds weights in; any other value ('auto', float64) gives none, and the memory
+    default stays bf16. Common to every model_type."""
+    for key in ("dtype", "torch_dtype"):
+        value = data.get(key)
+        if isinstance(value, str) and value.removeprefix("torch.") in _TORCH_DTYPES:
+            return {"dtype": _TORCH_DTYPES[value.removeprefix("torch.")]}
+    return {}
 
 
 def _check_consistent(f: _Fields, mapped: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmcalc.config.dtypes import DTYPE_BYTES
 from llmcalc.errors import LLMCalcError
 
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "geglu", "reglu")
@@ -34,6 +35,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "block": BLOCKS,
     "qk_norm": QK_NORMS,
     "position": POSITIONS,
+    "dtype": tuple(DTYPE_BYTES),  # or null: none given
 }
 
 
@@ -85,13 +87,18 @@ class ModelConfig:
     rope_fraction: float = 1.0  # partial rotary: the leading share of head_dim that rotates
     tie_embeddings: bool = False
 
-    # Not a schema field: where the config came from, for error messages.
+    # --- the published weights -----------------------------------------------------------------
+    dtype: str | None = None  # fp32, bf16, fp16 (config.json torch_dtype): memory's --dtype default
+
+    # Not schema fields: where the config came from, for error messages; which of the DERIVED
+    # fields were given rather than derived (set by __post_init__, which then resolves them).
     origin: str = field(default="config", compare=False, repr=False)
+    given: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)
 
     # ------------------------------------------------------------------------------------------
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls) if f.name != "origin"]
+        return [f.name for f in dataclasses.fields(cls) if f.name not in ("origin", "given")]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], origin: str = "config") -> ModelConfig:
@@ -125,7 +132,7 @@ class ModelConfig:
                 )
         for name, allowed in ENUMS.items():
             value = getattr(self, name)
-            if value not in allowed:
+            if value not in allowed and not (value is None and name in _OPTIONAL):
                 raise LLMCalcError(
                     f"{where}: field {name!r} = {value!r}: allowed values are {', '.join(allowed)}"
                 )
@@ -159,6 +166,10 @@ class ModelConfig:
                 f"(here int({head_dim} * {self.rope_fraction}) = {rotary})"
             )
 
+        given = {name for name in DERIVED if getattr(self, name) is not None}
+        if self.multiple_of is not None or self.ffn_multiplier is not None:
+            given.discard("d_ff")  # the rule gives it (and a d_ff beside it must agree)
+        object.__setattr__(self, "given", frozenset(given))
         object.__setattr__(self, "n_kv_heads", n_kv)
         object.__setattr__(self, "head_dim", head_dim)
         object.__setattr__(self, "d_ff", self._resolve_d_ff())
@@ -207,18 +218,23 @@ class ModelConfig:
             return "MHA"
         return "MQA" if self.n_kv_heads == 1 else "GQA"
 
-    def seq_warning(self, option: str, length: int) -> str | None:
+    def seq_warning(self, option: str, length: int, positions: int | None = None) -> str | None:
         """Check a sequence length: past a learned position table is an error; past
-        max_seq_len with other positions is counted as asked, with this warning."""
-        if length <= self.max_seq_len:
+        max_seq_len with other positions is counted as asked, with this warning. `positions`:
+        how many positions `length` takes when that differs (a decode at position p: p + 1)."""
+        needed = length if positions is None else positions
+        if needed <= self.max_seq_len:
             return None
+        asked = f"{option} {length}" + (
+            "" if positions is None else f" (positions 0..{positions - 1:,})"
+        )
         if self.position == "learned":
             raise LLMCalcError(
-                f"{option} {length}: above max_seq_len = {self.max_seq_len}, the size of the "
+                f"{asked}: above max_seq_len = {self.max_seq_len}, the size of the "
                 "learned position table; raise it with --set max_seq_len=N"
             )
         return (
-            f"Warning: {option} {length} is above max_seq_len = {self.max_seq_len}: counted as "
+            f"Warning: {asked} is above max_seq_len = {self.max_seq_len}: counted as "
             f"asked ({self.position} positions have no table to run out of)"
         )
 
@@ -226,11 +242,32 @@ class ModelConfig:
         """All schema fields, resolved, in schema order (round-trips through from_dict)."""
         return {name: getattr(self, name) for name in self.field_names()}
 
+    def given_dict(self) -> dict[str, Any]:
+        """The fields as given: a DERIVED field only where it was given, not derived, so that
+        changing what it derives from (d_model, n_heads, bias) changes it as its rule says."""
+        return {
+            name: getattr(self, name)
+            for name in self.field_names()
+            if name not in DERIVED or name in self.given
+        }
+
     def replace(self, **changes: Any) -> ModelConfig:
-        """A copy with some fields changed, re-validated (`--set` on an already loaded config)."""
-        data = self.to_dict()
+        """A copy with some fields changed, re-validated (`--set` on an already loaded config):
+        derived fields that were not given are derived again."""
+        data = self.given_dict()
         data.update(changes)
         return ModelConfig.from_dict(data, origin=self.origin)
+
+
+# Fields that are derived when not given (None), and how: `show` writes them only where given.
+DERIVED = {
+    "n_kv_heads": "n_heads, MHA",
+    "head_dim": "d_model / n_heads",
+    "d_ff": "4·d_model, int(8·d_model/3) with a GLU, or the LLaMA rule",
+    "qkv_bias": "bias",
+    "out_bias": "bias",
+    "mlp_bias": "bias",
+}
 
 
 def llama_d_ff(d_model: int, ffn_multiplier: float | None, multiple_of: int) -> int:

@@ -12,6 +12,7 @@ from llmcalc.config.schema import ModelConfig
 from llmcalc.flops.conventions import Convention, conventions
 from llmcalc.flops.formula import (
     ForwardFlops,
+    PrefillFlops,
     StepFlops,
     decode_flops,
     forward_flops,
@@ -53,9 +54,9 @@ class FlopsAnalysis:
     counted: CountedFlops | None  # None with --no-count
     step: StepFlops
     conventions: list[Convention]
-    prefill: int  # matmul FLOPs of a prefill of `seq` tokens (one sequence)
+    prefill: PrefillFlops  # of the batch: batch × seq tokens, the LM head two ways
     decode_position: int
-    decode: int  # matmul FLOPs of generating the token at decode_position
+    decode: int  # matmul FLOPs of generating the token at decode_position, one sequence
     budget: Budget | None
 
     @property
@@ -121,7 +122,8 @@ def analyze_flops(
     seq = cfg.max_seq_len if seq is None else seq
     forward = forward_flops(cfg, batch, seq)
     step = step_flops(cfg, forward, recompute)
-    position = seq if decode_position is None else decode_position
+    # default: the last token of a seq-token context (position seq − 1, over seq keys)
+    position = seq - 1 if decode_position is None else decode_position
     budget = None
     if tokens is not None:
         step_tokens = batch * seq
@@ -142,7 +144,7 @@ def analyze_flops(
         counted=count_flops(cfg, batch, seq, one_block, recompute == "full") if count else None,
         step=step,
         conventions=conventions(cfg, batch, seq, recompute),
-        prefill=prefill_flops(cfg, seq),
+        prefill=prefill_flops(cfg, batch, seq),
         decode_position=position,
         decode=decode_flops(cfg, position),
         budget=budget,

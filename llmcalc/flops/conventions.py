@@ -25,10 +25,7 @@ def conventions(
     params = param_formula(cfg)
     n_total = params.total.value
     n_non_embedding = params.non_embedding
-    # torchtitan subtracts the token embedding only; a tied head goes with it
-    n_titan = (
-        n_total - params.components["token_embedding"] - params.components["position_embedding"]
-    )
+    n_titan = torchtitan_matmul_params(cfg)
     tokens = batch * seq
     layers, d = cfg.n_layers, cfg.d_model
     d_attn = cfg.q_dim
@@ -42,8 +39,10 @@ def conventions(
         Convention(
             "6N + 12·L·H·Q·T",
             (6 * n_titan + 12 * layers * cfg.n_heads * cfg.head_dim * seq) * tokens,
-            "Chowdhery et al. 2022 (PaLM), appendix B; torchtitan get_num_flop_per_token",
-            "N without the token embedding",
+            "Chowdhery et al. 2022 (PaLM), appendix B; torchtitan, models/utils.py",
+            "N all parameters: the tied table is the LM head's matmul"
+            if cfg.tie_embeddings
+            else "N without the embedding tables",
         ),
         Convention(
             "3 × (2N + 2·L·T·d_attn)",
@@ -81,6 +80,23 @@ def conventions(
             )
         )
     return rows
+
+
+def torchtitan_matmul_params(cfg: ModelConfig) -> int:
+    """N in torchtitan's 6N + 12·L·H·Q·T, as torchtitan/models/utils.py,
+    get_dense_model_nparams_and_flops has it (since pytorch/torchtitan#3225, "Fix weight tying
+    parameter accounting"; Llama3Model.Config.get_nparams_and_flops calls it):
+        nparams = sum(p.numel() for p in model.parameters())  # unique: a tied table once
+        nparams_embedding = the parameters of the model's nn.Embedding children
+        nparams_for_matmul = nparams if enable_weight_tying else nparams - nparams_embedding
+    Untied, the embedding tables (token, and a learned position table: both are nn.Embedding
+    children here) are lookups and go; tied, nothing goes, since the one table is also the LM
+    head's matmul weight (a learned position table then stays in N too, as that code has it)."""
+    params = param_formula(cfg)
+    if cfg.tie_embeddings:
+        return params.total.value
+    embeddings = params.components["token_embedding"] + params.components["position_embedding"]
+    return params.total.value - embeddings
 
 
 def korthikanti(

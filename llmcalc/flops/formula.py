@@ -99,7 +99,8 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
     RMSNorm 4/element (square, mean, scale, weight), LayerNorm 5 (+1 with bias); softmax 5 per
     score (max, subtract, exp, sum, divide) over the full T×T; activation 1 per element (2 with a
     gate product); bias add 1 per output; residual add 1 per element; RoPE 3 per rotated element of
-    q and k (two multiplies and an add)."""
+    q and k (two multiplies and an add), over the rotary_dim = int(head_dim · rope_fraction)
+    features of each head that rotate (the rest pass through untouched)."""
     tokens = batch * seq
     d, layers = cfg.d_model, cfg.n_layers
     per_norm = 4 if cfg.norm == "rmsnorm" else 5 + int(cfg.norm_bias)
@@ -123,7 +124,9 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
         "bias_adds": layers * tokens * bias_elems
         + (tokens * cfg.vocab_size if cfg.lm_head_bias else 0),
         "residual_adds": layers * tokens * 2 * d,  # attention and MLP outputs join x
-        "rope": layers * tokens * 3 * (cfg.q_dim + cfg.kv_dim) if cfg.position == "rope" else 0,
+        "rope": layers * tokens * 3 * (cfg.n_heads + cfg.n_kv_heads) * cfg.rotary_dim
+        if cfg.position == "rope"
+        else 0,
     }
     if cfg.position in ("learned", "sinusoidal"):
         result["position_add"] = tokens * d
@@ -183,12 +186,29 @@ def _early_stop_skips(cfg: ModelConfig, forward: ForwardFlops) -> int:
 # --- inference ------------------------------------------------------------------------------
 
 
-def prefill_flops(cfg: ModelConfig, seq: int) -> int:
-    """Forward matmul FLOPs of a prefill of `seq` tokens (one sequence, full T×T convention)."""
-    return sum(matmul_flops(cfg, 1, seq).values())
+@dataclass(frozen=True)
+class PrefillFlops:
+    """Forward matmul FLOPs of a prefill of `batch` sequences of `seq` tokens (full T×T
+    attention), with the LM head two ways."""
+
+    batch: int
+    seq: int
+    all_logits: int  # the LM head at every position: a plain forward, as training runs it
+    last_logits: int  # at the last position only: logits_to_keep=1, as transformers' generate
+
+    @property
+    def lm_head_saved(self) -> int:
+        return self.all_logits - self.last_logits
 
 
-def decode_flops(cfg: ModelConfig, position: int) -> int:
-    """Matmul FLOPs to generate the token at 0-based `position`: one new query attending over
-    position + 1 keys (the cached ones and its own)."""
-    return sum(matmul_flops(cfg, 1, 1, keys=position + 1).values())
+def prefill_flops(cfg: ModelConfig, batch: int, seq: int) -> PrefillFlops:
+    matmul = matmul_flops(cfg, batch, seq)
+    every = sum(matmul.values())
+    last = every - matmul["lm_head"] + matmul_flops(cfg, batch, 1)["lm_head"]
+    return PrefillFlops(batch, seq, every, last)
+
+
+def decode_flops(cfg: ModelConfig, position: int, batch: int = 1) -> int:
+    """Matmul FLOPs to generate the token at 0-based `position` in each of `batch` sequences:
+    one new query per sequence attending over position + 1 keys (the cached ones and its own)."""
+    return sum(matmul_flops(cfg, batch, 1, keys=position + 1).values())

@@ -175,15 +175,25 @@ def training_table(result: FlopsAnalysis) -> Table:
 
 
 def inference_panel(result: FlopsAnalysis) -> Panel:
+    prefill, batch, position = result.prefill, result.batch, result.decode_position
+    tokens = batch * result.seq
+    shape = f"batch {batch} × {result.seq:,} tokens" if batch > 1 else f"{result.seq:,} tokens"
+    decode = f"decode one token at position {position} (attends over {position + 1:,} keys: the "
+    decode += "cache and itself)"
+    if batch > 1:
+        decode += f":\n  {_n(result.decode)} FLOPs per sequence, "
+        decode += f"{_n(batch * result.decode)} for the batch of {batch}"
+    else:
+        decode += f": {_n(result.decode)} FLOPs"
     lines: list[RenderableType] = [
         Text(
-            f"prefill of {result.seq} tokens: {_n(result.prefill)} FLOPs "
-            f"({_n(result.prefill // result.seq)} per token, full T×T attention)"
+            f"prefill of {shape} (full T×T attention), FLOPs:\n"
+            f"  {_n(prefill.all_logits)} with logits at every position (a plain forward; "
+            f"{_n(prefill.all_logits // tokens)} per token)\n"
+            f"  {_n(prefill.last_logits)} with the last position's logits only "
+            "(logits_to_keep=1, as transformers' generate does)"
         ),
-        Text(
-            f"decode one token at position {result.decode_position} (attends over "
-            f"{result.decode_position + 1} keys: the cache and itself): {_n(result.decode)} FLOPs"
-        ),
+        Text(decode),
     ]
     budget = result.budget
     if budget is not None:
@@ -258,9 +268,13 @@ def flops_json(result: FlopsAnalysis) -> dict[str, Any]:
         "mismatches": result.mismatches,
         "conventions": {row.name: row.flops for row in result.conventions},
         "inference": {
-            "prefill": result.prefill,
+            "batch": result.batch,
+            "prefill_seq": result.seq,
+            "prefill_logits_all_positions": result.prefill.all_logits,
+            "prefill_logits_last_position": result.prefill.last_logits,
             "decode_position": result.decode_position,
-            "decode": result.decode,
+            "decode_per_sequence": result.decode,
+            "decode_batch": result.batch * result.decode,
         },
         "budget": None
         if budget is None

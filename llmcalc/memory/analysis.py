@@ -44,8 +44,14 @@ class KVVariant:
 class Fit:
     memory: int
     max_batch_inference: int  # at this seq; 0 when even batch 1 does not fit
-    max_seq_inference: int  # at this batch
-    max_batch_training: int
+    max_seq_inference: int  # at this batch, at most max_seq_len; 0 when even seq 1 does not fit
+    max_seq_inference_memory: int  # what the memory alone allows, max_seq_len aside
+    seq_limit: str  # what bounds max_seq_inference: 'max_seq_len' or 'memory'
+    max_batch_training: int  # at this seq; 0 when even batch 1 does not fit
+    # peaks at the smallest size, the bytes needed when a maximum above is 0
+    inference_peak_batch_1: int  # batch 1 × seq
+    inference_peak_seq_1: int  # batch × seq 1
+    training_peak_batch_1: int  # batch 1 × seq
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class MemoryAnalysis:
     traced: TracedMemory | None = None  # the training step
     traced_inference: TracedMemory | None = None  # the prefill
     measured: Measured | None = None
+    dtype_source: str = "--dtype"  # where `dtype` came from: '--dtype', 'config' or 'default'
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -130,18 +137,27 @@ def _largest(fits: Callable[[int], bool], limit: int) -> int:
 def find_fit(
     cfg: ModelConfig, batch: int, seq: int, memory: int, setup: dict, dtype_bytes: int, kv: int
 ) -> Fit:
-    def infer(b: int, t: int) -> bool:
-        return inference_memory(cfg, b, t, dtype_bytes, kv).peak <= memory
+    """The largest batch (at seq) and the longest sequence (at batch, and no longer than
+    max_seq_len, the model's context) that fit in `memory`, for inference and training."""
 
-    def train(b: int) -> bool:
-        return training_memory(cfg, b, seq, **setup).peak <= memory
+    def infer(b: int, t: int) -> int:
+        return inference_memory(cfg, b, t, dtype_bytes, kv).peak
+
+    def train(b: int) -> int:
+        return training_memory(cfg, b, seq, **setup).peak
 
     limit = 1 << 24
+    by_memory = _largest(lambda t: infer(batch, t) <= memory, limit)
     return Fit(
         memory=memory,
-        max_batch_inference=_largest(lambda b: infer(b, seq), limit),
-        max_seq_inference=_largest(lambda t: infer(batch, t), limit),
-        max_batch_training=_largest(train, limit),
+        max_batch_inference=_largest(lambda b: infer(b, seq) <= memory, limit),
+        max_seq_inference=min(by_memory, cfg.max_seq_len),
+        max_seq_inference_memory=by_memory,
+        seq_limit="max_seq_len" if by_memory >= cfg.max_seq_len else "memory",
+        max_batch_training=_largest(lambda b: train(b) <= memory, limit),
+        inference_peak_batch_1=infer(1, seq),
+        inference_peak_seq_1=infer(batch, 1),
+        training_peak_batch_1=train(1),
     )
 
 
@@ -154,12 +170,19 @@ def analyze_memory(
     optimizer: str = "adamw",
     checkpointing: str = "none",
     attention: str = "sdpa",
-    dtype: str = "bf16",
+    dtype: str | None = None,
     kv_dtype: str | None = None,
     gpu_memory: int | None = None,
 ) -> MemoryAnalysis:
-    """Formula-only memory analysis (no torch). Add traced/measured with dataclasses.replace."""
+    """Formula-only memory analysis (no torch). Add traced/measured with dataclasses.replace.
+    dtype None: the config's dtype (config.json torch_dtype) if it has one, else bf16."""
     seq = cfg.max_seq_len if seq is None else seq
+    if dtype is not None:
+        source = "--dtype"
+    elif cfg.dtype is not None:
+        dtype, source = cfg.dtype, "config"
+    else:
+        dtype, source = "bf16", "default"
     kv_dtype = dtype if kv_dtype is None else kv_dtype
     if kv_heads is not None and kv_heads != cfg.n_kv_heads:
         cfg = with_kv_heads(cfg, kv_heads)
@@ -175,6 +198,7 @@ def analyze_memory(
         batch=batch,
         seq=seq,
         dtype=dtype,
+        dtype_source=source,
         kv_dtype=kv_dtype,
         kv_variants=kv_variants(cfg, batch, seq, kv_bytes),
         training=training_memory(cfg, batch, seq, **setup),

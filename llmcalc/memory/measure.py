@@ -25,13 +25,13 @@ from llmcalc.units import format_bytes
 @dataclass(frozen=True)
 class Measured:
     device: str  # in words, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu'
-    allocated: int  # peak tensor bytes
+    peak: int  # peak tensor bytes (CUDA: max_memory_allocated; CPU: the storage tracker)
     reserved: int | None  # CUDA: peak bytes the caching allocator held; None on CPU
     rss: int | None = None  # CPU: peak resident memory of the process
 
     @property
     def fragmentation(self) -> int | None:
-        return None if self.reserved is None else self.reserved - self.allocated
+        return None if self.reserved is None else self.reserved - self.peak
 
 
 def refuse_if_too_big(device: str, predicted: int, force: bool) -> None:
@@ -71,7 +71,7 @@ def measure_training(
             torch.cuda.synchronize()
             return Measured(
                 device=torch.cuda.get_device_name(),
-                allocated=torch.cuda.max_memory_allocated(),
+                peak=torch.cuda.max_memory_allocated(),
                 reserved=torch.cuda.max_memory_reserved(),
             )
         from llmcalc.memory.trace import StorageTracker, track_model_state
@@ -83,7 +83,7 @@ def measure_training(
             training_step(model, opt, tokens, checkpointing, on_progress)
         peak = max(phase.total for phase in tracker.peaks.values())
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return Measured(device="cpu", allocated=peak, reserved=None, rss=rss)
+        return Measured(device="cpu", peak=peak, reserved=None, rss=rss)
     except torch.cuda.OutOfMemoryError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else "out of memory"
         message = f"--measure: CUDA ran out of memory during the step ({first_line})"

@@ -85,11 +85,16 @@ def training_table(result: MemoryAnalysis) -> Table:
     return table
 
 
+_FROM_CONFIG = ", from the config"  # its dtype field (config.json: torch_dtype or dtype)
+
+
 def inference_table(result: MemoryAnalysis) -> Table:
     inference, traced = result.inference, result.traced_inference
     columns = ["", "predicted"] + (["traced", "error"] if traced is not None else [])
     table = _table(
-        f"Inference ({result.dtype}): prefill of {result.batch} × {result.seq:,} tokens", *columns
+        f"Inference ({result.dtype}{_FROM_CONFIG if result.dtype_source == 'config' else ''}): "
+        f"prefill of {result.batch} × {result.seq:,} tokens",
+        *columns,
     )
     observed = traced.categories if traced is not None else {}
     rows = [
@@ -115,10 +120,11 @@ def measured_table(result: MemoryAnalysis) -> Table:
     def versus(value: int) -> list[str]:
         return [_error(predicted, value), _error(traced, value) if traced else "n/a"]
 
-    table.add_row("peak allocated", _b(measured.allocated), *versus(measured.allocated))
+    how = "max_memory_allocated" if measured.reserved is not None else "tracked real tensors"
+    table.add_row(f"peak tensor bytes ({how})", _b(measured.peak), *versus(measured.peak))
     if measured.reserved is not None:
-        table.add_row("peak reserved", _b(measured.reserved), "", "")
-        table.add_row("reserved − allocated (fragmentation)", _b(measured.fragmentation), "", "")
+        table.add_row("peak reserved (max_memory_reserved)", _b(measured.reserved), "", "")
+        table.add_row("reserved − peak (fragmentation)", _b(measured.fragmentation), "", "")
     if measured.rss is not None:
         table.add_row("process peak RSS (with Python and torch)", _b(measured.rss), "", "")
     return table
@@ -134,12 +140,7 @@ def summary_lines(result: MemoryAnalysis) -> Text:
         f"{format_bytes(result.inference.peak)}.",
     ]
     if result.fit is not None:
-        fit = result.fit
-        lines.append(
-            f"In {format_bytes(fit.memory)}: inference fits batch ≤ {fit.max_batch_inference:,} "
-            f"at seq {result.seq:,} and seq ≤ {fit.max_seq_inference:,} at batch {result.batch}; "
-            f"training fits batch ≤ {fit.max_batch_training:,} at seq {result.seq:,}."
-        )
+        lines.append(fit_line(result))
     if result.measured is not None and result.measured.reserved is not None:
         lines.append("CUDA figures leave out the CUDA context (held by the driver, not PyTorch).")
     lines.append(
@@ -147,6 +148,42 @@ def summary_lines(result: MemoryAnalysis) -> Text:
         "traced = the real step on fake tensors (--trace); measured = a real run (--measure)."
     )
     return Text("\n".join(lines))
+
+
+def _exact(value: int) -> str:
+    return f"{format_bytes(value)} ({value:,} bytes)"
+
+
+def fit_line(result: MemoryAnalysis) -> str:
+    """What fits in --gpu-mem; where nothing does, the bytes needed at the smallest size."""
+    fit, batch, seq = result.fit, result.batch, result.seq
+    has = f"has {_exact(fit.memory)}"
+
+    def refused(b: int, t: int, need: int) -> str:
+        return f"does not fit at batch {b} × seq {t:,}: needs {_exact(need)}, {has}"
+
+    if fit.max_batch_inference:
+        by_batch = f"fits batch ≤ {fit.max_batch_inference:,} at seq {seq:,}"
+    else:
+        by_batch = refused(1, seq, fit.inference_peak_batch_1)
+    if not fit.max_seq_inference:
+        by_seq = refused(batch, 1, fit.inference_peak_seq_1)
+    else:
+        by_seq = f"fits seq ≤ {fit.max_seq_inference:,} at batch {batch}"
+        if fit.seq_limit == "max_seq_len":
+            by_seq += (
+                ", the limit being max_seq_len (memory alone would allow "
+                f"{fit.max_seq_inference_memory:,})"
+            )
+    if fit.max_batch_inference and fit.max_seq_inference:
+        inference = f"inference {by_batch} and {by_seq.removeprefix('fits ')}"
+    else:
+        inference = f"inference {by_batch}; inference {by_seq}"
+    if fit.max_batch_training:
+        training = f"training fits batch ≤ {fit.max_batch_training:,} at seq {seq:,}"
+    else:
+        training = "training " + refused(1, seq, fit.training_peak_batch_1)
+    return f"In {format_bytes(fit.memory)}: {inference}; {training}."
 
 
 def memory_renderables(result: MemoryAnalysis) -> list[RenderableType]:
@@ -191,6 +228,7 @@ def memory_json(result: MemoryAnalysis) -> dict[str, Any]:
         "checkpointing": result.checkpointing,
         "attention": result.attention,
         "dtype": result.dtype,
+        "dtype_source": result.dtype_source,
         "kv_dtype": result.kv_dtype,
         "kv_cache_bytes": result.kv_cache_bytes,
         "kv_cache": {
@@ -235,9 +273,9 @@ def memory_json(result: MemoryAnalysis) -> dict[str, Any]:
         if measured is None
         else {
             "device": measured.device,
-            "max_memory_allocated": measured.allocated,
-            "max_memory_reserved": measured.reserved,
-            "fragmentation": measured.fragmentation,
-            "rss": measured.rss,
+            "peak_bytes": measured.peak,
+            "reserved_bytes": measured.reserved,
+            "fragmentation_bytes": measured.fragmentation,
+            "rss_bytes": measured.rss,
         },
     }

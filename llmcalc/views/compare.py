@@ -25,7 +25,7 @@ ROWS = (
     Row("attention", "attention", "text"),
     Row("forward FLOPs per token (matmul, full T×T)", "forward_flops_per_token", "flops"),
     Row("training FLOPs per token (fwd + bwd)", "train_flops_per_token", "flops"),
-    Row("decode FLOPs per token at position T", "decode_flops_per_token", "flops"),
+    Row("decode FLOPs per token over T keys", "decode_flops_per_token", "flops"),
     Row("KV cache per token", "kv_bytes_per_token", "bytes"),
     Row("KV cache at batch × seq", "kv_cache_bytes", "bytes"),
     Row("training peak", "training_peak", "bytes"),
@@ -56,7 +56,7 @@ def model_metrics(
         "attention": f"{cfg.attention_kind} {cfg.n_heads}/{cfg.n_kv_heads}",
         "forward_flops_per_token": forward.matmul_total // tokens,
         "train_flops_per_token": step_flops(cfg, forward, "none").model // tokens,
-        "decode_flops_per_token": decode_flops(cfg, seq),
+        "decode_flops_per_token": decode_flops(cfg, seq - 1),  # the last of T tokens
         "kv_bytes_per_token": kv_cache_bytes(cfg, 1, 1, width),
         "kv_cache_bytes": kv_cache_bytes(cfg, batch, seq, width),
         "training_peak": training.peak,

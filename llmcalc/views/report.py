@@ -13,7 +13,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from llmcalc.config.schema import ModelConfig
+from llmcalc.config.schema import DERIVED, ModelConfig
 from llmcalc.errors import LLMCalcError
 from llmcalc.memory.formula import CATEGORIES
 from llmcalc.units import format_bytes
@@ -230,14 +230,31 @@ def check_json(results: list[CheckResult]) -> dict[str, Any]:
 
 
 def config_yaml(cfg: ModelConfig) -> str:
-    """The resolved config as YAML, with the derived sizes as trailing comments."""
+    """The config as YAML that loads back to the same config: each field as given, and a derived
+    field (n_kv_heads, head_dim, d_ff, the per-part biases) that was not given as a comment with
+    its value, so that editing d_model, n_heads or bias changes it as its rule says. The derived
+    sizes follow as a trailing comment."""
     import yaml
 
-    body = yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+    given = cfg.given_dict()
+    lines = []
+    for name, value in cfg.to_dict().items():
+        text = yaml.safe_dump({name: value}, sort_keys=False, allow_unicode=True)
+        if name in given:
+            lines.append(text)
+        else:
+            rule = _d_ff_rule(cfg) if name == "d_ff" else DERIVED[name]
+            lines.append(f"# {text.rstrip()}  (derived: {rule})\n")
     derived = (
         f"# derived: attention {cfg.attention_kind} ({cfg.n_heads} query heads, "
         f"{cfg.n_kv_heads} kv heads), q width h·d_h = {cfg.q_dim}, kv width h_kv·d_h = "
         f"{cfg.kv_dim}, MLP {'3 matrices (GLU)' if cfg.is_glu else '2 matrices'} at "
         f"d_ff = {cfg.d_ff} = {cfg.d_ff / cfg.d_model:.4g}·d_model\n"
     )
-    return body + derived
+    return "".join(lines) + derived
+
+
+def _d_ff_rule(cfg: ModelConfig) -> str:
+    if cfg.multiple_of is not None or cfg.ffn_multiplier is not None:
+        return "the LLaMA rule from d_model, ffn_multiplier and multiple_of"
+    return "int(8·d_model/3), GLU" if cfg.is_glu else "4·d_model"

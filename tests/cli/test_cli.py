@@ -102,7 +102,8 @@ def test_show_prints_yaml_that_loads_back(runner, tmp_path):
     result = runner.invoke(app, ["show", "llama-3-8b"])
     assert result.exit_code == 0
     data = yaml.safe_load(result.stdout)
-    assert data["d_ff"] == 14336 and data["head_dim"] == 128  # derived fields filled in
+    assert "d_ff" not in data and "head_dim" not in data  # derived: written as comments
+    assert "# d_ff: 14336  (derived: the LLaMA rule" in result.stdout
     saved = tmp_path / "mine.yaml"
     saved.write_text(result.stdout)
     assert load_config(str(saved)) == load_config("llama-3-8b")
