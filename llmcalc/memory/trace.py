@@ -18,6 +18,7 @@ allocator's rounding of each block to 512 bytes.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,9 +30,12 @@ from llmcalc.config.schema import ModelConfig
 from llmcalc.memory.formula import CATEGORIES as TRAINING_CATEGORIES
 from llmcalc.memory.train_step import (
     PHASES,
+    LossFn,
     MasterWeights,
-    build_for_training,
     create_optimizer_state,
+    next_token_loss,
+    optimizer_for,
+    precision_dtype,
     training_step,
 )
 from llmcalc.model.attention import KVCache
@@ -131,9 +135,11 @@ class StorageTracker(TorchDispatchMode):
 
 
 def track_model_state(tracker: StorageTracker, model: torch.nn.Module, optimizer: object) -> None:
-    """Count the weights and the optimizer state that exist before the step."""
+    """Count the weights, any buffers (other) and the optimizer state that exist before the step."""
     for param in model.parameters():
         tracker.track(param, "weights")
+    for buffer in model.buffers():  # llmcalc's model has none; transformers' RoPE inv_freq
+        tracker.track(buffer, "other")
     for state in optimizer.state.values():
         for value in state.values():
             if isinstance(value, torch.Tensor):
@@ -151,13 +157,36 @@ def trace_training(
     checkpointing: str = "none",
     attention: str = "sdpa",
 ) -> TracedMemory:
-    """Peak memory of one steady-state training step, traced on fake tensors."""
+    """Peak memory of one steady-state training step of llmcalc's model, traced on fake tensors."""
+
+    def build() -> torch.nn.Module:
+        return build_model(cfg, "cpu", precision_dtype(precision), attention)
+
+    return trace_module_training(
+        build, cfg.vocab_size, batch, seq, precision, optimizer, checkpointing
+    )
+
+
+def trace_module_training(
+    build: Callable[[], torch.nn.Module],
+    vocab_size: int,
+    batch: int,
+    seq: int,
+    precision: str = "fp32",
+    optimizer: str = "adamw",
+    checkpointing: str = "none",
+    loss_fn: LossFn = next_token_loss,
+) -> TracedMemory:
+    """Peak memory of one steady-state training step of any model on (batch, seq) tokens, traced
+    on fake tensors: `build()` makes the model in the precision's dtype on the CPU (called under
+    FakeTensorMode: no storage), `loss_fn(model, tokens)` its loss."""
     tracker = StorageTracker()
     with FakeTensorMode(allow_non_fake_inputs=False):
-        model, opt = build_for_training(cfg, precision, optimizer, "cpu", attention)
+        model = build()
+        opt = optimizer_for(model, precision, optimizer)
         create_optimizer_state(model, opt)
         track_model_state(tracker, model, opt)
-        tokens = torch.randint(0, cfg.vocab_size, (batch, seq))
+        tokens = torch.randint(0, vocab_size, (batch, seq))
         tracker.track(tokens, "other")
 
         def on_phase(phase: str) -> None:
@@ -174,7 +203,7 @@ def trace_training(
             opt.on_fp32_grad = mark_gradient
         hooks = torch.autograd.graph.saved_tensors_hooks(tracker.pack_saved, lambda t: t)
         with tracker, hooks:
-            training_step(model, opt, tokens, checkpointing, on_phase)
+            training_step(model, opt, tokens, checkpointing, on_phase, loss_fn)
         for handle in handles:
             handle.remove()
     return _result(tracker, PHASES)

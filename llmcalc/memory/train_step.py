@@ -7,7 +7,9 @@ Precisions (memory/formula.py states the bytes per parameter of each):
     bf16   everything in bf16 (optimizer state takes the parameters' dtype)
     mixed  bf16 weights and gradients for compute, fp32 master weights and optimizer state; the
            gradients become fp32 for the update (bf16 weights + fp32 grads: Megatron-LM's layout)
-Optimizers use torch's fused kernels: no temporaries beyond their state.
+Optimizers use torch's fused kernels: no temporaries beyond their state. The step takes any
+nn.Module and a loss function (llmcalc's model by default; views/parity.py passes transformers'
+own model and its loss).
 """
 
 from __future__ import annotations
@@ -57,18 +59,26 @@ class MasterWeights:
 Optimizer = torch.optim.Optimizer | MasterWeights
 
 
+def precision_dtype(precision: str) -> torch.dtype:
+    """The dtype the model is built in: fp32, or bf16 (bf16 and mixed)."""
+    return torch.float32 if precision == "fp32" else torch.bfloat16
+
+
+def optimizer_for(model: torch.nn.Module, precision: str, optimizer: str) -> Optimizer:
+    params = list(model.parameters())
+    if precision == "mixed":
+        return MasterWeights(params, optimizer)
+    return make_optimizer(params, optimizer)
+
+
 def build_for_training(
     cfg: ModelConfig, precision: str, optimizer: str, device: str, attention: str = "sdpa"
 ) -> tuple[Transformer, Optimizer]:
-    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
-    model = build_model(cfg, device=device, dtype=dtype, attention=attention)
-    params = list(model.parameters())
-    if precision == "mixed":
-        return model, MasterWeights(params, optimizer)
-    return model, make_optimizer(params, optimizer)
+    model = build_model(cfg, device=device, dtype=precision_dtype(precision), attention=attention)
+    return model, optimizer_for(model, precision, optimizer)
 
 
-def create_optimizer_state(model: Transformer, optimizer: Optimizer) -> None:
+def create_optimizer_state(model: torch.nn.Module, optimizer: Optimizer) -> None:
     """Steady state: optimizers create their state on the first step, so take one step on zero
     gradients before the step that is traced or measured."""
     for param in model.parameters():
@@ -77,19 +87,34 @@ def create_optimizer_state(model: Transformer, optimizer: Optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
+# (model, tokens, targets) -> the loss
+LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def next_token_loss(
+    model: torch.nn.Module, tokens: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """llmcalc's model: the mean cross-entropy of each next token, inside its forward."""
+    return model(tokens, targets)
+
+
 def training_step(
-    model: Transformer,
+    model: torch.nn.Module,
     optimizer: Optimizer,
     tokens: torch.Tensor,
     checkpointing: str = "none",
     on_phase: Callable[[str], None] = lambda phase: None,
+    loss_fn: LossFn = next_token_loss,
 ) -> None:
     """Forward (loss included), backward, optimizer step, zero_grad: one step of training on
-    `tokens` (B, T), predicting each next token (targets are the tokens shifted by one)."""
+    `tokens` (B, T), predicting each next token (targets are the tokens shifted by one; the
+    loop holds both all step, as a data loader's batch). Checkpointing is llmcalc's model's own
+    switch (other models: none)."""
     targets = tokens.roll(-1, dims=1)
-    model.checkpointing = checkpointing == "full"
+    if hasattr(model, "checkpointing"):
+        model.checkpointing = checkpointing == "full"
     on_phase("forward")
-    loss = model(tokens, targets)
+    loss = loss_fn(model, tokens, targets)
     on_phase("backward")
     loss.backward()
     del loss
