@@ -82,8 +82,14 @@ def _llama_like(f: _Fields, **extra: Any) -> dict[str, Any]:
     return cfg
 
 
+def _llama(f: _Fields) -> dict[str, Any]:
+    # RMSNorm casts the normalised rows to the activation dtype before the weight (LlamaRMSNorm)
+    return _llama_like(f, norm_cast="before_weight")
+
+
 def _qwen2(f: _Fields) -> dict[str, Any]:
-    return _llama_like(f, qkv_bias=True, out_bias=False)  # biases on q, k, v only
+    # biases on q, k, v only; LLaMA's RMSNorm
+    return _llama_like(f, qkv_bias=True, out_bias=False, norm_cast="before_weight")
 
 
 def _gemma(f: _Fields) -> dict[str, Any]:
@@ -192,8 +198,8 @@ def _phi(f: _Fields) -> dict[str, Any]:
 
 
 MODEL_TYPES: dict[str, Callable[[_Fields], dict[str, Any]]] = {
-    "llama": _llama_like,
-    "mistral": _llama_like,
+    "llama": _llama,
+    "mistral": _llama,
     "qwen2": _qwen2,
     "gemma": _gemma,
     "gpt2": _gpt2,

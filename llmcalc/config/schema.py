@@ -25,6 +25,7 @@ NORMS = ("rmsnorm", "layernorm")
 NORM_POSITIONS = ("pre", "post", "sandwich", "output")
 BLOCKS = ("serial", "parallel", "parallel_shared_norm")
 QK_NORMS = ("none", "head", "full")
+NORM_CASTS = ("after_weight", "before_weight")  # where RMSNorm returns to the activation dtype
 POSITIONS = ("rope", "learned", "sinusoidal", "alibi", "none")
 
 # Fields whose value must be one of a fixed set of strings.
@@ -34,6 +35,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "norm_position": NORM_POSITIONS,
     "block": BLOCKS,
     "qk_norm": QK_NORMS,
+    "norm_cast": NORM_CASTS,
     "position": POSITIONS,
     "dtype": tuple(DTYPE_BYTES),  # or null: none given
 }
@@ -71,6 +73,10 @@ class ModelConfig:
     block: str = "serial"
     norm_bias: bool = True  # LayerNorm's beta; rmsnorm has none
     norm_eps: float = 1e-5
+    # RMSNorm in bf16: after_weight normalises and weights in fp32, then casts (torch's
+    # nn.RMSNorm, Gemma, OLMo 2); before_weight casts the normalised rows, then weights them in
+    # the activation dtype (Meta's LLaMA, transformers' Llama, Mistral, Qwen2)
+    norm_cast: str = "after_weight"
     qk_norm: str = "none"
     final_norm: bool = True
 

@@ -35,13 +35,15 @@ def _norm(
 ) -> None:
     """What a norm over `width` features keeps. LayerNorm: its input, mean and rstd (in the input
     dtype on CPU). RMSNorm: its input as fp32 (the input itself in fp32, a fresh copy in bf16),
-    the normalised fp32 rows and the fp32 rsqrt. Its output is kept by whoever consumes it."""
+    the normalised rows (fp32; with norm_cast before_weight, in the activation dtype, as the
+    weight multiplies them) and the fp32 rsqrt. Its output is kept by whoever consumes it."""
     if cfg.norm == "layernorm":
         saved.add(source, rows * width * a)
         saved.add(f"{name}.stats", 2 * rows * a)
         return
     saved.add(source if a == 4 else f"{name}.input_fp32", rows * width * 4)
-    saved.add(f"{name}.normalised", rows * width * 4)
+    normalised = a if cfg.norm_cast == "before_weight" else 4
+    saved.add(f"{name}.normalised", rows * width * normalised)
     saved.add(f"{name}.rsqrt", rows * 4)
 
 
@@ -59,15 +61,15 @@ def _attention(
         _norm(saved, cfg, f"{p}.q_norm", q_name, rows_q, width_q, a)
         _norm(saved, cfg, f"{p}.k_norm", k_name, rows_k, width_k, a)
         q_name, k_name = f"{p}.q_norm.out", f"{p}.k_norm.out"
-    head_major = False  # q rewritten contiguous as (B, H, T, d_h): the output needs a copy
+    # q rewritten contiguous as (B, H, T, d_h): the output then needs a copy. A head-wise q/k
+    # norm does that, unless it is element-wise ops (before_weight RMSNorm), which keep the layout
+    fused_norm = cfg.norm == "layernorm" or cfg.norm_cast == "after_weight"
+    head_major = cfg.qk_norm == "head" and fused_norm
     if cfg.position == "rope":
         # x·cos + rotate_half(x)·sin keeps the cos and sin made once per forward (counted in
-        # head_activations) and x's layout; a partial rotary's cat, or a head-wise q/k norm
-        # before it, leaves q head-major, and the output then needs a copy
+        # head_activations) and x's layout; a partial rotary's cat leaves q head-major
         q_name, k_name = f"{p}.q_rope", f"{p}.k_rope"
-        head_major = cfg.rotary_dim < cfg.head_dim or cfg.qk_norm == "head"
-    elif cfg.qk_norm == "head":
-        head_major = True
+        head_major = head_major or cfg.rotary_dim < cfg.head_dim
     v_name = f"{p}.v_proj"
     groups = cfg.n_heads // cfg.n_kv_heads
     if impl == "sdpa" and cfg.position == "alibi":

@@ -34,8 +34,27 @@ class Embedding(SkipInitOnMeta, nn.Embedding):
 # --- norms ------------------------------------------------------------------------------------
 
 
+class CastRMSNorm(nn.Module):
+    """RMSNorm as Meta's LLaMA writes it (and transformers' Llama, Mistral, Qwen2): normalise in
+    fp32, cast the normalised rows to the input dtype, then weight them in that dtype. In bf16 its
+    backward keeps those rows in bf16, where nn.RMSNorm keeps them in fp32; in fp32 the two are
+    the same computation."""
+
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.float()
+        rows = rows * torch.rsqrt(rows.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * rows.to(x.dtype)
+
+
 def make_norm(cfg: ModelConfig, size: int | None = None) -> nn.Module:
     size = cfg.d_model if size is None else size
+    if cfg.norm == "rmsnorm" and cfg.norm_cast == "before_weight":
+        return CastRMSNorm(size, cfg.norm_eps)
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(size, eps=cfg.norm_eps)
     return nn.LayerNorm(size, eps=cfg.norm_eps, bias=cfg.norm_bias)

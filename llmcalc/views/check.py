@@ -32,6 +32,8 @@ _GRID_AXES: list[dict] = [
         for block in ("serial", "parallel", "parallel_shared_norm")
         for position in ("pre", "post", "sandwich", "output")
     ],
+    {"norm_cast": "before_weight"},
+    {"norm_cast": "before_weight", "qk_norm": "head", "norm_position": "sandwich"},
     {"qk_norm": "head"},
     {"qk_norm": "full"},
     {"qk_norm": "full", "norm": "layernorm", "n_kv_heads": 2},
