@@ -87,9 +87,28 @@ def _llama(f: _Fields) -> dict[str, Any]:
     return _llama_like(f, norm_cast="before_weight")
 
 
+def _mistral(f: _Fields) -> dict[str, Any]:
+    # a sliding window on every layer: 4096 when the field is absent (MistralConfig), none if null
+    window = f.data["sliding_window"] if "sliding_window" in f.data else 4096
+    return _llama_like(f, norm_cast="before_weight", sliding_window=window)
+
+
 def _qwen2(f: _Fields) -> dict[str, Any]:
-    # biases on q, k, v only; LLaMA's RMSNorm
-    return _llama_like(f, qkv_bias=True, out_bias=False, norm_cast="before_weight")
+    # biases on q, k, v only; LLaMA's RMSNorm; with use_sliding_window, the layers from
+    # max_window_layers on use the window (Qwen2Config.layer_types): every layer or none here
+    layers = f.need("num_hidden_layers")
+    window = None
+    if f.get("use_sliding_window", False):
+        first = f.get("max_window_layers", 28)
+        if 0 < first < layers:
+            raise LLMCalcError(
+                f"{f.where}: use_sliding_window with max_window_layers = {first} windows layers "
+                f"{first} to {layers - 1} only; llmcalc windows every layer or none"
+            )
+        window = f.get("sliding_window", 4096) if first == 0 else None
+    return _llama_like(
+        f, qkv_bias=True, out_bias=False, norm_cast="before_weight", sliding_window=window
+    )
 
 
 def _gemma(f: _Fields) -> dict[str, Any]:
@@ -199,7 +218,7 @@ def _phi(f: _Fields) -> dict[str, Any]:
 
 MODEL_TYPES: dict[str, Callable[[_Fields], dict[str, Any]]] = {
     "llama": _llama,
-    "mistral": _llama,
+    "mistral": _mistral,
     "qwen2": _qwen2,
     "gemma": _gemma,
     "gpt2": _gpt2,

@@ -60,6 +60,9 @@ class ModelConfig:
     n_kv_heads: int | None = None  # None -> n_heads (MHA); 1 = MQA; between = GQA
     head_dim: int | None = None  # None -> d_model / n_heads, which must then divide exactly
     max_seq_len: int = 4096
+    # sliding-window attention (Mistral): each query sees the last W keys, itself included, and
+    # the KV cache keeps the last W - 1 tokens; None: every earlier key
+    sliding_window: int | None = None
 
     # --- MLP ------------------------------------------------------------------------------------
     d_ff: int | None = None  # None -> 4*d_model, or the LLaMA rule for GLU activations
@@ -127,7 +130,7 @@ class ModelConfig:
         where = self.origin
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
             _positive(where, name, getattr(self, name))
-        for name in ("n_kv_heads", "head_dim", "d_ff", "multiple_of"):
+        for name in ("n_kv_heads", "head_dim", "d_ff", "multiple_of", "sliding_window"):
             if getattr(self, name) is not None:
                 _positive(where, name, getattr(self, name))
         for name in ("norm_eps", "rope_theta", "ffn_multiplier"):
@@ -223,6 +226,11 @@ class ModelConfig:
         if self.n_kv_heads == self.n_heads:
             return "MHA"
         return "MQA" if self.n_kv_heads == 1 else "GQA"
+
+    def cached_tokens(self, seq: int) -> int:
+        """Tokens per layer a KV cache holds after `seq` tokens: all, or with a sliding window the
+        last W - 1 (all the next token needs; transformers' sliding cache layers keep as many)."""
+        return seq if self.sliding_window is None else min(seq, self.sliding_window - 1)
 
     def seq_warning(self, option: str, length: int, positions: int | None = None) -> str | None:
         """Check a sequence length: past a learned position table is an error; past

@@ -97,6 +97,10 @@ def _attention(
     saved.add(v_name, kv_bytes)
     saved.add(f"{p}.out", q_bytes)
     saved.add(f"{p}.logsumexp", batch * cfg.n_heads * seq * 4)
+    if cfg.sliding_window is not None and seq > cfg.sliding_window:
+        # past the window SDPA takes a boolean (T, T) mask, which torch's CPU kernel turns into
+        # an additive one in the activation dtype and keeps (each layer makes its own)
+        saved.add(f"{p}.window_mask", seq * seq * a)
     if head_major:
         saved.add(f"{p}.out_copy", q_bytes)
 

@@ -47,8 +47,10 @@ STATE_TENSORS = {"adamw": 2, "sgd": 0, "sgd-momentum": 1}  # AdamW: exp_avg and 
 def kv_cache_bytes(cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int) -> int:
     """Keys and values of every layer: 2 · L · h_kv · d_h · T · B · bytes (Pope et al. 2022,
     'Efficiently Scaling Transformer Inference', section 3.1). GQA and MQA shrink it by storing
-    h_kv < h heads (Ainslie et al. 2023; Shazeer 2019)."""
-    return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * seq * batch * dtype_bytes
+    h_kv < h heads (Ainslie et al. 2023; Shazeer 2019); a sliding window of W by storing
+    min(T, W - 1) tokens (Jiang et al. 2023, Mistral 7B)."""
+    tokens = cfg.cached_tokens(seq)
+    return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * tokens * batch * dtype_bytes
 
 
 def with_kv_heads(cfg: ModelConfig, n_kv_heads: int) -> ModelConfig:

@@ -17,20 +17,32 @@ class KVCache:
     """Keys and values of every layer for `batch` sequences of up to `max_len` tokens, filled by a
     prefill and extended by decode steps (the layout of gpt-fast's cache). Its bytes are exactly
     2 · n_layers · batch · n_kv_heads · max_len · head_dim · element size (memory/formula.py: kv_cache_bytes):
-    with GQA or MQA only the n_kv_heads shared heads are stored."""
+    with GQA or MQA only the n_kv_heads shared heads are stored. With a sliding window of W it
+    holds the last W - 1 tokens (cfg.cached_tokens), all the next query needs besides itself."""
 
     def __init__(
         self, cfg: ModelConfig, batch: int, max_len: int, device: str, dtype: torch.dtype
     ) -> None:
-        shape = (batch, cfg.n_kv_heads, max_len, cfg.head_dim)
+        self.size = cfg.cached_tokens(max_len)
+        self.windowed = self.size < max_len
+        shape = (batch, cfg.n_kv_heads, self.size, cfg.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
-        self.length = 0  # tokens already stored; the next token's position
+        self.length = 0  # tokens already seen; the next token's position
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this layer's new keys and values; return all keys and values so far."""
+        """Store this layer's new keys and values; return the keys and values the new queries
+        attend over: all so far, or with a window the kept ones and the new ones."""
+        if self.windowed:
+            kept = min(self.length, self.size)
+            keys = torch.cat((self.keys[layer][:, :, :kept], k), dim=2)
+            values = torch.cat((self.values[layer][:, :, :kept], v), dim=2)
+            last = min(keys.shape[2], self.size)
+            self.keys[layer][:, :, :last] = keys[:, :, -last:]
+            self.values[layer][:, :, :last] = values[:, :, -last:]
+            return keys, values
         end = self.length + k.shape[2]
         self.keys[layer][:, :, self.length : end] = k
         self.values[layer][:, :, self.length : end] = v
@@ -85,7 +97,7 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
 
-        mask = self._mask(seq, start, q.dtype, q.device)
+        mask = self._mask(seq, start, k.shape[2], q.dtype, q.device)
         if self.impl == "eager":
             out = eager_attention(q, k, v, mask)
         else:
@@ -97,17 +109,22 @@ class Attention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, cfg.q_dim))
 
     def _mask(
-        self, seq: int, start: int, dtype: torch.dtype, device: torch.device
+        self, seq: int, start: int, keys: int, dtype: torch.dtype, device: torch.device
     ) -> torch.Tensor | None:
-        """Queries at positions start..start+seq-1 see keys 0..their own position. None where
-        SDPA needs no mask (plain causal from position 0, or one decode query seeing all keys);
-        a boolean mask (True = attend) or, for ALiBi, an additive bias otherwise."""
+        """Queries at positions start..start+seq-1 see keys up to their own position (the last
+        `keys` positions; with a sliding window W, only those less than W back). None where SDPA
+        needs no mask (plain causal from position 0, or one decode query seeing all keys, the
+        window not reached); a boolean mask (True = attend) or, for ALiBi, an additive bias."""
         alibi = self.cfg.position == "alibi"
-        if not alibi and self.impl == "sdpa" and (start == 0 or seq == 1):
+        window = self.cfg.sliding_window
+        inside = window is None or (keys <= window if seq == 1 else start + seq <= window)
+        if not alibi and self.impl == "sdpa" and (start == 0 or seq == 1) and inside:
             return None
         query_pos = torch.arange(start, start + seq, device=device).view(-1, 1)
-        key_pos = torch.arange(start + seq, device=device).view(1, -1)
+        key_pos = torch.arange(start + seq - keys, start + seq, device=device).view(1, -1)
         allowed = key_pos <= query_pos
+        if window is not None:
+            allowed = allowed & (query_pos - key_pos < window)
         if not alibi:
             return allowed
         distance = (query_pos - key_pos).to(dtype)

@@ -41,6 +41,7 @@ _GRID_AXES: list[dict] = [
     *[{"activation": a} for a in ("relu", "gelu", "silu", "geglu", "reglu")],
     {"n_kv_heads": 2},
     {"n_kv_heads": 1},
+    {"n_kv_heads": 2, "sliding_window": 8},  # CHECK_SEQ 16: past the window
     {"head_dim": 12},
     {"head_dim": 12, "n_kv_heads": 2, "qk_norm": "full"},
     {"multiple_of": 32, "ffn_multiplier": 1.3},

@@ -241,3 +241,20 @@ def test_conflicting_fields_are_named(tmp_path, runner):
 def test_bad_rope_fraction_is_an_error(tmp_path, runner):
     fields = dict(CONFIGS[7][1], partial_rotary_factor=0.01)
     assert "rope_fraction" in _error_line(runner, write_config(tmp_path, "phi", fields))
+
+
+def test_sliding_windows_are_read_as_transformers_reads_them(tmp_path, runner):
+    mistral = dict(CONFIGS[1][1])
+    assert load_config(str(write_config(tmp_path / "m", "mistral", mistral))).sliding_window == 4096
+    for window in (None, 512):
+        path = write_config(
+            tmp_path / f"m{window}", "mistral", dict(mistral, sliding_window=window)
+        )
+        assert load_config(str(path)).sliding_window == window
+    qwen = dict(CONFIGS[2][1], use_sliding_window=True, sliding_window=1024)
+    every = write_config(tmp_path / "q0", "qwen2", dict(qwen, max_window_layers=0))
+    assert load_config(str(every)).sliding_window == 1024
+    none = write_config(tmp_path / "q28", "qwen2", dict(qwen, max_window_layers=28))
+    assert load_config(str(none)).sliding_window is None
+    some = write_config(tmp_path / "q4", "qwen2", dict(qwen, max_window_layers=4))
+    assert "windows layers 4 to 27 only" in _error_line(runner, some)

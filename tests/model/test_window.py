@@ -1,0 +1,65 @@
+"""Sliding-window attention (Mistral): each query sees the last W keys, itself included, as
+transformers' sliding_window_overlay (kv_idx > q_idx - W); the KV cache keeps the last W - 1."""
+
+import pytest
+import torch
+
+from llmcalc.config.schema import ModelConfig
+from llmcalc.memory.formula import kv_cache_bytes
+from llmcalc.model.attention import KVCache, eager_attention
+from llmcalc.model.transformer import build_model
+from tests.conftest import tiny
+
+
+def _windowed(window, **changes):
+    return ModelConfig.from_dict(tiny(**{"n_kv_heads": 2, "sliding_window": window, **changes}))
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_prefill_then_decode_equals_one_full_forward_with_a_window(impl):
+    torch.manual_seed(0)
+    cfg = _windowed(5)
+    model = build_model(cfg, "cpu", attention=impl).eval()
+    tokens = torch.randint(0, cfg.vocab_size, (2, 14))
+    cache = KVCache(cfg, 2, 14, "cpu", torch.float32)
+    with torch.no_grad():
+        full = model(tokens)
+        steps = [model(tokens[:, :7], cache=cache), model(tokens[:, 7:10], cache=cache)]
+        steps += [model(tokens[:, i : i + 1], cache=cache) for i in range(10, 14)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache.nbytes == kv_cache_bytes(cfg, 2, 14, 4)  # the last W - 1 = 4 tokens
+    assert cache.keys[0].shape[2] == 4
+
+
+def test_the_window_is_the_last_w_keys_itself_included():
+    torch.manual_seed(0)
+    cfg = _windowed(4)
+    model = build_model(cfg, "cpu").eval()
+    tokens = torch.randint(0, cfg.vocab_size, (1, 10))
+    attention = model.layers[0].attn
+    mask = attention._mask(10, 0, 10, torch.float32, torch.device("cpu"))
+    rows = [torch.nonzero(row).flatten().tolist() for row in mask]
+    assert rows[0] == [0] and rows[3] == [0, 1, 2, 3] and rows[9] == [6, 7, 8, 9]
+    with torch.no_grad():  # past the window the model differs from the unwindowed one
+        windowed = model(tokens)
+        unwindowed = build_model(cfg.replace(sliding_window=None), "cpu").eval()
+        unwindowed.load_state_dict(model.state_dict())
+        full = unwindowed(tokens)
+    torch.testing.assert_close(windowed[:, :4], full[:, :4])
+    assert not torch.allclose(windowed[:, 4:], full[:, 4:])
+
+
+def test_sdpa_and_eager_agree_past_the_window():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 9, 8) for _ in range(3))
+    cfg = _windowed(3, n_kv_heads=4)
+    model = build_model(cfg, "cpu", attention="eager")
+    mask = model.layers[0].attn._mask(9, 0, 9, torch.float32, torch.device("cpu"))
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(eager_attention(q, k, v, mask), expected)
+
+
+def test_cache_below_the_window_holds_every_token():
+    cfg = _windowed(64)
+    assert cfg.cached_tokens(10) == 10 and cfg.cached_tokens(100) == 63
+    assert kv_cache_bytes(cfg, 1, 100, 2) == 2 * cfg.n_layers * cfg.kv_dim * 63 * 2
