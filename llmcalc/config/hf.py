@@ -17,7 +17,7 @@ from llmcalc.errors import LLMCalcError
 # HF activation names -> ours; a GLU model type turns silu/gelu into swiglu/geglu
 _ACTIVATIONS = {
     "gelu": "gelu",
-    "gelu_new": "gelu",
+    "gelu_new": "gelu_new",
     "gelu_fast": "gelu",
     "gelu_pytorch_tanh": "gelu",
     "relu": "relu",
@@ -52,7 +52,8 @@ class _Fields:
             raise LLMCalcError(
                 f"{self.where}: field {name!r} = {raw!r}: supported: {', '.join(_ACTIVATIONS)}"
             )
-        return _GLU[_ACTIVATIONS[raw]] if glu else _ACTIVATIONS[raw]
+        act = _ACTIVATIONS[raw]
+        return _GLU[{"gelu_new": "gelu"}.get(act, act)] if glu else act
 
 
 def _llama_like(f: _Fields, **extra: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 from llmcalc.config.dtypes import DTYPE_BYTES
 from llmcalc.errors import LLMCalcError
 
-ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "geglu", "reglu")
+ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu", "swiglu", "geglu", "reglu")
 GLU_ACTIVATIONS = ("swiglu", "geglu", "reglu")  # three matrices: gate, up, down
 NORMS = ("rmsnorm", "layernorm")
 NORM_POSITIONS = ("pre", "post", "sandwich", "output")

@@ -98,11 +98,13 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
     """Element-wise work, 1 FLOP per element per elementary op (an approximation, stated as such):
     RMSNorm 4/element (square, mean, scale, weight), LayerNorm 5 (+1 with bias); softmax 5 per
     score (max, subtract, exp, sum, divide) over the full T×T; activation 1 per element (2 with a
-    gate product); bias add 1 per output; residual add 1 per element; RoPE 3 per rotated element of
-    q and k (two multiplies and an add), over the rotary_dim = int(head_dim · rope_fraction)
-    features of each head that rotate (the rest pass through untouched)."""
+    gate product; 8 for gelu_new, written op by op); bias add 1 per output; residual add 1 per
+    element; RoPE 3 per rotated element of q and k (two multiplies and an add), over the
+    rotary_dim = int(head_dim · rope_fraction) features of each head that rotate (the rest pass
+    through untouched)."""
     tokens = batch * seq
     d, layers = cfg.d_model, cfg.n_layers
+    gelu_new = cfg.activation == "gelu_new"  # pow, 3 multiplies, 2 adds, tanh, product: 8
     per_norm = 4 if cfg.norm == "rmsnorm" else 5 + int(cfg.norm_bias)
     norm_elems = norms_per_layer(cfg) * d
     if cfg.qk_norm != "none":
@@ -120,7 +122,7 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
     result = {
         "norms": norms,
         "softmax": layers * 5 * batch * cfg.n_heads * seq * seq,
-        "activation": layers * tokens * cfg.d_ff * (2 if cfg.is_glu else 1),
+        "activation": layers * tokens * cfg.d_ff * (2 if cfg.is_glu else 8 if gelu_new else 1),
         "bias_adds": layers * tokens * bias_elems
         + (tokens * cfg.vocab_size if cfg.lm_head_bias else 0),
         "residual_adds": layers * tokens * 2 * d,  # attention and MLP outputs join x

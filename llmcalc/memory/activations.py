@@ -107,7 +107,8 @@ def _attention(
 
 def _mlp(saved: Saved, cfg: ModelConfig, p: str, n: int, a: int) -> None:
     """GELU and SiLU keep their input, ReLU its output; the product of a GLU keeps both factors;
-    the down projection keeps its input."""
+    the down projection keeps its input. gelu_new, written op by op, also keeps 0.5·x, its tanh
+    and 1 + tanh."""
     size = n * cfg.d_ff * a
     if cfg.is_glu:
         if cfg.activation != "reglu":
@@ -118,6 +119,9 @@ def _mlp(saved: Saved, cfg: ModelConfig, p: str, n: int, a: int) -> None:
         return
     if cfg.activation != "relu":
         saved.add(f"{p}.up", size)
+    if cfg.activation == "gelu_new":
+        for part in ("half_x", "tanh", "one_plus_tanh"):
+            saved.add(f"{p}.gelu_new.{part}", size)
     saved.add(f"{p}.act", size)
 
 
@@ -211,9 +215,11 @@ def block_backward_peak(
     n = batch * seq
     everything = sum(saved.values())
     stream = 2 * n * cfg.d_model * a
-    # the down projection's input is released as its gradient is made; a GLU's product then
-    # makes two gradients from one; ReLU keeps its output (it is its own saved tensor)
-    mlp = everything + (2 if cfg.is_glu or cfg.activation == "relu" else 1) * n * cfg.d_ff * a
+    # the down projection's input is released as its gradient is made; a GLU's product (and
+    # gelu_new's 0.5·x · (1 + tanh)) then makes two gradients from one; ReLU keeps its output
+    # (it is its own saved tensor)
+    two = cfg.is_glu or cfg.activation in ("relu", "gelu_new")
+    mlp = everything + (2 if two else 1) * n * cfg.d_ff * a
     # the MLP was called last, so autograd runs its backward first, in parallel blocks too
     everything -= sum(v for k, v in saved.items() if k.startswith(MLP_STAGE))
     if impl == "eager":

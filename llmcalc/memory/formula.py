@@ -307,9 +307,10 @@ def prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> tuple[i
 
 def block_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int:
     """A block's forward without autograd, in its MLP: input, mid-stream, norm output, and
-    the hidden tensors (three of n·f while a GLU multiplies, else two)."""
+    the hidden tensors (three of n·f while a GLU multiplies, four inside gelu_new, else two)."""
     n = batch * seq
-    return 3 * n * cfg.d_model * a + (3 if cfg.is_glu else 2) * n * cfg.d_ff * a
+    hidden = 3 if cfg.is_glu else 4 if cfg.activation == "gelu_new" else 2
+    return 3 * n * cfg.d_model * a + hidden * n * cfg.d_ff * a
 
 
 def inference_memory(

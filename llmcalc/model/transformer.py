@@ -13,6 +13,8 @@ final_norm, lm_head.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +26,17 @@ from llmcalc.model.layers import Embedding, Linear, maybe_norm, rope_tables, sin
 
 # --- MLP -------------------------------------------------------------------------------------
 
-_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+
+def gelu_new(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation as GPT-2's code writes it (transformers' gelu_new), op by op and
+    in its order: backward keeps x, 0.5·x, the tanh and 1 + tanh, where torch's fused F.gelu
+    keeps x; without autograd at most 4 tensors of x's size are alive at once."""
+    return (
+        0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    )
+
+
+_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_new": gelu_new, "silu": F.silu}
 _GLU_GATES = {"swiglu": F.silu, "geglu": F.gelu, "reglu": F.relu}  # Shazeer 2020, GLU variants
 
 

@@ -38,7 +38,7 @@ _GRID_AXES: list[dict] = [
     {"qk_norm": "full"},
     {"qk_norm": "full", "norm": "layernorm", "n_kv_heads": 2},
     *[{"position": p} for p in ("learned", "sinusoidal", "alibi", "none")],
-    *[{"activation": a} for a in ("relu", "gelu", "silu", "geglu", "reglu")],
+    *[{"activation": a} for a in ("relu", "gelu", "gelu_new", "silu", "geglu", "reglu")],
     {"n_kv_heads": 2},
     {"n_kv_heads": 1},
     {"n_kv_heads": 2, "sliding_window": 8},  # CHECK_SEQ 16: past the window
