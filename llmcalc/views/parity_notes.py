@@ -1,0 +1,95 @@
+"""What transformers' models save for backward that llmcalc's model does not, where it is known:
+one line per cause, read from the config.json. Each was found by comparing the two traces tensor
+by tensor (docs/parity.md); the training-peak check prints the causes that apply beside its
+figures, so a gap is explained, not hidden. No torch here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from llmcalc.config.schema import ModelConfig
+
+_DROPOUT_FIELDS = (
+    "attn_pdrop",
+    "embd_pdrop",
+    "resid_pdrop",
+    "attention_dropout",
+    "hidden_dropout",
+)
+
+
+def _dropout(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int) -> str | None:
+    on = {k: data[k] for k in _DROPOUT_FIELDS if isinstance(data.get(k), int | float) and data[k]}
+    if not on:
+        return None
+    fields = ", ".join(f"{k} = {v}" for k, v in on.items())
+    return (
+        f"dropout is on in training ({fields}); llmcalc's model has none: transformers keeps "
+        "each dropout's mask for backward, and attention dropout sends SDPA to its math path "
+        "(the T×T probabilities kept)"
+    )
+
+
+def _gelu_fast(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int) -> str | None:
+    act = data.get("activation_function", data.get("hidden_act"))
+    if act != "gelu_fast":
+        return None
+    return (
+        "gelu_fast is a Python formula in transformers: backward keeps 6 tensors of n·d_ff per "
+        "layer where torch's fused GELU in llmcalc's model keeps 1 (gelu_new is modelled: "
+        "activation gelu_new)"
+    )
+
+
+def _fused_qkv_view(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int) -> str | None:
+    if data.get("model_type") != "gpt_neox":
+        return None
+    return (
+        "GPT-NeoX projects q, k, v with one fused linear and v is a view of its output, so "
+        "backward keeps the whole q|k|v output (3·n·d per layer) where llmcalc's separate "
+        "v_proj keeps n·d (RoPE makes q and k new tensors, so only v holds it)"
+    )
+
+
+def _falcon_mqa(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int) -> str | None:
+    if data.get("model_type") != "falcon" or data.get("new_decoder_architecture"):
+        return None
+    if cfg.n_kv_heads == cfg.n_heads:
+        return None
+    return (
+        "Falcon hands SDPA one key/value head for all query heads without enable_gqa, so "
+        "torch runs its math path and keeps the T×T probabilities per head (llmcalc's model "
+        "passes enable_gqa and keeps O(T) per head)"
+    )
+
+
+def _window_mask(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int) -> str | None:
+    if cfg.sliding_window is None or seq <= cfg.sliding_window:
+        return None
+    repeat = (
+        " and, a mask given, repeats k and v for every query head (SDPA's enable_gqa is used "
+        "only without one): +2·n·(h − h_kv)·d_h·a per layer"
+        if cfg.n_kv_heads != cfg.n_heads
+        else ""
+    )
+    return (
+        "past the sliding window transformers hands SDPA one (B, 1, T, T) mask, which torch's "
+        "CPU kernel keeps per layer as a float mask (llmcalc's model: (T, T), +(B − 1)·T²·a "
+        f"per layer){repeat}"
+    )
+
+
+CAUSES: list[Callable[[dict[str, Any], ModelConfig, str, int], str | None]] = [
+    _dropout,
+    _gelu_fast,
+    _fused_qkv_view,
+    _falcon_mqa,
+    _window_mask,
+]
+
+
+def memory_causes(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int) -> list[str]:
+    """The known causes of a training-memory gap that apply to this config.json."""
+    return [line for cause in CAUSES if (line := cause(data, cfg, precision, seq))]

@@ -1,0 +1,157 @@
+"""Parity with transformers' own models (issue 12, item 3). For every model_type llmcalc reads, a
+small config.json of that type; transformers builds its model from it, and:
+
+- parameters: equal, exactly, to llmcalc's count;
+- forward FLOPs: transformers' model under FlopCounterMode == llmcalc's analytic matmul total
+  (and llmcalc's own count), eager and SDPA;
+- KV cache: the bytes of the cache a real CPU prefill returns (batch 2, past the window where
+  there is one) == llmcalc's KV bytes, fp32 and bf16;
+- training memory: transformers' model traced on FakeTensorMode (forward with its own loss,
+  backward, AdamW step) peaks within 0.5 % of llmcalc's prediction, fp32 and mixed. Where it
+  does not, the test is an xfail naming the measured gap and its cause (docs/parity.md).
+
+And the full-size published configs of those families: transformers' count == the published
+count == llmcalc's. Adding a model_type is one line in MODEL_TYPES.
+"""
+
+import json
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from llmcalc.views.parity import (  # noqa: E402
+    check_forward_flops,
+    check_kv_cache,
+    check_params,
+    check_training_memory,
+    hf_config,
+    quiet_transformers,
+    read_config_json,
+)
+from llmcalc.views.parity_notes import memory_causes  # noqa: E402
+from tests.config.test_hf import CONFIGS  # noqa: E402
+
+# Small enough to build and prefill on the CPU in a moment, in proportions where llmcalc's own
+# memory formula is exact against its trace (the traces run on fake tensors: size is free).
+SIZES = dict(vocab_size=2048, hidden_size=256, num_hidden_layers=2, num_attention_heads=4)
+LLAMA = dict(SIZES, intermediate_size=688, max_position_embeddings=256)
+WIDE = dict(SIZES, intermediate_size=1024, max_position_embeddings=256)
+
+# model_type -> config.json fields: each exercises what its type has (GQA, MQA, biases, an explicit
+# head_dim, partial rotary, tied embeddings, parallel blocks, q/k norms, a sliding window)
+MODEL_TYPES = {
+    "llama": dict(LLAMA, num_key_value_heads=2, attention_bias=True),
+    "mistral": dict(LLAMA, num_key_value_heads=2, sliding_window=160),  # KV past it, training below
+    "qwen2": dict(LLAMA, num_key_value_heads=2, tie_word_embeddings=True),
+    "gemma": dict(LLAMA, num_key_value_heads=1, head_dim=96, hidden_activation="gelu_pytorch_tanh"),
+    "gpt2": dict(SIZES, n_positions=256, attn_pdrop=0.0, embd_pdrop=0.0, resid_pdrop=0.0),
+    "gpt_neox": dict(WIDE, rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False),
+    "falcon": dict(SIZES, multi_query=True, parallel_attn=True, bias=False, alibi=False),
+    "phi": dict(WIDE, partial_rotary_factor=0.5, tie_word_embeddings=False),
+    "olmo2": dict(LLAMA, num_key_value_heads=2),
+}
+BATCH, SEQ = 2, 128
+
+# Training peaks that miss 0.5 %, measured at BATCH x SEQ, with what transformers' model keeps
+# that llmcalc's does not (found tensor by tensor; the check's note prints the same cause).
+MEMORY_GAPS = {
+    ("gpt_neox", "fp32"): "+2.24 %: GPT-NeoX's fused query_key_value; v is a view of it, so "
+    "backward keeps the whole q|k|v output (3·n·d per layer, llmcalc n·d). Mixed passes: its "
+    "peak is the optimizer step, where activations are gone",
+    ("falcon", "fp32"): "+5.04 %: Falcon hands SDPA 1 key/value head for 4 query heads "
+    "without enable_gqa; torch's math path keeps the T×T probabilities",
+    ("falcon", "mixed"): "+6.08 %: as fp32 (SDPA's math path keeps the T×T probabilities)",
+}
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory):
+    """model_type -> (transformers' config, llmcalc's config, the resolved fields)."""
+    built = {}
+    with quiet_transformers():
+        for model_type, fields in MODEL_TYPES.items():
+            folder = tmp_path_factory.mktemp(model_type)
+            (folder / "config.json").write_text(json.dumps({"model_type": model_type, **fields}))
+            data, cfg = read_config_json(str(folder))
+            config = hf_config(data)
+            built[model_type] = (config, cfg, config.to_dict())
+    return built
+
+
+def _memory_cases():
+    for model_type in MODEL_TYPES:
+        for precision in ("fp32", "mixed"):
+            reason = MEMORY_GAPS.get((model_type, precision))
+            marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+            yield pytest.param(model_type, precision, marks=marks, id=f"{model_type}-{precision}")
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_parameters_equal_llmcalcs_count(configs, model_type):
+    config, cfg, _ = configs[model_type]
+    check = check_params(config, cfg)
+    assert check.passed, check
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_forward_flops_equal_the_analytic_matmul_total(configs, model_type, attention):
+    config, cfg, _ = configs[model_type]
+    with quiet_transformers():
+        check = check_forward_flops(config, cfg, attention, BATCH, SEQ)
+    assert check.passed and check.note == "", check  # no note: llmcalc's count agrees too
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_kv_cache_of_a_real_cpu_prefill_equals_llmcalcs_bytes(configs, model_type, dtype):
+    config, cfg, _ = configs[model_type]
+    with quiet_transformers():
+        check = check_kv_cache(config, cfg, dtype, 24, real=True)
+    assert check.passed, check
+
+
+def test_a_windowed_cache_holds_the_last_w_minus_1_tokens(configs):
+    config, cfg, _ = configs["mistral"]
+    with quiet_transformers():
+        check = check_kv_cache(config, cfg, "bf16", 24, real=True)
+    assert "seq 168" in check.note  # past the window of 160
+    assert check.llmcalc == 2 * 2 * cfg.n_layers * cfg.kv_dim * 159 * 2
+
+
+@pytest.mark.parametrize("model_type,precision", _memory_cases())
+def test_training_peak_is_within_half_a_percent(configs, model_type, precision):
+    config, cfg, resolved = configs[model_type]
+    causes = memory_causes(resolved, cfg, precision, SEQ)
+    with quiet_transformers():
+        check = check_training_memory(config, cfg, precision, BATCH, SEQ, causes)
+    assert check.passed, check
+
+
+@pytest.mark.parametrize("precision,gap", [("fp32", "+1.38 %"), ("mixed", "+0.69 %")])
+@pytest.mark.xfail(
+    strict=True,
+    reason="past the sliding window transformers hands SDPA a (B, 1, T, T) mask (kept per layer "
+    "as a float mask by torch's CPU kernel; llmcalc's model: (T, T)) and, a mask given, repeats "
+    "k and v for every query head: +(B − 1)·T²·a + 2·n·(h − h_kv)·d_h·a per layer",
+)
+def test_training_peak_past_the_window(tmp_path, precision, gap):
+    fields = dict(MODEL_TYPES["mistral"], sliding_window=64)  # SEQ 128 is past it
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mistral", **fields}))
+    data, cfg = read_config_json(str(tmp_path))
+    with quiet_transformers():
+        config = hf_config(data)
+        causes = memory_causes(config.to_dict(), cfg, precision, SEQ)
+        check = check_training_memory(config, cfg, precision, BATCH, SEQ, causes)
+    assert "past the sliding window" in check.note
+    assert check.passed, (gap, check)
+
+
+@pytest.mark.parametrize("model_type,fields,published", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_published_configs_count_the_same_in_transformers(tmp_path, model_type, fields, published):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type, **fields}))
+    data, cfg = read_config_json(str(tmp_path))
+    with quiet_transformers():
+        check = check_params(hf_config(data), cfg)  # on the meta device: no memory
+    assert check.transformers == published == check.llmcalc
