@@ -202,16 +202,28 @@ def _flops_gap(gap: int, cfg: ModelConfig, batch: int, seq: int) -> str:
     return f"{gap:+,} FLOPs not in llmcalc's model"
 
 
-def cache_bytes(cache: Any) -> int:
-    """Keys and values a transformers cache holds: numel × element size over every layer
-    (transformers 5: .layers[i].keys/.values; 4.x DynamicCache: .key_cache/.value_cache)."""
+def _cache_tensors(cache: Any) -> list[Any]:
+    """Keys and values of every layer (transformers 5: .layers[i].keys/.values; 4.x
+    DynamicCache: .key_cache/.value_cache; older: tuples of (key, value))."""
     if hasattr(cache, "layers"):
         tensors = [t for layer in cache.layers for t in (layer.keys, layer.values)]
     elif hasattr(cache, "key_cache"):
         tensors = [*cache.key_cache, *cache.value_cache]
-    else:  # legacy tuples of (key, value)
+    else:
         tensors = [t for layer in cache for t in layer[:2]]
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    return [t for t in tensors if t is not None]
+
+
+def cache_bytes(cache: Any) -> int:
+    """The cache's keys and values: numel × element size over every layer."""
+    return sum(t.numel() * t.element_size() for t in _cache_tensors(cache))
+
+
+def cache_storage_bytes(cache: Any) -> int:
+    """The storage behind them, each once: more than cache_bytes where a layer keeps a view
+    (transformers' sliding layers keep the last W - 1 tokens as a view of all the prefill's)."""
+    storages = {id(t.untyped_storage()): t.untyped_storage() for t in _cache_tensors(cache)}
+    return sum(storage.nbytes() for storage in storages.values())
 
 
 def kv_seq(cfg: ModelConfig, seq: int) -> int:
@@ -237,9 +249,15 @@ def check_kv_cache(
         with torch.no_grad():
             out = model(input_ids=tokens, use_cache=True)
         theirs = cache_bytes(out.past_key_values)
+        storage = cache_storage_bytes(out.past_key_values)
     ours = kv_cache_bytes(cfg, KV_BATCH, length, DTYPE_BYTES[dtype])
     how = "real CPU prefill" if real else "prefill on fake tensors"
-    note = f"{how}, batch {KV_BATCH} × seq {length}"
+    note = f"{how}, batch {KV_BATCH} × seq {length:,}"
+    if storage != theirs:
+        note += (
+            f"; the storage behind the windowed layers' views is {storage:,} B (all the "
+            "prefill's tokens, until the next step replaces it)"
+        )
     return ParityCheck(f"KV cache bytes ({dtype})", "bytes", ours, theirs, note=note)
 
 
@@ -254,7 +272,7 @@ def check_training_memory(
     config: Any, cfg: ModelConfig, precision: str, batch: int, seq: int, causes: list[str]
 ) -> ParityCheck:
     from llmcalc.memory.formula import training_memory
-    from llmcalc.memory.trace import trace_module_training
+    from llmcalc.memory.trace import trace_module_training, trace_training
     from llmcalc.memory.train_step import precision_dtype
 
     def build() -> Any:
@@ -265,9 +283,11 @@ def check_training_memory(
             build, cfg.vocab_size, batch, seq, precision, "adamw", loss_fn=hf_loss
         )
     predicted = training_memory(cfg, batch, seq, precision, "adamw", "none", "sdpa")
+    ours = trace_training(cfg, batch, seq, precision, "adamw", "none", "sdpa").peak
     saved = traced.saved - predicted.activations
     notes = [
-        f"peak in {traced.peak_phase} (llmcalc: {predicted.peak_phase}); saved for backward "
+        f"peak in {traced.peak_phase} (llmcalc: {predicted.peak_phase}); llmcalc's own trace "
+        f"{ours:,} ({traced.peak - ours:+,} B to transformers'); saved for backward "
         f"{saved:+,} B ({saved / max(predicted.activations, 1):+.2%})",
         *causes,
     ]

@@ -118,6 +118,8 @@ def test_a_windowed_cache_holds_the_last_w_minus_1_tokens(configs):
         check = check_kv_cache(config, cfg, "bf16", 24, real=True)
     assert "seq 168" in check.note  # past the window of 160
     assert check.llmcalc == 2 * 2 * cfg.n_layers * cfg.kv_dim * 159 * 2
+    # transformers' sliding layers keep the last W - 1 as a view of all 168 tokens' storage
+    assert f"is {2 * 2 * cfg.n_layers * cfg.kv_dim * 168 * 2:,} B" in check.note
 
 
 @pytest.mark.parametrize("model_type,precision", _memory_cases())
