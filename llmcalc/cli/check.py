@@ -68,7 +68,7 @@ def _against(
     kind: str, paths: list[str] | None, batch: int | None, seq: int | None, output: str
 ) -> None:
     from llmcalc.views.parity import require_transformers, run_parity
-    from llmcalc.views.parity_report import parity_json, parity_summary, parity_table
+    from llmcalc.views.parity_report import parity_json, parity_renderables, parity_summary
 
     if not paths:
         raise LLMCalcError(f"--against {kind}: give a config.json (or its folder)")
@@ -76,7 +76,7 @@ def _against(
     positive("--seq", seq)
     require_transformers()
     results = [run_parity(path, batch or 1, seq) for path in paths]
-    emit_result(output, parity_json(results), [parity_table(r) for r in results])
+    emit_result(output, parity_json(results), parity_renderables(results))
     if output == "table":
         typer.echo(parity_summary(results))
     if not all(result.passed for result in results):

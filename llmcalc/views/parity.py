@@ -183,10 +183,10 @@ def check_forward_flops(
     theirs = counter.get_total_flops()
     formula = forward_flops(cfg, batch, seq).matmul_total
     counted = sum(count_flops(cfg, batch, seq).torch_forward.values())
-    notes = [] if counted == formula else [f"llmcalc counted {counted:,}"]
+    notes = [] if counted == formula else [f"llmcalc counted {counted:,}"]  # else: no note
     if theirs != formula:
         notes.append(_flops_gap(theirs - formula, cfg, batch, seq))
-    name = f"forward FLOPs ({attention})"
+    name = f"FLOPs, {attention}"
     return ParityCheck(name, "flops", formula, theirs, note="; ".join(notes))
 
 
@@ -258,7 +258,7 @@ def check_kv_cache(
             f"; the storage behind the windowed layers' views is {storage:,} B (all the "
             "prefill's tokens, until the next step replaces it)"
         )
-    return ParityCheck(f"KV cache bytes ({dtype})", "bytes", ours, theirs, note=note)
+    return ParityCheck(f"KV cache, {dtype}", "bytes", ours, theirs, note=note)
 
 
 def hf_loss(model: Any, tokens: Any, targets: Any) -> Any:
@@ -286,13 +286,14 @@ def check_training_memory(
     ours = trace_training(cfg, batch, seq, precision, "adamw", "none", "sdpa").peak
     saved = traced.saved - predicted.activations
     notes = [
-        f"peak in {traced.peak_phase} (llmcalc: {predicted.peak_phase}); llmcalc's own trace "
+        f"training step (AdamW, SDPA), transformers' peak in {traced.peak_phase} (llmcalc's: "
+        f"{predicted.peak_phase}); llmcalc's own trace "
         f"{ours:,} ({traced.peak - ours:+,} B to transformers'); saved for backward "
         f"{saved:+,} B ({saved / max(predicted.activations, 1):+.2%})",
         *causes,
     ]
     return ParityCheck(
-        f"training peak bytes ({precision}, sdpa)",
+        f"peak, {precision}",
         "bytes",
         predicted.peak,
         traced.peak,

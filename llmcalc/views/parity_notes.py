@@ -66,7 +66,7 @@ def _falcon_mqa(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int
 
 
 def _window_mask(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int) -> str | None:
-    if cfg.sliding_window is None or seq <= cfg.sliding_window:
+    if cfg.sliding_window is None or seq < cfg.sliding_window:
         return None
     repeat = (
         " and, a mask given, repeats k and v for every query head (SDPA's enable_gqa is used "
@@ -75,9 +75,9 @@ def _window_mask(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: in
         else ""
     )
     return (
-        "past the sliding window transformers hands SDPA one (B, 1, T, T) mask, which torch's "
-        "CPU kernel keeps per layer as a float mask (llmcalc's model: (T, T), +(B − 1)·T²·a "
-        f"per layer){repeat}"
+        "from T = W on, transformers hands SDPA one (B, 1, T, T) sliding-window mask, which "
+        "torch's CPU kernel keeps per layer as a float mask (llmcalc's model: none at T = W, "
+        f"(T, T) past it: +(B − 1)·T²·a per layer or more){repeat}"
     )
 
 

@@ -1,4 +1,5 @@
-"""`llmcalc check --against transformers` as a rich table (one line per check) and JSON."""
+"""`llmcalc check --against transformers` as a rich table (one line per check, its notes below)
+and JSON."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ from typing import Any
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
-from llmcalc.views.parity import ParityCheck, ParityResult
+from llmcalc.views.parity import MEMORY_TOLERANCE, ParityCheck, ParityResult
 
 
 def _difference(check: ParityCheck) -> str:
     if check.difference == 0:
         return "0"
-    return f"{check.difference:+,} ({check.relative:+.3%})"
+    return f"{check.difference:+,} ({check.relative:+.2%})"
 
 
 def _verdict(check: ParityCheck) -> str:
@@ -27,19 +29,14 @@ def _verdict(check: ParityCheck) -> str:
 def parity_table(result: ParityResult) -> Table:
     table = Table(
         box=box.SIMPLE_HEAD,
-        title=f"llmcalc against transformers {result.transformers_version}: {result.config} "
-        f"({result.model_type}), batch {result.batch} × seq {result.seq:,}",
+        title=f"{result.config} ({result.model_type}) against transformers "
+        f"{result.transformers_version}, batch {result.batch} × seq {result.seq:,}",
         title_justify="left",
     )
-    for name, justify in (
-        ("check", "left"),
-        ("llmcalc", "right"),
-        ("transformers", "right"),
-        ("difference", "right"),
-        ("result", "left"),
-        ("note", "left"),
-    ):
-        table.add_column(name, justify=justify)
+    table.add_column("check")
+    for name in ("llmcalc", "transformers", "difference"):
+        table.add_column(name, justify="right")
+    table.add_column("result")
     for check in result.checks:
         table.add_row(
             check.name,
@@ -47,9 +44,26 @@ def parity_table(result: ParityResult) -> Table:
             f"{check.transformers:,}",
             _difference(check),
             _verdict(check),
-            check.note,
         )
     return table
+
+
+def parity_notes(result: ParityResult) -> Text:
+    """Below the table: how each figure was made, and the known cause of any gap."""
+    text = Text()
+    for check in result.checks:
+        if check.note:
+            text.append(f"{check.name}: {check.note}\n")
+    text.append(
+        "Parameters are unique tensors; FLOPs the matmuls of one forward (1 MAC = 2 FLOPs), "
+        "counted on transformers' model; KV cache and training peak in tensor bytes. Exact, "
+        f"except the training peak: within {MEMORY_TOLERANCE:.1%}."
+    )
+    return text
+
+
+def parity_renderables(results: list[ParityResult]) -> list[Any]:
+    return [item for result in results for item in (parity_table(result), parity_notes(result))]
 
 
 def parity_summary(results: list[ParityResult]) -> str:

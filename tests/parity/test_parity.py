@@ -146,7 +146,7 @@ def test_training_peak_past_the_window(tmp_path, precision, gap):
         config = hf_config(data)
         causes = memory_causes(config.to_dict(), cfg, precision, SEQ)
         check = check_training_memory(config, cfg, precision, BATCH, SEQ, causes)
-    assert "past the sliding window" in check.note
+    assert "sliding-window mask" in check.note
     assert check.passed, (gap, check)
 
 
