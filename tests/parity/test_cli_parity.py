@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from llmcalc.cli import app  # noqa: E402
-from tests.conftest import assert_one_line_error  # noqa: E402
+from tests.conftest import as_printed, assert_one_line_error, doc_example  # noqa: E402
 from tests.parity.test_parity import MODEL_TYPES  # noqa: E402
 
 CHECKS = [
@@ -98,3 +98,17 @@ def test_without_transformers_the_error_names_the_extra(tmp_path, runner, monkey
 )
 def test_bad_input_is_one_error_line(runner, args, message):
     assert_one_line_error(runner, args, message)
+
+
+def test_docs_example_is_the_real_output(runner):
+    import transformers
+
+    if transformers.__version__ != "5.23.0":
+        pytest.skip("docs/parity.md's example was made with transformers 5.23.0")
+    command = (
+        "$ llmcalc check --against transformers tests/data/hf/pythia-160m --batch 8 --seq 2048"
+    )
+    args = command.split()[2:]
+    result = runner.invoke(app, args, env={"COLUMNS": "100"})
+    assert result.exit_code == 1  # the fused q|k|v: a mismatch, explained
+    assert doc_example(command) == command + "\n" + as_printed(result.stdout)
