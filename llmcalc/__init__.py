@@ -1,7 +1,8 @@
 """llmcalc: exact parameters, FLOPs and memory of Transformer LLMs, counted on the real model.
 
 The Python API (README, "Python API"): `load_config`, `build_model`, and one function per
-command: `analyze_params`, `analyze_flops`, `analyze_memory`, `compare_models`, `run_sweep`.
+command: `analyze_params`, `analyze_flops`, `analyze_memory`, `compare_models`, `run_sweep`,
+`run_parity` (`check --against transformers`).
 Names are imported on first use, so `import llmcalc` stays free of torch until a model is built.
 """
 
@@ -20,6 +21,7 @@ _API = {
     "compare_models": "llmcalc.views.compare",
     "run_sweep": "llmcalc.views.sweep",
     "trace_training": "llmcalc.memory.trace",
+    "run_parity": "llmcalc.views.parity",
 }
 __all__ = ["__version__", *_API]
 
