@@ -62,7 +62,10 @@ def test_round_trip_through_dict():
             tiny(norm="batchnorm"),
             "field 'norm' = 'batchnorm': allowed values are rmsnorm, layernorm",
         ),
-        (tiny(activation="tanh"), "allowed values are relu, gelu, gelu_new, silu, swiglu, geglu, reglu"),
+        (
+            tiny(activation="tanh"),
+            "allowed values are relu, gelu, gelu_new, silu, swiglu, geglu, reglu",
+        ),
         (tiny(norm_position=3), "expected one of pre, post, sandwich, output"),
         (tiny(norm_eps=0), "'norm_eps' = 0.0: must be a positive finite number"),
         (tiny(d_model=12, head_dim=3), "position 'rope' needs an even head_dim"),
