@@ -31,8 +31,14 @@ def _table(title: str, *columns: str) -> Table:
 
 
 def kv_table(result: MemoryAnalysis) -> Table:
+    cfg, seq = result.config, result.seq
+    tokens = f"T {seq:,}"
+    if cfg.cached_tokens(seq) < seq:  # a sliding window keeps the last W - 1 tokens
+        tokens = (
+            f"T {cfg.cached_tokens(seq):,} (last W − 1 of {seq:,}, window {cfg.sliding_window:,})"
+        )
     table = _table(
-        f"KV cache ({result.kv_dtype}) = 2·L·h_kv·d_h·T·B·bytes, T {result.seq:,}, B {result.batch}",
+        f"KV cache ({result.kv_dtype}) = 2·L·h_kv·d_h·T·B·bytes, {tokens}, B {result.batch}",
         "attention",
         "kv heads",
         "k+v params",
