@@ -233,7 +233,11 @@ def config_yaml(cfg: ModelConfig) -> str:
     """The resolved config as YAML, with the derived sizes as trailing comments."""
     import yaml
 
+    idle = cfg.without_effect()  # not in to_dict, so that the YAML loads back without a conflict
     body = yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+    body += "".join(
+        f"# {name}: no effect with {other} {getattr(cfg, other)}\n" for name, other in idle.items()
+    )
     derived = (
         f"# derived: attention {cfg.attention_kind} ({cfg.n_heads} query heads, "
         f"{cfg.n_kv_heads} kv heads), q width h·d_h = {cfg.q_dim}, kv width h_kv·d_h = "
