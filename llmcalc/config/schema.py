@@ -168,7 +168,13 @@ class ModelConfig:
 
         object.__setattr__(self, "n_kv_heads", n_kv)
         object.__setattr__(self, "head_dim", head_dim)
-        object.__setattr__(self, "d_ff", self._resolve_d_ff())
+        d_ff = self._resolve_d_ff()
+        if not 0 < d_ff <= MAX_SIZE:
+            raise LLMCalcError(
+                f"{where}: the LLaMA rule (ffn_multiplier = {self.ffn_multiplier}, multiple_of = "
+                f"{self.multiple_of}) gives d_ff = {quote(d_ff)}; it must be in 1 .. 10**30"
+            )
+        object.__setattr__(self, "d_ff", d_ff)
         for part in ("qkv_bias", "out_bias", "mlp_bias"):
             if getattr(self, part) is None:
                 object.__setattr__(self, part, self.bias)
@@ -258,15 +264,29 @@ def llama_d_ff(d_model: int, ffn_multiplier: float | None, multiple_of: int) -> 
 
 def scaled(n: int, factor: float) -> int:
     """int(n * factor) as Python computes it in floating point (as the reference code does: HF's
-    rotary dims, LLaMA's ffn_dim_multiplier), and exactly where n is past a float's range."""
+    rotary dims, LLaMA's ffn_dim_multiplier), and exactly where that is past a float's range."""
     if n < 2**53:
-        return int(n * factor)
+        product = n * factor
+        if math.isfinite(product):
+            return int(product)
     return math.floor(Fraction(factor) * n)
+
+
+MAX_SIZE = 10**30
+"""The largest size a config can state (a googol of tokens would be absurd; 10**30 is already
+past anything built by ~10**17). Below it every closed form is exact and every product the reports
+print stays inside a float's range; the commands that build tensors have their own, smaller
+limits (model/limits.py)."""
 
 
 def _positive(where: str, name: str, value: int) -> None:
     if value <= 0:
         raise LLMCalcError(f"{where}: field {name!r} = {quote(value)}: must be a positive integer")
+    if value > MAX_SIZE:
+        raise LLMCalcError(
+            f"{where}: field {name!r} = {quote(value)}: at most 10**30 "
+            f"({MAX_SIZE:,}), far past any model"
+        )
 
 
 def _check_type(where: str, name: str, value: Any, kind: str) -> Any:
