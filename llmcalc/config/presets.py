@@ -105,16 +105,31 @@ def load_config(
     """Load a preset (name, YAML path, or a Hugging Face config.json or its folder), apply
     overrides (--set) and a sweep point's fields (--vary) to its raw fields, validate, resolve.
     Messages name where the config came from: 'gpt2 (with --set)', 'gpt2 with --vary d_model=512'."""
+    return config_from(*read_preset(preset), overrides, varied)
+
+
+def read_preset(preset: str) -> tuple[dict[str, Any], str]:
+    """The raw fields of a preset (name, YAML path, config.json or its folder) and its name for
+    messages, read once (a sweep builds every point from them)."""
     given = Path(preset).expanduser()
     if _is_hf_config(given):
         from llmcalc.config.hf import read_hf_config  # a Hugging Face config.json
 
-        data, origin = read_hf_config(given), shown(given)
-    else:
-        path = resolve_path(preset)
-        data = read_yaml(path)
-        data.setdefault("name", path.stem)
-        origin = path.stem if path.parent == builtin_dir() else shown(path)
+        return read_hf_config(given), shown(given)
+    path = resolve_path(preset)
+    data = read_yaml(path)
+    data.setdefault("name", path.stem)
+    return data, path.stem if path.parent == builtin_dir() else shown(path)
+
+
+def config_from(
+    raw: Mapping[str, Any],
+    origin: str,
+    overrides: Mapping[str, Any] | None = None,
+    varied: Mapping[str, Any] | None = None,
+) -> ModelConfig:
+    """A preset's raw fields with --set overrides and --vary fields -> the validated config."""
+    data = dict(raw)
     if overrides:
         data.update(overrides)
         origin = f"{origin} (with --set)"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from llmcalc.config.dtypes import KV_DTYPES
 from llmcalc.config.schema import ModelConfig
-from llmcalc.errors import LLMCalcError
+from llmcalc.errors import LLMCalcError, quote
 from llmcalc.memory.formula import (
     InferenceMemory,
     TrainingMemory,
@@ -83,9 +83,14 @@ def resolve_kv_heads(cfg: ModelConfig, mha: bool, gqa: int | None, mqa: bool) ->
     if gqa is None:
         return cfg.n_kv_heads
     if gqa <= 0 or cfg.n_heads % gqa:
+        heads = cfg.n_heads
+        listed = (  # a few thousand heads at most are worth listing (and quick to)
+            f" (divisors: {', '.join(str(g) for g in range(1, heads + 1) if heads % g == 0)})"
+            if heads <= 4096
+            else ""
+        )
         raise LLMCalcError(
-            f"--gqa {gqa}: the number of KV heads must divide n_heads = {cfg.n_heads} "
-            f"(divisors: {', '.join(str(g) for g in range(1, cfg.n_heads + 1) if cfg.n_heads % g == 0)})"
+            f"--gqa {quote(gqa)}: the number of KV heads must divide n_heads = {heads}{listed}"
         )
     return gqa
 
