@@ -122,11 +122,15 @@ def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, qui
     """Add the traced step and, with --measure, the real one (traced only when no CUDA)."""
     import dataclasses
 
+    from llmcalc.memory.analysis import refuse_if_too_big
     from llmcalc.model.limits import check_buildable, check_step
 
-    # before torch is imported: a model or a step torch cannot represent is refused in a blink
+    # before torch is imported: a model or a step torch cannot represent is refused in a blink,
+    # and so is a CPU run larger than this process may use (before a trace of minutes)
     check_buildable(result.config)
     check_step(result.config, result.batch, result.seq, result.attention)
+    if measure and device == "cpu":
+        refuse_if_too_big(device, result.training.peak, force)
 
     import torch
 
@@ -141,9 +145,7 @@ def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, qui
         checkpointing=result.checkpointing,
         attention=result.attention,
     )
-    if measure and (device == "cpu" or torch.cuda.is_available()):
-        from llmcalc.memory.measure import refuse_if_too_big
-
+    if measure and device == "cuda" and torch.cuda.is_available():
         refuse_if_too_big(device, result.training.peak, force)  # before a trace of minutes
     with progress(quiet, "memory") as status:
         status("tracing a training step on fake tensors")

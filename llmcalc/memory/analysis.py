@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmcalc.config.dtypes import KV_DTYPES
+from llmcalc.config.hardware import free_in_words
 from llmcalc.config.schema import ModelConfig
-from llmcalc.errors import LLMCalcError, quote
+from llmcalc.errors import LLMCalcError, ResourceError, quote
 from llmcalc.memory.formula import (
     InferenceMemory,
     TrainingMemory,
@@ -24,6 +25,7 @@ from llmcalc.memory.formula import (
     with_kv_heads,
 )
 from llmcalc.params.formula import param_formula
+from llmcalc.units import format_bytes
 
 if TYPE_CHECKING:
     from llmcalc.memory.measure import Measured
@@ -186,4 +188,17 @@ def analyze_memory(
         inference=inference_memory(cfg, batch, seq, dtype_bytes, kv_bytes),
         fit=fit,
         **setup,
+    )
+
+
+def refuse_if_too_big(device: str, predicted: int, force: bool) -> None:
+    """Before any trace or build: the predicted peak against what this process may use."""
+    free, limit = free_in_words(device)
+    if predicted <= free or (force and device == "cuda"):
+        return
+    hint = "pass --force to try anyway" if device == "cuda" else "use --trace: it needs no memory"
+    raise ResourceError(
+        f"--measure on {device}: the predicted peak is {format_bytes(predicted)} "
+        f"({predicted:,} bytes) but {format_bytes(free)} ({free:,} bytes) is free ({limit}); "
+        f"{hint}"
     )

@@ -15,12 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from llmcalc.config.hardware import free_in_words
 from llmcalc.config.schema import ModelConfig
-from llmcalc.errors import ResourceError, RunFailed
+from llmcalc.errors import RunFailed
 from llmcalc.memory.train_step import build_for_training, create_optimizer_state, training_step
 from llmcalc.model.limits import check_step, real_allocation
-from llmcalc.units import format_bytes
 
 
 @dataclass(frozen=True)
@@ -33,19 +31,6 @@ class Measured:
     @property
     def fragmentation(self) -> int | None:
         return None if self.reserved is None else self.reserved - self.allocated
-
-
-def refuse_if_too_big(device: str, predicted: int, force: bool) -> None:
-    """Before any trace or build: the predicted peak against what this process may use."""
-    free, limit = free_in_words(device)
-    if predicted <= free or (force and device == "cuda"):
-        return
-    hint = "pass --force to try anyway" if device == "cuda" else "use --trace: it needs no memory"
-    raise ResourceError(
-        f"--measure on {device}: the predicted peak is {format_bytes(predicted)} "
-        f"({predicted:,} bytes) but {format_bytes(free)} ({free:,} bytes) is free ({limit}); "
-        f"{hint}"
-    )
 
 
 def measure_training(
