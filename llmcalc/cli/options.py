@@ -69,7 +69,7 @@ DtypeOpt = Annotated[
 
 def choice(option: str, value: str, allowed: tuple[str, ...] | list[str]) -> str:
     if value not in allowed:
-        raise LLMCalcError(f"{option} {value!r}: allowed values are {', '.join(allowed)}")
+        raise LLMCalcError(f"{option} {quote(value)}: allowed values are {', '.join(allowed)}")
     return value
 
 

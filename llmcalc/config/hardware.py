@@ -65,7 +65,9 @@ def peak_flops_per_second(gpu: str, dtype: str) -> float:
     gpu = known
     peaks = GPUS[gpu].peak_tflops
     if dtype not in peaks:
-        raise LLMCalcError(f"--dtype {dtype!r}: no {gpu} peak for it; {gpu} has {', '.join(peaks)}")
+        raise LLMCalcError(
+            f"--dtype {quote(dtype)}: no {gpu} peak for it; {gpu} has {', '.join(peaks)}"
+        )
     return peaks[dtype] * 1e12
 
 

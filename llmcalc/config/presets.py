@@ -74,7 +74,9 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise LLMCalcError(f"--set {item!r}: expected key=value, for example --set n_layers=2")
+            raise LLMCalcError(
+                f"--set {quote(item)}: expected key=value, for example --set n_layers=2"
+            )
         overrides[key] = parse_value(text.strip())
     return overrides
 

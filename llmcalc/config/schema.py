@@ -134,7 +134,7 @@ class ModelConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise LLMCalcError(
-                    f"{where}: field {name!r} = {value!r}: allowed values are {', '.join(allowed)}"
+                    f"{where}: field {name!r} = {quote(value)}: allowed values are {', '.join(allowed)}"
                 )
 
         n_kv = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
@@ -169,10 +169,16 @@ class ModelConfig:
         object.__setattr__(self, "n_kv_heads", n_kv)
         object.__setattr__(self, "head_dim", head_dim)
         d_ff = self._resolve_d_ff()
-        if not 0 < d_ff <= MAX_SIZE:
+        if not 0 < d_ff <= MAX_SIZE:  # only a derived d_ff can be out of range here
+            rule = self.multiple_of is not None or self.ffn_multiplier is not None
+            how = (
+                f"the LLaMA rule (ffn_multiplier = {self.ffn_multiplier}, multiple_of = "
+                f"{self.multiple_of})"
+                if rule
+                else ("int(8·d_model/3)" if self.is_glu else "4·d_model")
+            )
             raise LLMCalcError(
-                f"{where}: the LLaMA rule (ffn_multiplier = {self.ffn_multiplier}, multiple_of = "
-                f"{self.multiple_of}) gives d_ff = {quote(d_ff)}; it must be in 1 .. 10**30"
+                f"{where}: d_ff derived by {how} = {quote(d_ff)}: must be in 1 .. 10**30"
             )
         object.__setattr__(self, "d_ff", d_ff)
         for part in ("qkv_bias", "out_bias", "mlp_bias"):
