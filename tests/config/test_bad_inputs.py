@@ -41,7 +41,9 @@ def test_the_corpus_has_sixty_files_or_more_and_each_is_in_the_manifest():
 @pytest.mark.parametrize("name", sorted(MANIFEST))
 def test_each_bad_file_is_one_error_line_naming_what_is_wrong(runner, name):
     entry = MANIFEST[name]
-    command, expect = ("show", entry) if isinstance(entry, str) else (entry["command"], entry["expect"])
+    command, expect = (
+        ("show", entry) if isinstance(entry, str) else (entry["command"], entry["expect"])
+    )
     line = one_error_line(runner, [command, str(CORPUS / name)])
     assert expect in line, line
 
