@@ -39,7 +39,7 @@ def stat_or_none(path: Path) -> os.stat_result | None:
     try:
         return path.stat()
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             return None
         raise LLMCalcError(f"{shown(path)}: {_reason(exc)}") from None
     except ValueError as exc:  # an embedded NUL character
@@ -51,6 +51,8 @@ def _reason(exc: OSError) -> str:
         return "file name too long for this system (255 characters a name, 4,096 a path)"
     if exc.errno == errno.EACCES:
         return "permission denied"
+    if exc.errno == errno.ELOOP:
+        return "a loop of symbolic links"
     return f"cannot read it ({exc.strerror or exc})"
 
 
