@@ -5,6 +5,7 @@ Set LLMCALC_DEBUG=1 to see the traceback behind an error.
 """
 
 import os
+import re
 import sys
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from llmcalc.cli.params import params
 from llmcalc.cli.presets import presets
 from llmcalc.cli.show import show
 from llmcalc.cli.sweep import sweep
+from llmcalc.config.reading import shown
 from llmcalc.errors import LLMCalcError
 
 try:  # typer >= 0.25 vendors click; older versions use it as a dependency
@@ -49,7 +51,9 @@ class OneLineErrors(typer.core.TyperGroup):
         except click_errors.ClickException as exc:
             context = getattr(exc, "ctx", None)
             hint = f" (see {context.command_path} --help)" if context is not None else ""
-            message = " ".join(exc.format_message().split())
+            message = re.sub(  # a value typed 5,000 characters long is quoted by its start
+                r"\S{81,}", lambda m: shown(m.group()), " ".join(exc.format_message().split())
+            )
             typer.echo(f"Error: {message}{hint}", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:

@@ -88,6 +88,7 @@ def flops(
         positive(option, value)
     if context is not None and context < 0:
         raise LLMCalcError(f"--context {context}: must be 0 or more")
+    positive("--context", context or None)
     if mfu > 1:
         raise LLMCalcError(f"--mfu {mfu}: must be in (0, 1]")
     choice("--recompute", recompute, ("none", "full"))
@@ -104,7 +105,7 @@ def flops(
         if warning:
             typer.echo(warning, err=True)
     output = output_format(as_json, fmt)
-    with progress(output != "table" or no_count) as status:
+    with progress(output != "table" or no_count, "flops") as status:
         status("counting FLOPs on the meta model (FlopCounterMode and fvcore)")
         result = analyze_flops(
             cfg,

@@ -92,6 +92,7 @@ def memory(
     cfg = load_preset(preset, overrides, bias)
     positive("--seq", seq)
     positive("--batch", batch)
+    positive("--gqa", gqa if gqa is not None and gqa > 0 else None)
     choice("--precision", precision, PRECISIONS)
     choice("--optimizer", optimizer, OPTIMIZERS)
     choice("--checkpointing", checkpointing, CHECKPOINTING)
@@ -126,6 +127,16 @@ def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, qui
     """Add the traced step and, with --measure, the real one (traced only when no CUDA)."""
     import dataclasses
 
+    from llmcalc.memory.analysis import refuse_if_too_big
+    from llmcalc.model.limits import check_buildable, check_step
+
+    # before torch is imported: a model or a step torch cannot represent is refused in a blink,
+    # and so is a CPU run larger than this process may use (before a trace of minutes)
+    check_buildable(result.config)
+    check_step(result.config, result.batch, result.seq, result.attention)
+    if measure and device == "cpu":
+        refuse_if_too_big(device, result.training.peak, force)
+
     import torch
 
     from llmcalc.config.dtypes import torch_dtype
@@ -139,7 +150,9 @@ def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, qui
         checkpointing=result.checkpointing,
         attention=result.attention,
     )
-    with progress(quiet) as status:
+    if measure and device == "cuda" and torch.cuda.is_available():
+        refuse_if_too_big(device, result.training.peak, force)  # before a trace of minutes
+    with progress(quiet, "memory") as status:
         status("tracing a training step on fake tensors")
         traced = trace_training(result.config, **setup)
         status("tracing a prefill on fake tensors")
@@ -154,8 +167,7 @@ def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, qui
                 err=True,
             )
             return result
-        from llmcalc.memory.measure import measure_training, refuse_if_too_big
+        from llmcalc.memory.measure import measure_training
 
-        refuse_if_too_big(device, result.training.peak, force)
         measured = measure_training(result.config, device=device, on_progress=status, **setup)
         return dataclasses.replace(result, measured=measured)

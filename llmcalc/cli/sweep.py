@@ -40,6 +40,12 @@ def sweep(
     plot: Annotated[
         str | None, typer.Option("--plot", help="Also write the chart: out.png or out.svg.")
     ] = None,
+    max_points: Annotated[
+        int,
+        typer.Option(
+            "--max-points", help="Refuse sweeps of more points than this (checked first)."
+        ),
+    ] = 1000,
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
@@ -62,8 +68,9 @@ def sweep(
     for key in chosen:
         choice("--metrics", key, keys)
     target = check_plot_path(plot) if plot is not None else None
-    varies = parse_vary(vary)
-    with progress(output != "table") as status:
+    positive("--max-points", max_points)
+    varies = parse_vary(vary, max_points)
+    with progress(output != "table", "sweep") as status:
         points = run_sweep(
             preset,
             parse_overrides(overrides or []),

@@ -7,52 +7,14 @@ modelling files (which norms, biases and layouts each type uses).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llmcalc.errors import LLMCalcError
-
-# HF activation names -> ours; a GLU model type turns silu/gelu into swiglu/geglu
-_ACTIVATIONS = {
-    "gelu": "gelu",
-    "gelu_new": "gelu",
-    "gelu_fast": "gelu",
-    "gelu_pytorch_tanh": "gelu",
-    "relu": "relu",
-    "silu": "silu",
-    "swish": "silu",
-}
-_GLU = {"silu": "swiglu", "gelu": "geglu", "relu": "reglu"}
-
-
-class _Fields:
-    """Reads a config.json mapping; a missing required field is an error naming it."""
-
-    def __init__(self, data: dict[str, Any], where: str) -> None:
-        self.data, self.where = data, where
-
-    def need(self, *names: str) -> Any:
-        for name in names:
-            if self.data.get(name) is not None:
-                return self.data[name]
-        raise LLMCalcError(
-            f"{self.where}: missing field {names[0]!r} (needed for model_type "
-            f"{self.data.get('model_type')!r})"
-        )
-
-    def get(self, name: str, default: Any) -> Any:
-        value = self.data.get(name)
-        return default if value is None else value
-
-    def activation(self, name: str = "hidden_act", default: str = "silu", glu: bool = True) -> str:
-        raw = self.get(name, default)
-        if raw not in _ACTIVATIONS:
-            raise LLMCalcError(
-                f"{self.where}: field {name!r} = {raw!r}: supported: {', '.join(_ACTIVATIONS)}"
-            )
-        return _GLU[_ACTIVATIONS[raw]] if glu else _ACTIVATIONS[raw]
+from llmcalc.config.hf_fields import Fields as _Fields
+from llmcalc.config.hf_fields import typed, warn_unmodelled
+from llmcalc.config.reading import load_json, read_text, shown
+from llmcalc.errors import LLMCalcError, quote
 
 
 def _llama_like(f: _Fields, **extra: Any) -> dict[str, Any]:
@@ -67,17 +29,17 @@ def _llama_like(f: _Fields, **extra: Any) -> dict[str, Any]:
         "d_ff": f.need("intermediate_size"),
         "activation": f.activation(),
         "norm": "rmsnorm",
-        "norm_eps": float(f.get("rms_norm_eps", 1e-6)),
+        "norm_eps": f.get("rms_norm_eps", 1e-6),
         "position": "rope",
-        "rope_theta": float(f.get("rope_theta", 10000.0)),
+        "rope_theta": f.get("rope_theta", 10000.0),
         "max_seq_len": f.get("max_position_embeddings", 4096),
-        "tie_embeddings": bool(f.get("tie_word_embeddings", False)),
-        "qkv_bias": bool(f.get("attention_bias", False)),
-        "out_bias": bool(f.get("attention_bias", False)),
-        "mlp_bias": bool(f.get("mlp_bias", False)),
+        "tie_embeddings": f.get("tie_word_embeddings", False),
+        "qkv_bias": f.get("attention_bias", False),
+        "out_bias": f.get("attention_bias", False),
+        "mlp_bias": f.get("mlp_bias", False),
     }
-    if f.data.get("head_dim") is not None:
-        cfg["head_dim"] = f.data["head_dim"]
+    if f.has("head_dim"):
+        cfg["head_dim"] = f.get("head_dim", None)
     cfg.update(extra)
     return cfg
 
@@ -88,7 +50,7 @@ def _qwen2(f: _Fields) -> dict[str, Any]:
 
 def _gemma(f: _Fields) -> dict[str, Any]:
     act = f.activation("hidden_activation", f.get("hidden_act", "gelu_pytorch_tanh"))
-    return _llama_like(f, activation=act, tie_embeddings=bool(f.get("tie_word_embeddings", True)))
+    return _llama_like(f, activation=act, tie_embeddings=f.get("tie_word_embeddings", True))
 
 
 def _olmo2(f: _Fields) -> dict[str, Any]:
@@ -106,16 +68,16 @@ def _gpt2(f: _Fields) -> dict[str, Any]:
         "d_ff": f.get("n_inner", 4 * d),
         "activation": f.activation("activation_function", "gelu_new", glu=False),
         "norm": "layernorm",
-        "norm_eps": float(f.get("layer_norm_epsilon", 1e-5)),
+        "norm_eps": f.get("layer_norm_epsilon", 1e-5),
         "bias": True,
         "position": "learned",
         "max_seq_len": f.need("n_positions", "max_position_embeddings"),
-        "tie_embeddings": bool(f.get("tie_word_embeddings", True)),
+        "tie_embeddings": f.get("tie_word_embeddings", True),
     }
 
 
 def _gpt_neox(f: _Fields) -> dict[str, Any]:
-    parallel = bool(f.get("use_parallel_residual", True))
+    parallel = f.get("use_parallel_residual", True)
     return {
         "vocab_size": f.need("vocab_size"),
         "d_model": f.need("hidden_size"),
@@ -124,29 +86,32 @@ def _gpt_neox(f: _Fields) -> dict[str, Any]:
         "d_ff": f.need("intermediate_size"),
         "activation": f.activation(default="gelu", glu=False),
         "norm": "layernorm",
-        "norm_eps": float(f.get("layer_norm_eps", 1e-5)),
+        "norm_eps": f.get("layer_norm_eps", 1e-5),
         "block": "parallel" if parallel else "serial",
-        "bias": bool(f.get("attention_bias", True)),
+        "bias": f.get("attention_bias", True),
         "mlp_bias": True,
         "position": "rope",
-        "rope_theta": float(f.get("rotary_emb_base", f.get("rope_theta", 10000.0))),
-        "rope_fraction": float(f.get("rotary_pct", f.get("partial_rotary_factor", 1.0))),
+        "rope_theta": f.get("rotary_emb_base", f.get("rope_theta", 10000.0)),
+        "rope_fraction": f.get("rotary_pct", f.get("partial_rotary_factor", 1.0)),
         "max_seq_len": f.get("max_position_embeddings", 2048),
-        "tie_embeddings": bool(f.get("tie_word_embeddings", False)),
+        "tie_embeddings": f.get("tie_word_embeddings", False),
     }
 
 
 def _falcon(f: _Fields) -> dict[str, Any]:
     heads = f.need("num_attention_heads")
-    new_arch = bool(f.get("new_decoder_architecture", False))
+    new_arch = f.get("new_decoder_architecture", False)
     if new_arch:
         kv_heads = f.get("num_kv_heads", heads)
     else:
         kv_heads = 1 if f.get("multi_query", True) else heads
-    parallel = bool(f.get("parallel_attn", True))
-    # the new architecture has two input norms (ln_attn, ln_mlp); the 7B one shares one
-    block = "serial" if not parallel else ("parallel" if new_arch else "parallel_shared_norm")
+    parallel = f.get("parallel_attn", True)
+    # the new architecture has two input norms (ln_attn, ln_mlp) unless num_ln_in_parallel_attn
+    # is 1 (Falcon 2 11B); the 7B one shares one
+    two_norms = new_arch and f.get("num_ln_in_parallel_attn", 2) == 2
+    block = "serial" if not parallel else ("parallel" if two_norms else "parallel_shared_norm")
     d = f.need("hidden_size")
+    alibi = f.get("alibi", False)
     return {
         "vocab_size": f.need("vocab_size"),
         "d_model": d,
@@ -156,13 +121,13 @@ def _falcon(f: _Fields) -> dict[str, Any]:
         "d_ff": f.get("ffn_hidden_size", 4 * d),
         "activation": "gelu",
         "norm": "layernorm",
-        "norm_eps": float(f.get("layer_norm_epsilon", 1e-5)),
+        "norm_eps": f.get("layer_norm_epsilon", 1e-5),
         "block": block,
-        "bias": bool(f.get("bias", False)),
-        "position": "alibi" if f.get("alibi", False) else "rope",
-        "rope_theta": float(f.get("rope_theta", 10000.0)),
+        "bias": f.get("bias", False),
+        "position": "alibi" if alibi else "rope",
+        **({} if alibi else {"rope_theta": f.get("rope_theta", 10000.0)}),
         "max_seq_len": f.get("max_position_embeddings", 2048),
-        "tie_embeddings": bool(f.get("tie_word_embeddings", True)),
+        "tie_embeddings": f.get("tie_word_embeddings", True),
     }
 
 
@@ -179,15 +144,15 @@ def _phi(f: _Fields) -> dict[str, Any]:
         "d_ff": f.need("intermediate_size"),
         "activation": f.activation(default="gelu_new", glu=False),
         "norm": "layernorm",
-        "norm_eps": float(f.get("layer_norm_eps", 1e-5)),
+        "norm_eps": f.get("layer_norm_eps", 1e-5),
         "block": "parallel_shared_norm",  # one input norm feeds attention and MLP
         "bias": True,
         "lm_head_bias": True,
         "position": "rope",
-        "rope_theta": float(f.get("rope_theta", 10000.0)),
-        "rope_fraction": float(f.get("partial_rotary_factor", 0.5)),
+        "rope_theta": f.get("rope_theta", 10000.0),
+        "rope_fraction": f.get("partial_rotary_factor", 0.5),
         "max_seq_len": f.get("max_position_embeddings", 2048),
-        "tie_embeddings": bool(f.get("tie_word_embeddings", False)),
+        "tie_embeddings": f.get("tie_word_embeddings", False),
     }
 
 
@@ -204,35 +169,35 @@ MODEL_TYPES: dict[str, Callable[[_Fields], dict[str, Any]]] = {
 }
 
 
-def is_hf_config(path: Path) -> bool:
-    return path.name == "config.json" or path.suffix == ".json" or (path / "config.json").is_file()
-
-
 def read_hf_config(path: Path) -> dict[str, Any]:
-    """A config.json (or a folder holding one) -> a preset mapping."""
-    file = path / "config.json" if path.is_dir() else path
-    where = str(file)
-    if not file.is_file():
-        raise LLMCalcError(f"{where}: file not found")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise LLMCalcError(f"{where}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LLMCalcError(f"{where}: cannot read it ({exc})") from None
+    """A config.json (or a folder holding one) -> a preset mapping, named by its _name_or_path,
+    else by the file's stem (a config.json by its folder). Fields that are on and not modelled
+    are named in a warning on stderr."""
+    file = path / "config.json" if path.suffix != ".json" else path
+    where = shown(file)
+    data = load_json(read_text(file), where)
     if not isinstance(data, dict):
         raise LLMCalcError(f"{where}: expected a JSON object, found {type(data).__name__}")
     model_type = data.get("model_type")
+    if model_type is None:
+        raise LLMCalcError(
+            f"{where}: missing field 'model_type'; supported: {', '.join(MODEL_TYPES)}"
+        )
+    typed(where, "model_type", model_type)
     if model_type not in MODEL_TYPES:
         raise LLMCalcError(
-            f"{where}: model_type {model_type!r} is not supported; supported: "
+            f"{where}: model_type {quote(model_type)} is not supported; supported: "
             f"{', '.join(MODEL_TYPES)}"
         )
     fields = _Fields(data, where)
     mapped = MODEL_TYPES[model_type](fields)
     _check_consistent(fields, mapped)
-    name = data.get("_name_or_path") or (file.parent.name if file.parent.name else model_type)
-    return {"name": str(name), "source": where, **mapped, **_weight_dtype(data)}
+    warn_unmodelled(where, model_type, data)
+    name = fields.get("_name_or_path", "")
+    if not name:
+        folder = file.parent.name if file.parent.name else model_type
+        name = folder if file.name == "config.json" else file.stem
+    return {"name": name, "source": str(file), **mapped, **_weight_dtype(data)}
 
 
 _TORCH_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -251,7 +216,7 @@ def _weight_dtype(data: dict[str, Any]) -> dict[str, str]:
 
 def _check_consistent(f: _Fields, mapped: dict[str, Any]) -> None:
     """Fields that state the same size twice must agree."""
-    head_dim = f.data.get("head_dim")
+    head_dim = mapped.get("head_dim")
     d, heads = mapped["d_model"], mapped["n_heads"]
     if head_dim is None and d % heads:
         raise LLMCalcError(

@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from llmcalc.config.dtypes import DTYPE_BYTES
-from llmcalc.errors import LLMCalcError
+from llmcalc.errors import LLMCalcError, quote
 
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "geglu", "reglu")
 GLU_ACTIVATIONS = ("swiglu", "geglu", "reglu")  # three matrices: gate, up, down
@@ -101,21 +102,27 @@ class ModelConfig:
         return [f.name for f in dataclasses.fields(cls) if f.name not in ("origin", "given")]
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], origin: str = "config") -> ModelConfig:
-        """Check names and types of a plain mapping, then build (and value-check) the config."""
+    def from_dict(
+        cls, data: Mapping[str, Any], origin: str = "config", given: Iterable[str] | None = None
+    ) -> ModelConfig:
+        """Check names and types of a plain mapping, then build (and value-check) the config.
+        `given`: the fields stated explicitly (default: every key of `data`), checked for
+        conflicts (a field that has no effect under another: _CONFLICTS)."""
         names = cls.field_names()
         types = {f.name: _kind(str(f.type)) for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in names:
-                near = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
+                near = difflib.get_close_matches(str(key)[:100], names, n=3, cutoff=0.5)
                 hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
-                raise LLMCalcError(f"{origin}: unknown field {key!r}{hint}")
+                raise LLMCalcError(f"{origin}: unknown field {quote(key)}{hint}")
             values[key] = _check_type(origin, key, value, types[key])
         for required in ("vocab_size", "d_model", "n_layers", "n_heads"):
             if required not in values:
                 raise LLMCalcError(f"{origin}: missing required field {required!r}")
-        return cls(**values, origin=origin)
+        cfg = cls(**values, origin=origin)
+        _check_conflicts(cfg, given=set(values) if given is None else set(given))
+        return cfg
 
     def __post_init__(self) -> None:
         where = self.origin
@@ -128,13 +135,13 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise LLMCalcError(
-                    f"{where}: field {name!r} = {value!r}: must be a positive finite number"
+                    f"{where}: field {name!r} = {quote(value)}: must be a positive finite number"
                 )
         for name, allowed in ENUMS.items():
             value = getattr(self, name)
             if value not in allowed and not (value is None and name in _OPTIONAL):
                 raise LLMCalcError(
-                    f"{where}: field {name!r} = {value!r}: allowed values are {', '.join(allowed)}"
+                    f"{where}: field {name!r} = {quote(value)}: allowed values are {', '.join(allowed)}"
                 )
 
         n_kv = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
@@ -157,7 +164,7 @@ class ModelConfig:
                 f"{where}: position 'rope' needs an even head_dim (features rotate in pairs); "
                 f"head_dim = {head_dim}"
             )
-        rotary = int(head_dim * self.rope_fraction)
+        rotary = scaled(head_dim, self.rope_fraction)
         fraction_ok = 0 < self.rope_fraction <= 1
         if not fraction_ok or (self.position == "rope" and (rotary % 2 or rotary == 0)):
             raise LLMCalcError(
@@ -172,7 +179,19 @@ class ModelConfig:
         object.__setattr__(self, "given", frozenset(given))
         object.__setattr__(self, "n_kv_heads", n_kv)
         object.__setattr__(self, "head_dim", head_dim)
-        object.__setattr__(self, "d_ff", self._resolve_d_ff())
+        d_ff = self._resolve_d_ff()
+        if not 0 < d_ff <= MAX_SIZE:  # only a derived d_ff can be out of range here
+            rule = self.multiple_of is not None or self.ffn_multiplier is not None
+            how = (
+                f"the LLaMA rule (ffn_multiplier = {self.ffn_multiplier}, multiple_of = "
+                f"{self.multiple_of})"
+                if rule
+                else ("int(8·d_model/3)" if self.is_glu else "4·d_model")
+            )
+            raise LLMCalcError(
+                f"{where}: d_ff derived by {how} = {quote(d_ff)}: must be in 1 .. 10**30"
+            )
+        object.__setattr__(self, "d_ff", d_ff)
         for part in ("qkv_bias", "out_bias", "mlp_bias"):
             if getattr(self, part) is None:
                 object.__setattr__(self, part, self.bias)
@@ -206,7 +225,7 @@ class ModelConfig:
     @property
     def rotary_dim(self) -> int:
         """Head features that RoPE rotates (all of them unless rope_fraction < 1)."""
-        return int(self.head_dim * self.rope_fraction)
+        return scaled(self.head_dim, self.rope_fraction)
 
     @property
     def kv_dim(self) -> int:
@@ -239,8 +258,15 @@ class ModelConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """All schema fields, resolved, in schema order (round-trips through from_dict)."""
-        return {name: getattr(self, name) for name in self.field_names()}
+        """All schema fields, resolved, in schema order, except those without effect here (such
+        as rope_theta under learned positions): round-trips through from_dict."""
+        idle = self.without_effect()
+        return {name: getattr(self, name) for name in self.field_names() if name not in idle}
+
+    def without_effect(self) -> dict[str, str]:
+        """Fields whose value has no effect in this config -> the field that overrides them
+        (stating one of these explicitly is a conflict: _CONFLICTS)."""
+        return {name: other for name, other, no_effect in _CONFLICTS if no_effect(self)}
 
     def given_dict(self) -> dict[str, Any]:
         """The fields as given: a DERIVED field only where it was given, not derived, so that
@@ -256,7 +282,7 @@ class ModelConfig:
         derived fields that were not given are derived again."""
         data = self.given_dict()
         data.update(changes)
-        return ModelConfig.from_dict(data, origin=self.origin)
+        return ModelConfig.from_dict(data, origin=self.origin, given=changes)
 
 
 # Fields that are derived when not given (None), and how: `show` writes them only where given.
@@ -275,13 +301,35 @@ def llama_d_ff(d_model: int, ffn_multiplier: float | None, multiple_of: int) -> 
     hidden = int(2 * 4d / 3); hidden = int(ffn_multiplier * hidden); round up to multiple_of."""
     hidden = (8 * d_model) // 3  # == int(2 * (4 * d_model) / 3) for every positive int
     if ffn_multiplier is not None:
-        hidden = int(ffn_multiplier * hidden)
+        hidden = scaled(hidden, ffn_multiplier)
     return multiple_of * -(-hidden // multiple_of)
+
+
+def scaled(n: int, factor: float) -> int:
+    """int(n * factor) as Python computes it in floating point (as the reference code does: HF's
+    rotary dims, LLaMA's ffn_dim_multiplier), and exactly where that is past a float's range."""
+    if n < 2**53:
+        product = n * factor
+        if math.isfinite(product):
+            return int(product)
+    return math.floor(Fraction(factor) * n)
+
+
+MAX_SIZE = 10**30
+"""The largest size a config can state (a googol of tokens would be absurd; 10**30 is already
+past anything built by ~10**17). Below it every closed form is exact and every product the reports
+print stays inside a float's range; the commands that build tensors have their own, smaller
+limits (model/limits.py)."""
 
 
 def _positive(where: str, name: str, value: int) -> None:
     if value <= 0:
-        raise LLMCalcError(f"{where}: field {name!r} = {value}: must be a positive integer")
+        raise LLMCalcError(f"{where}: field {name!r} = {quote(value)}: must be a positive integer")
+    if value > MAX_SIZE:
+        raise LLMCalcError(
+            f"{where}: field {name!r} = {quote(value)}: at most 10**30 "
+            f"({MAX_SIZE:,}), far past any model"
+        )
 
 
 def _check_type(where: str, name: str, value: Any, kind: str) -> Any:
@@ -301,11 +349,32 @@ def _check_type(where: str, name: str, value: Any, kind: str) -> Any:
         if name in ENUMS:
             expected = f"one of {', '.join(ENUMS[name])}"
         raise LLMCalcError(
-            f"{where}: field {name!r} = {value!r} ({type(value).__name__}): expected {expected}"
+            f"{where}: field {name!r} = {quote(value)} ({type(value).__name__}): expected {expected}"
         )
+    if kind == "float" and isinstance(value, int) and abs(value) > 2**1023:
+        raise LLMCalcError(f"{where}: field {name!r} = {quote(value)}: must be a finite number")
     return float(value) if kind == "float" else value
 
 
 _OPTIONAL = {
     f.name for f in dataclasses.fields(ModelConfig) if "None" in str(f.type) or f.name == "source"
 }
+
+
+# A field stated explicitly that has no effect under another field's value is a conflict: the
+# config says something the model does not do. (field, the field that overrides it, when it does)
+_CONFLICTS: tuple[tuple[str, str, Any], ...] = (
+    ("rope_theta", "position", lambda cfg: cfg.position != "rope"),
+    ("rope_fraction", "position", lambda cfg: cfg.position != "rope"),
+    ("norm_bias", "norm", lambda cfg: cfg.norm != "layernorm"),
+)
+
+
+def _check_conflicts(cfg: ModelConfig, given: set[str]) -> None:
+    for name, other, no_effect in _CONFLICTS:
+        if name in given and getattr(cfg, name) is not None and no_effect(cfg):
+            stated = "" if other in given else " (the default)"
+            raise LLMCalcError(
+                f"{cfg.origin}: field {name!r} = {quote(getattr(cfg, name))} has no effect with "
+                f"{other} = {quote(getattr(cfg, other))}{stated}; remove one of them"
+            )

@@ -68,9 +68,10 @@ def default_gqa_groups(cfg: ModelConfig) -> int | None:
 # --- parameter tensors (optimizers keep per-tensor state) --------------------------------------
 
 
-def parameter_sizes(cfg: ModelConfig) -> list[int]:
+def parameter_groups(cfg: ModelConfig) -> list[tuple[list[int], int]]:
     """Sizes of the parameter tensors in the model's order (model/; a tied head is the
-    embedding, listed once)."""
+    embedding, listed once), as (sizes, times): the embeddings once, one block's tensors
+    n_layers times, the head once; never a list n_layers long (n_layers may be 10**9)."""
     d, f = cfg.d_model, cfg.d_ff
     ln_bias = cfg.norm == "layernorm" and cfg.norm_bias
 
@@ -95,21 +96,33 @@ def parameter_sizes(cfg: ModelConfig) -> list[int]:
     block += (norm(d) if pre and not shared else []) + mlp + (norm(d) if out and not shared else [])
     if cfg.norm_position == "post":
         block += norm(d) * (2 if cfg.block == "serial" else 1)
-    sizes = [cfg.vocab_size * d] + ([cfg.max_seq_len * d] if cfg.position == "learned" else [])
-    sizes += block * cfg.n_layers + (norm(d) if cfg.final_norm else [])
-    sizes += [] if cfg.tie_embeddings else [cfg.vocab_size * d]
-    return sizes + ([cfg.vocab_size] if cfg.lm_head_bias else [])
+    first = [cfg.vocab_size * d] + ([cfg.max_seq_len * d] if cfg.position == "learned" else [])
+    last = (norm(d) if cfg.final_norm else []) + (
+        [] if cfg.tie_embeddings else [cfg.vocab_size * d]
+    )
+    last += [cfg.vocab_size] if cfg.lm_head_bias else []
+    return [(first, 1), (block, cfg.n_layers), (last, 1)]
 
 
-def conversion_excess(sizes: list[int]) -> int:
+def parameter_sizes(cfg: ModelConfig) -> list[int]:
+    """Every parameter tensor's size in the model's order (a list n_layers blocks long)."""
+    return [size for sizes, times in parameter_groups(cfg) for _ in range(times) for size in sizes]
+
+
+def conversion_excess(groups: list[tuple[list[int], int]]) -> int:
     """Mixed precision turns the bf16 gradients into fp32 one tensor at a time (MasterWeights):
     while tensor i's fp32 copy is made, its bf16 gradient and those after it are still alive.
     Elements above the 4-bytes-per-gradient end state, at the worst tensor: max of 2·n_i minus
-    twice the elements after it, in units of bytes."""
+    twice the elements after it, in units of bytes. Of a group repeated n times only the last
+    repeat can be the worst (the earlier ones have more after them), so the work is per group."""
     after, worst = 0, 0
-    for size in reversed(sizes):
-        worst = max(worst, 2 * size - 2 * after)
-        after += size
+    for sizes, times in reversed(groups):
+        if times == 0:
+            continue
+        for size in reversed(sizes):
+            worst = max(worst, 2 * size - 2 * after)
+            after += size
+        after += (times - 1) * sum(sizes)
     return worst
 
 
@@ -159,11 +172,12 @@ def training_memory(
     """Predicted memory of one steady-state training step (optimizer state already created)."""
     p = PRECISION[precision]
     n, a, vocab, d, layers = batch * seq, p.activation, cfg.vocab_size, cfg.d_model, cfg.n_layers
-    sizes = parameter_sizes(cfg)
-    n_params = sum(sizes)
+    groups = parameter_groups(cfg)
+    n_params = sum(sum(sizes) * times for sizes, times in groups)
     components = param_formula(cfg).components
     weights = n_params * p.weight
-    step_counters = 4 * len(sizes) if optimizer == "adamw" else 0  # fused AdamW: fp32 scalars
+    n_tensors = sum(len(sizes) * times for sizes, times in groups)
+    step_counters = 4 * n_tensors if optimizer == "adamw" else 0  # fused AdamW: fp32 scalars
     optimizer_bytes = STATE_TENSORS[optimizer] * n_params * p.state + step_counters
     optimizer_bytes += n_params * p.master
     states = {"weights": weights, "optimizer": optimizer_bytes}
@@ -258,7 +272,7 @@ def training_memory(
     )
 
     gradients = n_params * p.step_grad
-    conversion = conversion_excess(sizes) if precision == "mixed" else 0
+    conversion = conversion_excess(groups) if precision == "mixed" else 0
     step = _phase(
         "optimizer step",
         **states,
@@ -314,6 +328,6 @@ def inference_memory(
     cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int, kv_bytes: int
 ) -> InferenceMemory:
     """Weights + a KV cache of `seq` tokens for `batch` sequences + the prefill's transients."""
-    weights = sum(parameter_sizes(cfg)) * dtype_bytes
+    weights = sum(sum(sizes) * times for sizes, times in parameter_groups(cfg)) * dtype_bytes
     transient, at = prefill_transient(cfg, batch, seq, dtype_bytes)
     return InferenceMemory(weights, kv_cache_bytes(cfg, batch, seq, kv_bytes), transient, at)

@@ -35,6 +35,7 @@ from llmcalc.memory.train_step import (
     training_step,
 )
 from llmcalc.model.attention import KVCache
+from llmcalc.model.limits import check_step
 from llmcalc.model.transformer import build_model
 
 CATEGORIES = (*TRAINING_CATEGORIES, "kv_cache")
@@ -152,6 +153,7 @@ def trace_training(
     attention: str = "sdpa",
 ) -> TracedMemory:
     """Peak memory of one steady-state training step, traced on fake tensors."""
+    check_step(cfg, batch, seq, attention)
     tracker = StorageTracker()
     with FakeTensorMode(allow_non_fake_inputs=False):
         model, opt = build_for_training(cfg, precision, optimizer, "cpu", attention)
@@ -182,6 +184,7 @@ def trace_training(
 
 def trace_prefill(cfg: ModelConfig, batch: int, seq: int, dtype: torch.dtype) -> TracedMemory:
     """Peak memory of an inference prefill of `seq` tokens that fills a KV cache of `seq`."""
+    check_step(cfg, batch, seq)
     tracker = StorageTracker()
     with FakeTensorMode(), torch.no_grad():
         model = build_model(cfg, device="cpu", dtype=dtype)

@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 from llmcalc.config.schema import ModelConfig
 from llmcalc.model.attention import Attention, KVCache
 from llmcalc.model.layers import Embedding, Linear, maybe_norm, rope_tables, sinusoidal_table
+from llmcalc.model.limits import check_buildable
 
 # --- MLP -------------------------------------------------------------------------------------
 
@@ -160,8 +161,10 @@ def build_model(
     attention: str = "sdpa",
 ) -> Transformer:
     """The model on `device`. On meta, tensors have shapes and no storage: any size is free, and
-    PyTorch's init functions are no-ops there. Callers that build on a real device check first
-    that the weights fit (params/analysis.py: check_weights_fit)."""
+    PyTorch's init functions are no-ops there. A model torch cannot represent, or whose module
+    graph this machine cannot hold, is refused first (limits.py); callers that build on a real
+    device check that the weights fit (params/analysis.py: check_weights_fit)."""
+    check_buildable(cfg, dtype.itemsize)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # built in its dtype: no fp32 copy first, and works on fakes
     try:

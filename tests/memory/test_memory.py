@@ -265,7 +265,7 @@ def test_bad_memory_input_is_one_error_line(runner, args, words):
 
 
 def test_a_cpu_run_larger_than_free_ram_is_refused(runner, monkeypatch):
-    monkeypatch.setattr("llmcalc.memory.measure.free_bytes", lambda device: 1024)
+    monkeypatch.setattr("llmcalc.memory.analysis.free_in_words", lambda device: (1024, "RAM"))
     result = runner.invoke(
         app, ["memory", "gpt2", "--seq", "64", "--measure", "--measure-on", "cpu"]
     )
@@ -275,7 +275,7 @@ def test_a_cpu_run_larger_than_free_ram_is_refused(runner, monkeypatch):
 def test_cuda_runs_are_refused_when_predicted_too_big_unless_forced(runner, monkeypatch):
     ran = []
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
-    monkeypatch.setattr("llmcalc.memory.measure.free_bytes", lambda device: 1024)
+    monkeypatch.setattr("llmcalc.memory.analysis.free_in_words", lambda device: (1024, "RAM"))
     monkeypatch.setattr(
         "llmcalc.memory.measure.build_for_training", lambda *a: ran.append(a) or _oom()
     )

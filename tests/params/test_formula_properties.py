@@ -58,6 +58,8 @@ def configs(draw):
     elif ffn == "rule":
         data["multiple_of"] = draw(st.sampled_from([1, 8, 64]))
         data["ffn_multiplier"] = draw(st.sampled_from([None, 1.3, 0.7]))
+    if data["norm"] != "layernorm":
+        del data["norm_bias"]  # stated under rmsnorm it would be a conflict (it has no effect)
     return ModelConfig.from_dict(data)
 
 

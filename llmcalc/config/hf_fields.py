@@ -1,0 +1,198 @@
+"""Reading the fields of a Hugging Face config.json strictly: each field llmcalc reads has one JSON
+type (a bool must be true or false, not "false"; an int a JSON integer, not "2048" or 2048.0), and
+a field that changes a count, a FLOP or a byte but that llmcalc does not model is named in a
+warning rather than dropped without a word."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from llmcalc.errors import LLMCalcError, quote
+
+# The type of every config.json field llmcalc reads. 'size': a positive JSON integer.
+FIELD_TYPES: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "head_dim",
+            "n_embd",
+            "n_layer",
+            "n_head",
+            "n_inner",
+            "n_positions",
+            "num_kv_heads",
+            "ffn_hidden_size",
+            "num_ln_in_parallel_attn",
+        ),
+        "size",
+    ),
+    **dict.fromkeys(
+        (
+            "rms_norm_eps",
+            "layer_norm_epsilon",
+            "layer_norm_eps",
+            "rope_theta",
+            "rotary_emb_base",
+            "rotary_pct",
+            "partial_rotary_factor",
+        ),
+        "number",
+    ),
+    **dict.fromkeys(
+        (
+            "tie_word_embeddings",
+            "attention_bias",
+            "mlp_bias",
+            "use_parallel_residual",
+            "new_decoder_architecture",
+            "multi_query",
+            "parallel_attn",
+            "bias",
+            "alibi",
+            "qk_layernorm",
+            "use_sliding_window",
+            "add_cross_attention",
+        ),
+        "bool",
+    ),
+    **dict.fromkeys(
+        ("model_type", "hidden_act", "hidden_activation", "activation_function", "_name_or_path"),
+        "string",
+    ),
+}
+
+_EXPECTED = {
+    "size": "a positive JSON integer",
+    "number": "a JSON number",
+    "bool": "a JSON bool (true or false)",
+    "string": "a JSON string",
+}
+
+
+def _is(kind: str, value: Any) -> bool:
+    if kind == "size":
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def typed(where: str, name: str, value: Any) -> Any:
+    """The value of config.json field `name` if it has the field's JSON type, else an error that
+    names the field, the value and the type expected."""
+    kind = FIELD_TYPES[name]
+    if not _is(kind, value):
+        found = "null" if value is None else type(value).__name__
+        raise LLMCalcError(
+            f"{where}: field {name!r} = {quote(value)} ({found}): expected {_EXPECTED[kind]}"
+        )
+    return float(value) if kind == "number" else value
+
+
+# --- fields llmcalc does not model ---------------------------------------------------------------
+# Reported when they are on (the rule: present with a value other than null, false, 0 or an
+# empty list, or as the predicate below says), because they change what llmcalc counts:
+def _ON(value: Any, data: dict[str, Any]) -> bool:
+    return value not in (None, False, 0, [])
+
+
+_SLIDING = "attention FLOPs and the KV cache are counted as if every token sees the whole sequence"
+_MOE = "a mixture of experts has more MLP parameters and FLOPs than the one dense MLP counted"
+UNMODELLED: dict[str, tuple[Callable[[Any, dict[str, Any]], bool], str]] = {
+    "sliding_window": (_ON, _SLIDING),
+    "attention_chunk_size": (_ON, _SLIDING),
+    "layer_types": (
+        lambda value, data: isinstance(value, list) and any(t != "full_attention" for t in value),
+        "layers of other kinds than full attention are counted as full attention",
+    ),
+    "num_experts": (_ON, _MOE),
+    "num_local_experts": (_ON, _MOE),
+    "n_routed_experts": (_ON, _MOE),
+    "num_experts_per_tok": (_ON, _MOE),
+    "moe_intermediate_size": (_ON, _MOE),
+    "add_cross_attention": (_ON, "cross-attention layers add parameters and FLOPs not counted"),
+}
+# Per model_type, where a field means something else there.
+UNMODELLED_BY_TYPE: dict[str, dict[str, tuple[Callable[[Any, dict[str, Any]], bool], str]]] = {
+    # Qwen2 states a window always and uses it only with use_sliding_window: true
+    "qwen2": {
+        "sliding_window": (
+            lambda value, data: _ON(value, data) and data.get("use_sliding_window") is True,
+            _SLIDING,
+        ),
+    },
+}
+# Read as nothing, on purpose, because they change no count, FLOP or byte: rope_scaling (how the
+# rotary frequencies stretch to a longer context), pretraining_tp (a sharding of the same
+# matmuls), dropouts, initializer_range, token ids, torch_dtype (the checkpoint's storage dtype;
+# --dtype chooses), use_cache, architectures.
+
+
+def warn_unmodelled(where: str, model_type: str, data: dict[str, Any]) -> None:
+    """One `Warning:` line on stderr for each field that is on and not modelled."""
+    table = {**UNMODELLED, **UNMODELLED_BY_TYPE.get(model_type, {})}
+    for name in ("use_sliding_window", "add_cross_attention"):
+        if data.get(name) is not None:
+            typed(where, name, data[name])
+    for name, (is_on, consequence) in table.items():
+        if name in data and is_on(data[name], data):
+            print(
+                f"Warning: {where}: field {name!r} = {quote(data[name])} is not modelled: "
+                f"{consequence}",
+                file=sys.stderr,
+            )
+
+
+class Fields:
+    """Reads a config.json mapping; a missing required field is an error naming it, and every
+    value read is checked against its JSON type (FIELD_TYPES)."""
+
+    def __init__(self, data: dict[str, Any], where: str) -> None:
+        self.data, self.where = data, where
+
+    def need(self, *names: str) -> Any:
+        for name in names:
+            if self.data.get(name) is not None:
+                return typed(self.where, name, self.data[name])
+        raise LLMCalcError(
+            f"{self.where}: missing field {names[0]!r} (needed for model_type "
+            f"{self.data.get('model_type')!r})"
+        )
+
+    def get(self, name: str, default: Any) -> Any:
+        value = self.data.get(name)
+        return default if value is None else typed(self.where, name, value)
+
+    def has(self, name: str) -> bool:
+        return self.data.get(name) is not None
+
+    def activation(self, name: str = "hidden_act", default: str = "silu", glu: bool = True) -> str:
+        raw = self.get(name, default)
+        if raw not in ACTIVATIONS:
+            raise LLMCalcError(
+                f"{self.where}: field {name!r} = {quote(raw)}: supported: {', '.join(ACTIVATIONS)}"
+            )
+        return GLU[ACTIVATIONS[raw]] if glu else ACTIVATIONS[raw]
+
+
+# HF activation names -> ours; a GLU model type turns silu/gelu into swiglu/geglu
+ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu",
+    "gelu_fast": "gelu",
+    "gelu_pytorch_tanh": "gelu",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+}
+GLU = {"silu": "swiglu", "gelu": "geglu", "relu": "reglu"}
