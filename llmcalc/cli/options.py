@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from llmcalc.config.schema import MAX_SIZE
+from llmcalc.config.sizes import MAX_SIZE
 from llmcalc.errors import LLMCalcError, quote
 
 PresetArg = Annotated[str, typer.Argument(help="Built-in preset name or path to a YAML file.")]

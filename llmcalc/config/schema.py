@@ -14,10 +14,11 @@ import difflib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 from llmcalc.config.dtypes import DTYPE_BYTES
+from llmcalc.config.sizes import MAX_SIZE, llama_d_ff, scaled
+from llmcalc.config.window import check_window
 from llmcalc.errors import LLMCalcError, quote
 
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "geglu", "reglu")
@@ -87,6 +88,15 @@ class ModelConfig:
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # partial rotary: the leading share of head_dim that rotates
     tie_embeddings: bool = False
+    scale_embeddings: bool = False  # embeddings × sqrt(d_model) (Gemma): no parameter
+
+    # --- attention window and soft-capping (config/window.py) --------------------------------
+    sliding_window: int | None = None  # W: a local layer sees the last W positions (itself too)
+    sliding_window_pattern: int | None = None  # every p-th layer global; none given: all local
+    global_layers: list[int] | None = None  # or the global layers' indices (other patterns)
+    attn_softcap: float | None = None  # scores -> c·tanh(scores / c) (Gemma 2)
+    logit_softcap: float | None = None  # final logits likewise
+    norm_offset: bool = False  # RMSNorm scales by 1 + w (Gemma): the same parameters
 
     # --- the published weights -----------------------------------------------------------------
     dtype: str | None = None  # fp32, bf16, fp16 (config.json torch_dtype): memory's --dtype default
@@ -131,7 +141,7 @@ class ModelConfig:
         for name in ("n_kv_heads", "head_dim", "d_ff", "multiple_of"):
             if getattr(self, name) is not None:
                 _positive(where, name, getattr(self, name))
-        for name in ("norm_eps", "rope_theta", "ffn_multiplier"):
+        for name in ("norm_eps", "rope_theta", "ffn_multiplier", "attn_softcap", "logit_softcap"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise LLMCalcError(
@@ -144,6 +154,7 @@ class ModelConfig:
                     f"{where}: field {name!r} = {quote(value)}: allowed values are {', '.join(allowed)}"
                 )
 
+        check_window(self)
         n_kv = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
         if self.n_heads % n_kv:
             raise LLMCalcError(
@@ -266,7 +277,11 @@ class ModelConfig:
     def without_effect(self) -> dict[str, str]:
         """Fields whose value has no effect in this config -> the field that overrides them
         (stating one of these explicitly is a conflict: _CONFLICTS)."""
-        return {name: other for name, other, no_effect in _CONFLICTS if no_effect(self)}
+        return {
+            name: other
+            for name, other, no_effect in _CONFLICTS
+            if no_effect(self) and getattr(self, name) is not None
+        }
 
     def given_dict(self) -> dict[str, Any]:
         """The fields as given: a DERIVED field only where it was given, not derived, so that
@@ -296,32 +311,6 @@ DERIVED = {
 }
 
 
-def llama_d_ff(d_model: int, ffn_multiplier: float | None, multiple_of: int) -> int:
-    """The LLaMA FeedForward sizing (facebookresearch/llama, model.py, FeedForward.__init__):
-    hidden = int(2 * 4d / 3); hidden = int(ffn_multiplier * hidden); round up to multiple_of."""
-    hidden = (8 * d_model) // 3  # == int(2 * (4 * d_model) / 3) for every positive int
-    if ffn_multiplier is not None:
-        hidden = scaled(hidden, ffn_multiplier)
-    return multiple_of * -(-hidden // multiple_of)
-
-
-def scaled(n: int, factor: float) -> int:
-    """int(n * factor) as Python computes it in floating point (as the reference code does: HF's
-    rotary dims, LLaMA's ffn_dim_multiplier), and exactly where that is past a float's range."""
-    if n < 2**53:
-        product = n * factor
-        if math.isfinite(product):
-            return int(product)
-    return math.floor(Fraction(factor) * n)
-
-
-MAX_SIZE = 10**30
-"""The largest size a config can state (a googol of tokens would be absurd; 10**30 is already
-past anything built by ~10**17). Below it every closed form is exact and every product the reports
-print stays inside a float's range; the commands that build tensors have their own, smaller
-limits (model/limits.py)."""
-
-
 def _positive(where: str, name: str, value: int) -> None:
     if value <= 0:
         raise LLMCalcError(f"{where}: field {name!r} = {quote(value)}: must be a positive integer")
@@ -336,16 +325,22 @@ def _check_type(where: str, name: str, value: Any, kind: str) -> Any:
     """The value if it is of the field's kind (ints are accepted for floats), else an error."""
     if value is None and name in _OPTIONAL:
         return None
+    integer = isinstance(value, int) and not isinstance(value, bool)
     ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
+        "int": integer,
+        "list[int]": isinstance(value, list)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
         "float": isinstance(value, int | float) and not isinstance(value, bool),
         "bool": isinstance(value, bool),
         "str": isinstance(value, str),
     }[kind]
     if not ok:
-        expected = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
-            kind, "a string"
-        )
+        expected = {
+            "int": "an integer",
+            "list[int]": "a list of integers",
+            "float": "a number",
+            "bool": "true or false",
+        }.get(kind, "a string")
         if name in ENUMS:
             expected = f"one of {', '.join(ENUMS[name])}"
         raise LLMCalcError(
@@ -367,6 +362,9 @@ _CONFLICTS: tuple[tuple[str, str, Any], ...] = (
     ("rope_theta", "position", lambda cfg: cfg.position != "rope"),
     ("rope_fraction", "position", lambda cfg: cfg.position != "rope"),
     ("norm_bias", "norm", lambda cfg: cfg.norm != "layernorm"),
+    ("norm_offset", "norm", lambda cfg: cfg.norm_offset and cfg.norm != "rmsnorm"),
+    ("sliding_window_pattern", "sliding_window", lambda cfg: cfg.sliding_window is None),
+    ("global_layers", "sliding_window", lambda cfg: cfg.sliding_window is None),
 )
 
 

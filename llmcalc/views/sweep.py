@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmcalc.config.presets import config_from, parse_value, read_preset
-from llmcalc.config.schema import MAX_SIZE, ModelConfig
+from llmcalc.config.schema import ModelConfig
+from llmcalc.config.sizes import MAX_SIZE
 from llmcalc.errors import LLMCalcError, quote
 from llmcalc.memory.formula import training_memory
 from llmcalc.views.compare import ROWS, model_metrics

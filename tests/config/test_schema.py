@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-from llmcalc.config.schema import ModelConfig, llama_d_ff
+from llmcalc.config.schema import ModelConfig
+from llmcalc.config.sizes import llama_d_ff
 from llmcalc.errors import LLMCalcError
 from tests.conftest import tiny
 
@@ -135,7 +136,7 @@ def test_sizes_up_to_10_to_the_30_are_exact_and_past_it_refused():
 
 
 def test_scaled_is_float_arithmetic_where_floats_reach_and_exact_past_them():
-    from llmcalc.config.schema import scaled
+    from llmcalc.config.sizes import scaled
 
     for n in (80, 128, 4096, 11008, 2**52):
         for factor in (0.25, 0.4, 0.5, 1.3, 1.0):
