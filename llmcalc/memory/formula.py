@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmcalc.config.schema import ModelConfig
+from llmcalc.config.window import cached_positions, local_layer_count
 from llmcalc.memory.activations import block_backward_peak, head_activations, layer_activations
 from llmcalc.params.formula import param_formula
 
@@ -45,10 +46,15 @@ STATE_TENSORS = {"adamw": 2, "sgd": 0, "sgd-momentum": 1}  # AdamW: exp_avg and 
 
 
 def kv_cache_bytes(cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int) -> int:
-    """Keys and values of every layer: 2 · L · h_kv · d_h · T · B · bytes (Pope et al. 2022,
-    'Efficiently Scaling Transformer Inference', section 3.1). GQA and MQA shrink it by storing
-    h_kv < h heads (Ainslie et al. 2023; Shazeer 2019)."""
-    return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * seq * batch * dtype_bytes
+    """Keys and values of every layer: 2 · h_kv · d_h · B · bytes · Σ positions held (Pope et al.
+    2022, 'Efficiently Scaling Transformer Inference', section 3.1): T in a global layer, and in a
+    local layer (sliding window W) min(T, W − 1), what transformers' sliding cache keeps. GQA and
+    MQA shrink it by storing h_kv < h heads (Ainslie et al. 2023; Shazeer 2019)."""
+    local = local_layer_count(cfg)
+    positions = (cfg.n_layers - local) * seq
+    if local:
+        positions += local * cached_positions(cfg, True, seq)
+    return 2 * cfg.n_kv_heads * cfg.head_dim * positions * batch * dtype_bytes
 
 
 def with_kv_heads(cfg: ModelConfig, n_kv_heads: int) -> ModelConfig:

@@ -34,8 +34,25 @@ class Embedding(SkipInitOnMeta, nn.Embedding):
 # --- norms ------------------------------------------------------------------------------------
 
 
+class OffsetRMSNorm(nn.Module):
+    """Gemma's RMSNorm: x / rms(x) · (1 + w), computed in fp32 and cast back, with w starting at
+    zero (transformers' GemmaRMSNorm). The same parameter count as RMSNorm's w."""
+
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (h * (1.0 + self.weight.float())).type_as(x)
+
+
 def make_norm(cfg: ModelConfig, size: int | None = None) -> nn.Module:
     size = cfg.d_model if size is None else size
+    if cfg.norm == "rmsnorm" and cfg.norm_offset:
+        return OffsetRMSNorm(size, cfg.norm_eps)
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(size, eps=cfg.norm_eps)
     return nn.LayerNorm(size, eps=cfg.norm_eps, bias=cfg.norm_bias)

@@ -133,6 +133,8 @@ class Transformer(nn.Module):
         seq = tokens.shape[1]
         start = cache.length if cache is not None else 0
         x = self.tok_embeddings(tokens)
+        if self.cfg.scale_embeddings:  # Gemma: × sqrt(d_model), rounded to the dtype as in HF
+            x = x * torch.tensor(self.cfg.d_model**0.5, dtype=x.dtype, device=x.device)
         if self.cfg.position == "learned":
             x = x + self.pos_embeddings(torch.arange(start, start + seq, device=tokens.device))
         elif self.cfg.position == "sinusoidal":
@@ -149,6 +151,8 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.length += seq
         logits = self.lm_head(self.final_norm(x))
+        if self.cfg.logit_softcap is not None:  # Gemma 2: c·tanh(logits / c)
+            logits = torch.tanh(logits / self.cfg.logit_softcap) * self.cfg.logit_softcap
         if targets is None:
             return logits
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())

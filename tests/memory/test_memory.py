@@ -63,6 +63,44 @@ def test_prefill_then_decode_equals_one_full_forward(position, n_kv_heads, impl)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+WINDOWS = {
+    "all local": dict(sliding_window=4),
+    "every 2nd global": dict(sliding_window=3, sliding_window_pattern=2),
+    "layer 0 global": dict(sliding_window=5, global_layers=[0], n_layers=3),
+    "softcaps": dict(attn_softcap=5.0, logit_softcap=3.0, sliding_window=4),
+    "gemma norms": dict(scale_embeddings=True, norm_offset=True, norm_position="sandwich"),
+}
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+@pytest.mark.parametrize("window", WINDOWS, ids=list(WINDOWS))
+def test_windowed_prefill_then_decode_equals_one_full_forward(window, impl):
+    """Past the window: a local layer's cache keeps W − 1 positions and decoding still
+    reproduces the full forward, where the mask keeps each query's last W keys."""
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_dict(tiny(n_kv_heads=2, **WINDOWS[window]))
+    model = build_model(cfg, "cpu", attention=impl).eval()
+    for param in model.parameters():  # Gemma's 1 + w starts at w = 0: make w matter
+        torch.nn.init.normal_(param, std=0.3)
+    tokens = torch.randint(0, cfg.vocab_size, (2, 12))
+    cache = KVCache(cfg, 2, 12, "cpu", torch.float32)
+    with torch.no_grad():
+        full = model(tokens)
+        steps = [model(tokens[:, :7], cache=cache), model(tokens[:, 7:9], cache=cache)]
+        steps += [model(tokens[:, i : i + 1], cache=cache) for i in range(9, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache.nbytes == kv_cache_bytes(cfg, 2, 12, 4)
+
+
+@pytest.mark.parametrize("seq", [1, 3, 4, 5, 9])
+def test_a_local_layer_holds_window_minus_one_positions(seq):
+    cfg = ModelConfig.from_dict(tiny(n_layers=2, sliding_window=4, sliding_window_pattern=2))
+    cache = KVCache(cfg, 1, seq, "cpu", torch.float32)
+    assert [k.shape[2] for k in cache.keys] == [min(seq, 3), seq]  # local, then global
+    per_position = 2 * cfg.n_kv_heads * cfg.head_dim * 4
+    assert kv_cache_bytes(cfg, 1, seq, 4) == per_position * (min(seq, 3) + seq)
+
+
 def test_eager_and_sdpa_attention_agree():
     torch.manual_seed(0)
     cfg = ModelConfig.from_dict(tiny(n_kv_heads=2))
