@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmcalc.config.schema import ModelConfig
+from llmcalc.config.window import local_layer_count, windowed_pairs
 from llmcalc.params.formula import norms_per_layer
 
 # Matmul components, in forward order. "attn_scores" is QKᵀ, "attn_values" is softmax(QKᵀ)·V.
@@ -46,6 +47,9 @@ class ForwardFlops:
     matmul: dict[str, int]  # component -> FLOPs of one forward pass over batch × seq tokens
     causal_attention: int  # scores + values with only the causal half of each T×T matrix
     non_matmul: dict[str, int]
+    # scores + values with the pairs the masks allow: causal, and in a local layer each query's
+    # last W keys (min(i + 1, W) of them); None without a sliding window
+    windowed_attention: int | None = None
 
     @property
     def matmul_total(self) -> int:
@@ -60,6 +64,12 @@ class ForwardFlops:
         return self.matmul_total - self.attention_full + self.causal_attention
 
     @property
+    def matmul_total_windowed(self) -> int | None:
+        if self.windowed_attention is None:
+            return None
+        return self.matmul_total - self.attention_full + self.windowed_attention
+
+    @property
     def total(self) -> int:
         return self.matmul_total + sum(self.non_matmul.values())
 
@@ -72,17 +82,23 @@ def attention_flops(cfg: ModelConfig, batch: int, queries: int, keys: int) -> in
 
 def matmul_flops(cfg: ModelConfig, batch: int, seq: int, keys: int | None = None) -> dict[str, int]:
     """Forward matmul FLOPs per component for `batch` sequences of `seq` new tokens attending over
-    `keys` keys each (default seq: training and prefill); per-layer components summed over layers."""
+    `keys` keys each (default seq: training and prefill, where every layer computes the full T×T,
+    masked); per-layer components summed over layers. With `keys` given (decoding from a cache),
+    a local layer attends over its window: min(keys, W) keys."""
+    local = local_layer_count(cfg) if keys is not None else 0
     keys = seq if keys is None else keys
     tokens = batch * seq
     layers = cfg.n_layers
     mlp_matrices = 3 if cfg.is_glu else 2
+    attention = (layers - local) * attention_flops(cfg, batch, seq, keys)
+    if local:
+        attention += local * attention_flops(cfg, batch, seq, min(keys, cfg.sliding_window))
     return {
         "attn_q": layers * 2 * tokens * cfg.d_model * cfg.q_dim,
         "attn_k": layers * 2 * tokens * cfg.d_model * cfg.kv_dim,
         "attn_v": layers * 2 * tokens * cfg.d_model * cfg.kv_dim,
-        "attn_scores": layers * attention_flops(cfg, batch, seq, keys),
-        "attn_values": layers * attention_flops(cfg, batch, seq, keys),
+        "attn_scores": attention,
+        "attn_values": attention,
         "attn_o": layers * 2 * tokens * cfg.q_dim * cfg.d_model,
         "mlp": layers * mlp_matrices * 2 * tokens * cfg.d_model * cfg.d_ff,
         "lm_head": 2 * tokens * cfg.d_model * cfg.vocab_size,
@@ -130,13 +146,25 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
     }
     if cfg.position in ("learned", "sinusoidal"):
         result["position_add"] = tokens * d
+    if cfg.scale_embeddings:
+        result["embedding_scale"] = tokens * d
+    if cfg.attn_softcap is not None or cfg.logit_softcap is not None:  # divide, tanh, multiply
+        scores = layers * batch * cfg.n_heads * seq * seq if cfg.attn_softcap is not None else 0
+        logits = tokens * cfg.vocab_size if cfg.logit_softcap is not None else 0
+        result["softcap"] = 3 * (scores + logits)
     return result
 
 
 def forward_flops(cfg: ModelConfig, batch: int, seq: int) -> ForwardFlops:
     matmul = matmul_flops(cfg, batch, seq)
-    causal = cfg.n_layers * 2 * attention_flops(cfg, batch, 1, 1) * causal_pairs(seq)
-    return ForwardFlops(batch, seq, matmul, causal, non_matmul_flops(cfg, batch, seq))
+    per_pair = 2 * attention_flops(cfg, batch, 1, 1)  # scores and values of one query-key pair
+    causal = cfg.n_layers * per_pair * causal_pairs(seq)
+    local, windowed = local_layer_count(cfg), None
+    if local:
+        pairs = (cfg.n_layers - local) * causal_pairs(seq)
+        windowed = per_pair * (pairs + local * windowed_pairs(cfg.sliding_window, seq))
+    non_matmul = non_matmul_flops(cfg, batch, seq)
+    return ForwardFlops(batch, seq, matmul, causal, non_matmul, windowed)
 
 
 # --- training step --------------------------------------------------------------------------

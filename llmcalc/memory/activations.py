@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmcalc.config.schema import ModelConfig
+from llmcalc.config.window import local_layer_count
 
 INT64 = 8
 
@@ -43,13 +44,22 @@ def _norm(
     saved.add(source if a == 4 else f"{name}.input_fp32", rows * width * 4)
     saved.add(f"{name}.normalised", rows * width * 4)
     saved.add(f"{name}.rsqrt", rows * 4)
+    if cfg.norm_offset:  # Gemma's (1 + w), made in fp32 and kept by the product
+        saved.add(f"{name}.one_plus_w", width * 4)
+
+
+def attention_impl(cfg: ModelConfig, impl: str) -> str:
+    """The attention the model runs: soft-capped scores always take the eager path."""
+    return "eager" if cfg.attn_softcap is not None else impl
 
 
 def _attention(
-    saved: Saved, cfg: ModelConfig, p: str, batch: int, seq: int, a: int, impl: str
+    saved: Saved, cfg: ModelConfig, p: str, batch: int, seq: int, a: int, impl: str, local: bool
 ) -> None:
-    """Inside attention: the q/k/v projections' input is kept by the caller."""
+    """Inside attention: the q/k/v projections' input is kept by the caller. A local layer
+    whose window bites (seq > W) is masked explicitly."""
     n = batch * seq
+    windowed = local and seq > cfg.sliding_window
     q_bytes, kv_bytes = n * cfg.q_dim * a, n * cfg.kv_dim * a
     q_name, k_name = f"{p}.q_proj", f"{p}.k_proj"
     if cfg.qk_norm != "none":
@@ -85,8 +95,10 @@ def _attention(
         saved.add(f"{p}.k_repeated" if groups > 1 else k_name, kv_bytes * groups)
         saved.add(f"{p}.v_repeated" if groups > 1 else v_name, kv_bytes * groups)
         saved.add(f"{p}.probs", batch * cfg.n_heads * seq * seq * a)
+        if cfg.attn_softcap is not None:  # c·tanh(scores / c): tanh keeps its output
+            saved.add(f"{p}.scores_tanh", batch * cfg.n_heads * seq * seq * a)
         if cfg.position != "alibi":
-            saved.add(f"{p}.causal_mask", seq * seq)  # bool
+            saved.add(f"{p}.causal_mask", seq * seq)  # bool (with the window, when local)
         saved.add(f"{p}.out_copy", q_bytes)  # (B, H, T, d_h) -> (B, T, H·d_h)
         return
     # fused SDPA keeps q, k, v, its output and the fp32 log-sum-exp: O(T) per head
@@ -95,6 +107,8 @@ def _attention(
     saved.add(v_name, kv_bytes)
     saved.add(f"{p}.out", q_bytes)
     saved.add(f"{p}.logsumexp", batch * cfg.n_heads * seq * 4)
+    if windowed:  # the boolean window mask, turned by SDPA into an additive one in q's dtype
+        saved.add(f"{p}.window_mask", seq * seq * a)
     if head_major:
         saved.add(f"{p}.out_copy", q_bytes)
 
@@ -116,11 +130,13 @@ def _mlp(saved: Saved, cfg: ModelConfig, p: str, n: int, a: int) -> None:
 
 
 def layer_activations(
-    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa"
+    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa", local: bool = False
 ) -> dict[str, int]:
-    """Bytes one block keeps for backward, by tensor name (see model.Block's layouts). The layer's
-    input is counted here; its output is counted by the next layer or the head."""
+    """Bytes one block keeps for backward, by tensor name (see model.Block's layouts); `local`:
+    a layer that attends through the sliding window. The layer's input is counted here; its
+    output is counted by the next layer or the head."""
     n, d = batch * seq, cfg.d_model
+    impl = attention_impl(cfg, impl)
     saved = Saved()
     pre = cfg.norm_position in ("pre", "sandwich")
     out_norm = cfg.norm_position in ("sandwich", "output")
@@ -138,7 +154,7 @@ def layer_activations(
     def branch(kind: str, source: str, norm_name: str) -> None:
         branch_input(norm_name, source)
         if kind == "attn":
-            _attention(saved, cfg, "attn", batch, seq, a, impl)
+            _attention(saved, cfg, "attn", batch, seq, a, impl, local)
         else:
             _mlp(saved, cfg, "mlp", n, a)
 
@@ -170,6 +186,17 @@ def layer_activations(
     return saved.bytes
 
 
+def saved_activations(cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa") -> int:
+    """Everything one training step keeps for backward: the global and the local layers' saved
+    tensors and those outside the blocks."""
+    local = local_layer_count(cfg)
+    total = sum(head_activations(cfg, batch, seq, a).values())
+    total += (cfg.n_layers - local) * sum(layer_activations(cfg, batch, seq, a, impl).values())
+    if local:
+        total += local * sum(layer_activations(cfg, batch, seq, a, impl, local=True).values())
+    return total
+
+
 def head_activations(cfg: ModelConfig, batch: int, seq: int, a: int) -> dict[str, int]:
     """Kept outside the blocks: token ids and targets (int64), learned position ids, the last
     block's output and the final norm's, the fp32 log-softmax of the logits."""
@@ -186,6 +213,10 @@ def head_activations(cfg: ModelConfig, batch: int, seq: int, a: int) -> dict[str
         saved.add("final_norm.out", n * d * a)
     else:
         saved.add("last_layer_out", n * d * a)
+    if cfg.scale_embeddings:  # the 0-dim sqrt(d_model) in the activation dtype
+        saved.add("embedding_scale", a)
+    if cfg.logit_softcap is not None:  # c·tanh(logits / c): tanh keeps its output
+        saved.add("logits_tanh", n * cfg.vocab_size * a)
     saved.add("log_softmax", n * cfg.vocab_size * 4)
     saved.add("loss.total_weight", 4)  # nll_loss's fp32 scalar
     return saved.bytes
@@ -202,6 +233,7 @@ def block_backward_peak(
     MLP stage (the block's saved tensors alive, one or two n·f gradients beyond them), then
     the attention stage (the MLP's saved tensors released; the gradients of q, k, v and the
     output, or with eager attention two of B·H·T·T)."""
+    impl = attention_impl(cfg, impl)
     n = batch * seq
     everything = sum(saved.values())
     stream = 2 * n * cfg.d_model * a

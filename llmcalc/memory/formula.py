@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmcalc.config.schema import ModelConfig
-from llmcalc.config.window import cached_positions, local_layer_count
+from llmcalc.config.window import cached_positions, is_local, local_layer_count
 from llmcalc.memory.activations import block_backward_peak, head_activations, layer_activations
 from llmcalc.params.formula import param_formula
 
@@ -188,15 +188,24 @@ def training_memory(
     optimizer_bytes += n_params * p.master
     states = {"weights": weights, "optimizer": optimizer_bytes}
 
-    layer_saved = layer_activations(cfg, batch, seq, a, attention)
-    per_layer = sum(layer_saved.values())
-    kept_per_layer = n * d * a if checkpointing == "full" else per_layer  # a block's input only
+    # what a block keeps: a global layer's and a local (sliding window) layer's saved tensors
+    local = local_layer_count(cfg)
+    saved_by_kind = {False: layer_activations(cfg, batch, seq, a, attention)}
+    if local:
+        saved_by_kind[True] = layer_activations(cfg, batch, seq, a, attention, local=True)
+    per_layer = {kind: sum(saved.values()) for kind, saved in saved_by_kind.items()}
+    first, last = is_local(cfg, 0), is_local(cfg, layers - 1)
+    if checkpointing == "full":  # a block's input only
+        kept_all, kept_first = layers * n * d * a, n * d * a
+    else:
+        kept_all = (layers - local) * per_layer[False] + local * per_layer.get(True, 0)
+        kept_first = per_layer[first]
     head = head_activations(cfg, batch, seq, a)
     # RoPE's cos and sin live until the first block's backward: saved by every block, or under
     # checkpointing held as the blocks' inputs (alive, but not saved by autograd: "other")
     rope = head.get("rope_tables", 0)
     rope_saved, rope_held = (0, rope) if checkpointing == "full" else (rope, 0)
-    activations = layers * kept_per_layer + sum(head.values()) - rope_held
+    activations = kept_all + sum(head.values()) - rope_held
     embedding_inputs = head["tokens"] + head.get("position_ids", 0) + head["targets"]
     batch_ids = head["tokens"] + head["targets"]  # held by the training loop all step
     logits = n * vocab * a
@@ -216,7 +225,7 @@ def training_memory(
         block_forward = _phase(
             "last block forward",
             **states,
-            activations=batch_ids + layers * kept_per_layer,
+            activations=batch_ids + kept_all,
             other=block_transient(cfg, batch, seq, a) - n * d * a + rope,  # its input is kept
         )
         forward = max(forward, block_forward, key=lambda ph: ph.total)
@@ -243,24 +252,27 @@ def training_memory(
     head_grads = (components["final_norm"] + components["lm_head"]) * p.grad + tied_weight_grad
     layer_grads = n_params - components["token_embedding"] - components["position_embedding"]
     layer_grads = (layer_grads - components["final_norm"] - components["lm_head"]) * p.grad
+
     # inside a block: its saved tensors (recomputed first with checkpointing) and gradients
-    in_block = block_backward_peak(cfg, batch, seq, a, attention, layer_saved)
-    in_block -= 0 if checkpointing == "full" else per_layer  # already counted as kept
+    def in_block(kind: bool) -> int:
+        peak = block_backward_peak(cfg, batch, seq, a, attention, saved_by_kind[kind])
+        return peak - (0 if checkpointing == "full" else per_layer[kind])  # counted as kept
+
     # a tied head's gradient is held by autograd until the embedding's is added to it
     held = head_weight_grad if cfg.tie_embeddings else 0
     last_block = _phase(
         "last block backward",
         **states,
         gradients=head_grads - held,
-        activations=embedding_inputs + layers * kept_per_layer + rope_saved,
-        other=in_block + held + rope_held,
+        activations=embedding_inputs + kept_all + rope_saved,
+        other=in_block(last) + held + rope_held,
     )
     first_block = _phase(
         "first block backward",
         **states,
         gradients=head_grads - held + layer_grads * (layers - 1) // layers,
-        activations=embedding_inputs + kept_per_layer + rope_saved,
-        other=in_block + held + rope_held,
+        activations=embedding_inputs + kept_first + rope_saved,
+        other=in_block(first) + held + rope_held,
     )
     # Last, the embeddings: a dense V x d gradient; a tied one is added to the head's (both
     # and their sum alive at once) before it becomes the parameter's gradient.

@@ -44,6 +44,10 @@ _GRID_AXES: list[dict] = [
     {"multiple_of": 32, "ffn_multiplier": 1.3},
     {"d_ff": 100},
     {"final_norm": False},
+    {"sliding_window": 8},
+    {"sliding_window": 8, "sliding_window_pattern": 2, "n_kv_heads": 2},
+    {"sliding_window": 8, "attn_softcap": 30.0, "logit_softcap": 20.0},
+    {"scale_embeddings": True, "norm_offset": True, "norm_position": "sandwich"},
 ]
 
 

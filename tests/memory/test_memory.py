@@ -12,7 +12,7 @@ import torch
 from llmcalc.cli import app
 from llmcalc.config.presets import load_config
 from llmcalc.config.schema import ModelConfig
-from llmcalc.memory.activations import head_activations, layer_activations
+from llmcalc.memory.activations import saved_activations
 from llmcalc.memory.formula import (
     inference_memory,
     kv_cache_bytes,
@@ -126,8 +126,7 @@ def test_parameter_inventory_is_the_models(cfg):
 
 
 def _saved_by_formula(cfg, batch, seq, a, impl):
-    per_layer = sum(layer_activations(cfg, batch, seq, a, impl).values())
-    return cfg.n_layers * per_layer + sum(head_activations(cfg, batch, seq, a).values())
+    return saved_activations(cfg, batch, seq, a, impl)
 
 
 @pytest.mark.parametrize("cfg", GRID, ids=[c.name for c in GRID])
