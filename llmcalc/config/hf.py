@@ -7,12 +7,14 @@ modelling files (which norms, biases and layouts each type uses).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from llmcalc.config.hf_fields import Fields as _Fields
 from llmcalc.config.hf_fields import typed, warn_unmodelled
+from llmcalc.config.hf_window import nullable, qwen_window, window_fields
 from llmcalc.config.reading import load_json, read_text, shown
 from llmcalc.errors import LLMCalcError, quote
 
@@ -44,13 +46,76 @@ def _llama_like(f: _Fields, **extra: Any) -> dict[str, Any]:
     return cfg
 
 
+def _mistral(f: _Fields) -> dict[str, Any]:
+    # every layer behind the window; MistralConfig defaults it to 4096 when the file has none
+    return _llama_like(f, **window_fields(f, default_window=4096))
+
+
 def _qwen2(f: _Fields) -> dict[str, Any]:
-    return _llama_like(f, qkv_bias=True, out_bias=False)  # biases on q, k, v only
+    # biases on q, k, v only
+    return _llama_like(f, qkv_bias=True, out_bias=False, **qwen_window(f))
 
 
 def _gemma(f: _Fields) -> dict[str, Any]:
+    """Gemma: RMSNorm scaled by 1 + w, embeddings × sqrt(d_model), tied, GeGLU."""
     act = f.activation("hidden_activation", f.get("hidden_act", "gelu_pytorch_tanh"))
-    return _llama_like(f, activation=act, tie_embeddings=f.get("tie_word_embeddings", True))
+    tied = f.get("tie_word_embeddings", True)
+    return _llama_like(
+        f, activation=act, tie_embeddings=tied, norm_offset=True, scale_embeddings=True
+    )
+
+
+def _gemma2(f: _Fields) -> dict[str, Any]:
+    """Gemma 2: norms before and after each sublayer, soft-capped scores and logits, every other
+    layer (0, 2, ...) local (Gemma2Config's defaults where the file is silent)."""
+    return {
+        **_gemma(f),
+        "norm_position": "sandwich",
+        "attn_softcap": nullable(f, "attn_logit_softcapping", 50.0),
+        "logit_softcap": nullable(f, "final_logit_softcapping", 30.0),
+        **window_fields(f, default_window=4096, pattern=2),
+    }
+
+
+# Gemma3TextConfig's defaults: the Hub's gemma-3 files leave most of them out.
+_GEMMA3_DEFAULTS = {
+    "vocab_size": 262208,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 256,
+    "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1_000_000.0,  # the global layers'; the local ones' (10,000) changes no count
+}
+
+
+def _gemma3_text(f: _Fields) -> dict[str, Any]:
+    """Gemma 3 (text): Gemma 2's layout with q/k norms over head_dim, no soft-caps by default,
+    and every `sliding_window_pattern`-th layer global (6)."""
+    f = _Fields({**_GEMMA3_DEFAULTS, **{k: v for k, v in f.data.items() if v is not None}}, f.where)
+    pattern = f.get("sliding_window_pattern", f.get("_sliding_window_pattern", 6))
+    return {
+        **_gemma(f),
+        "norm_position": "sandwich",
+        "qk_norm": "head",
+        "attn_softcap": nullable(f, "attn_logit_softcapping", None),
+        "logit_softcap": nullable(f, "final_logit_softcapping", None),
+        **window_fields(f, default_window=4096, pattern=pattern),
+    }
+
+
+def _gemma3(f: _Fields) -> dict[str, Any]:
+    """Gemma 3 with vision: the language model is its `text_config` (the vision tower and the
+    projector are not counted; a warning says so)."""
+    text = f.data.get("text_config")
+    if not isinstance(text, dict):
+        raise LLMCalcError(f"{f.where}: model_type 'gemma3' needs a 'text_config' object")
+    print(
+        f"Warning: {f.where}: only the language model (text_config) is counted, not the "
+        "vision tower or its projector",
+        file=sys.stderr,
+    )
+    return _gemma3_text(_Fields(text, f"{f.where} text_config"))
 
 
 def _olmo2(f: _Fields) -> dict[str, Any]:
@@ -156,11 +221,17 @@ def _phi(f: _Fields) -> dict[str, Any]:
     }
 
 
+# The families whose mapping reads the sliding window (hf_window.py); others warn about it.
+WINDOWED = ("mistral", "qwen2", "gemma2", "gemma3_text", "gemma3")
+
 MODEL_TYPES: dict[str, Callable[[_Fields], dict[str, Any]]] = {
     "llama": _llama_like,
-    "mistral": _llama_like,
+    "mistral": _mistral,
     "qwen2": _qwen2,
     "gemma": _gemma,
+    "gemma2": _gemma2,
+    "gemma3_text": _gemma3_text,
+    "gemma3": _gemma3,
     "gpt2": _gpt2,
     "gpt_neox": _gpt_neox,
     "falcon": _falcon,
@@ -192,7 +263,7 @@ def read_hf_config(path: Path) -> dict[str, Any]:
     fields = _Fields(data, where)
     mapped = MODEL_TYPES[model_type](fields)
     _check_consistent(fields, mapped)
-    warn_unmodelled(where, model_type, data)
+    warn_unmodelled(where, model_type, data, window_mapped=model_type in WINDOWED)
     name = fields.get("_name_or_path", "")
     if not name:
         folder = file.parent.name if file.parent.name else model_type

@@ -29,6 +29,9 @@ FIELD_TYPES: dict[str, str] = {
             "n_inner",
             "n_positions",
             "num_kv_heads",
+            "sliding_window",
+            "sliding_window_pattern",
+            "_sliding_window_pattern",
             "ffn_hidden_size",
             "num_ln_in_parallel_attn",
         ),
@@ -43,6 +46,9 @@ FIELD_TYPES: dict[str, str] = {
             "rotary_emb_base",
             "rotary_pct",
             "partial_rotary_factor",
+            "attn_logit_softcapping",
+            "final_logit_softcapping",
+            "query_pre_attn_scalar",
         ),
         "number",
     ),
@@ -67,10 +73,12 @@ FIELD_TYPES: dict[str, str] = {
         ("model_type", "hidden_act", "hidden_activation", "activation_function", "_name_or_path"),
         "string",
     ),
+    "max_window_layers": "count",
 }
 
 _EXPECTED = {
     "size": "a positive JSON integer",
+    "count": "a JSON integer, 0 or more",
     "number": "a JSON number",
     "bool": "a JSON bool (true or false)",
     "string": "a JSON string",
@@ -78,8 +86,9 @@ _EXPECTED = {
 
 
 def _is(kind: str, value: Any) -> bool:
-    if kind == "size":
-        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    if kind in ("size", "count"):
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        return whole and (value > 0 if kind == "size" else value >= 0)
     if kind == "number":
         return isinstance(value, int | float) and not isinstance(value, bool)
     if kind == "bool":
@@ -108,6 +117,9 @@ def _ON(value: Any, data: dict[str, Any]) -> bool:
 
 _SLIDING = "attention FLOPs and the KV cache are counted as if every token sees the whole sequence"
 _MOE = "a mixture of experts has more MLP parameters and FLOPs than the one dense MLP counted"
+# sliding_window and layer_types are modelled where the family maps them (hf_window.py); a
+# family that does not map them gets the warning.
+WINDOW_FIELDS = ("sliding_window", "layer_types")
 UNMODELLED: dict[str, tuple[Callable[[Any, dict[str, Any]], bool], str]] = {
     "sliding_window": (_ON, _SLIDING),
     "attention_chunk_size": (_ON, _SLIDING),
@@ -138,9 +150,14 @@ UNMODELLED_BY_TYPE: dict[str, dict[str, tuple[Callable[[Any, dict[str, Any]], bo
 # --dtype chooses), use_cache, architectures.
 
 
-def warn_unmodelled(where: str, model_type: str, data: dict[str, Any]) -> None:
-    """One `Warning:` line on stderr for each field that is on and not modelled."""
+def warn_unmodelled(
+    where: str, model_type: str, data: dict[str, Any], window_mapped: bool = False
+) -> None:
+    """One `Warning:` line on stderr for each field that is on and not modelled
+    (`window_mapped`: the family's mapping read the window fields)."""
     table = {**UNMODELLED, **UNMODELLED_BY_TYPE.get(model_type, {})}
+    if window_mapped:
+        table = {name: rule for name, rule in table.items() if name not in WINDOW_FIELDS}
     for name in ("use_sliding_window", "add_cross_attention"):
         if data.get(name) is not None:
             typed(where, name, data[name])
