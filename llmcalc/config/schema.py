@@ -124,6 +124,8 @@ class ModelConfig:
         for key, value in data.items():
             if key not in names:
                 near = difflib.get_close_matches(str(key)[:100], names, n=3, cutoff=0.5)
+                if near and _likeness(str(key), near[0]) >= 0.85:  # one clear match: only it
+                    near = near[:1]
                 hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
                 raise LLMCalcError(f"{origin}: unknown field {quote(key)}{hint}")
             values[key] = _check_type(origin, key, value, types[key])
@@ -319,6 +321,10 @@ def _positive(where: str, name: str, value: int) -> None:
             f"{where}: field {name!r} = {quote(value)}: at most 10**30 "
             f"({MAX_SIZE:,}), far past any model"
         )
+
+
+def _likeness(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
 
 
 def _check_type(where: str, name: str, value: Any, kind: str) -> Any:
