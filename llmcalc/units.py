@@ -77,10 +77,14 @@ def parse_count(option: str, text: str) -> int:
 
 
 def format_bytes(n: int) -> str:
-    """Binary units (DESIGN.md): 1 KiB = 1024 bytes."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    """Binary units (DESIGN.md): 1 KiB = 1024 bytes; two decimals, rounded half up in exact
+    integer arithmetic (a float would print wrong digits past 2**53)."""
+    sign, n = ("-" if n < 0 else ""), abs(n)
+    if n < 1024:
+        return f"{sign}{n} B"
+    power = 1
+    while power < 4 and n >= 1024 ** (power + 1):
+        power += 1
+    scale = 1024**power
+    hundredths = (200 * n + scale) // (2 * scale)
+    return f"{sign}{hundredths // 100}.{hundredths % 100:02d} {('KiB', 'MiB', 'GiB', 'TiB')[power - 1]}"

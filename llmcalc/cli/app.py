@@ -59,6 +59,14 @@ class OneLineErrors(typer.core.TyperGroup):
         except typer.Abort:
             typer.echo("Aborted.", err=True)
             sys.exit(1)
+        except BrokenPipeError:  # `| head`: the reader has what it wanted
+            sys.stderr.close()
+            sys.exit(0)
+        except OSError as exc:  # stdout closed or full (>&-, >/dev/full): a run-time failure
+            if exc.errno is None or os.environ.get("LLMCALC_DEBUG"):
+                raise
+            typer.echo(f"Error: cannot write the output: {exc.strerror}", err=True)
+            sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -92,4 +100,11 @@ for command in (presets, show, params, flops, memory, compare, sweep, check):
 
 
 def main() -> None:
+    if sys.stdout is None:  # started with stdout closed
+        print("Error: cannot write the output: stdout is closed", file=sys.stderr)
+        sys.exit(1)
+    # a terminal or pipe that cannot encode the tables' ·, ×, ² and box lines gets '?' for them
+    # rather than a UnicodeEncodeError (JSON and CSV numbers are ASCII anyway)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
     app()

@@ -89,8 +89,10 @@ def flops(
     if context is not None and context < 0:
         raise LLMCalcError(f"--context {context}: must be 0 or more")
     positive("--context", context or None)
-    if mfu > 1:
-        raise LLMCalcError(f"--mfu {mfu}: must be in (0, 1]")
+    if not 1e-6 <= mfu <= 1:  # below, the time is past any float (and not a real run)
+        raise LLMCalcError(f"--mfu {mfu}: must be in [1e-6, 1]")
+    if peak_tflops is not None and not 1e-6 <= peak_tflops <= 1e9:
+        raise LLMCalcError(f"--peak-tflops {peak_tflops}: must be in [1e-6, 1e9] TFLOP/s")
     choice("--recompute", recompute, ("none", "full"))
     if gpu is not None and peak_tflops is not None:
         raise LLMCalcError("--gpu and --peak-tflops: give one, not both")

@@ -21,6 +21,7 @@ from llmcalc.cli.options import (
     positive,
     progress,
 )
+from llmcalc.errors import LLMCalcError
 
 
 def memory(
@@ -102,6 +103,11 @@ def memory(
     if kv_dtype is not None:
         choice("--kv-dtype", kv_dtype, tuple(KV_DTYPES))
     choice("--measure-on", measure_on, ("cuda", "cpu"))
+    output = output_format(as_json, fmt)  # a bad --format is refused before any work
+    if force and measure_on != "cuda":
+        raise LLMCalcError(
+            "--force: only with --measure-on cuda (a CPU run past free memory is refused)"
+        )
     length = checked_seq(cfg, seq)
     memory_bytes = parse_size("--gpu-mem", gpu_mem) if gpu_mem is not None else None
     result = analyze_memory(
@@ -118,9 +124,9 @@ def memory(
         gpu_memory=memory_bytes,
     )
     if trace or measure:
-        quiet = output_format(as_json, fmt) != "table"
+        quiet = output != "table"
         result = _trace_and_measure(result, measure, measure_on, force, quiet)
-    emit_result(output_format(as_json, fmt), memory_json(result), memory_renderables(result))
+    emit_result(output, memory_json(result), memory_renderables(result))
 
 
 def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, quiet: bool) -> Any:

@@ -3,6 +3,7 @@
 
 import contextlib
 import math
+import os
 import sys
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -53,7 +54,11 @@ PrecisionOpt = Annotated[
 
 
 InferenceDtypeOpt = Annotated[
-    str, typer.Option("--dtype", help="Inference weight and KV dtype: fp32, bf16, fp16.")
+    str | None,
+    typer.Option(
+        "--dtype",
+        help="Inference weight and KV dtype: fp32, bf16, fp16 (default: the config's, else bf16).",
+    ),
 ]
 
 
@@ -120,7 +125,9 @@ def progress(quiet: bool, command: str) -> Iterator[Any]:
     """A spinner with the running command and its current step on stderr; off unless stdout and
     stderr are terminals and the output is the table (never with JSON, Markdown or CSV)."""
     console = Console(stderr=True, highlight=False, markup=False)
-    if quiet or not console.is_terminal or not sys.stdout.isatty():
+    # NO_COLOR: no escape codes at all, and a spinner is nothing but cursor codes
+    plain = bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
+    if quiet or plain or not console.is_terminal or not sys.stdout.isatty():
         yield lambda step: None
         return
     with console.status("working") as status:

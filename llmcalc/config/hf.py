@@ -282,6 +282,13 @@ def _weight_dtype(data: dict[str, Any]) -> dict[str, str]:
         value = data.get(key)
         if isinstance(value, str) and value.removeprefix("torch.") in _TORCH_DTYPES:
             return {"dtype": _TORCH_DTYPES[value.removeprefix("torch.")]}
+        if value is not None and value != "auto":
+            print(
+                f"Warning: field {key!r} = {quote(value)}: not a dtype llmcalc builds weights in "
+                f"({', '.join(_TORCH_DTYPES)}); inference memory uses bf16 unless --dtype says",
+                file=sys.stderr,
+            )
+            return {}
     return {}
 
 

@@ -77,6 +77,8 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             raise LLMCalcError(
                 f"--set {quote(item)}: expected key=value, for example --set n_layers=2"
             )
+        if key in overrides:  # as a duplicated YAML key is refused
+            raise LLMCalcError(f"--set {quote(key)}: given twice; give each field once")
         overrides[key] = parse_value(text.strip())
     return overrides
 

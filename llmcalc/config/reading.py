@@ -88,7 +88,7 @@ def read_text(path: Path) -> str:
     if len(data) > MAX_FILE_BYTES:  # it grew after the stat
         raise LLMCalcError(f"{where}: more than 1 MiB; config files are read up to 1 MiB")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a byte-order mark, as editors on Windows write, is fine
     except UnicodeDecodeError as exc:
         raise LLMCalcError(
             f"{where}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start:,})"

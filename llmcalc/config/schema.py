@@ -331,6 +331,11 @@ def _check_type(where: str, name: str, value: Any, kind: str) -> Any:
     """The value if it is of the field's kind (ints are accepted for floats), else an error."""
     if value is None and name in _OPTIONAL:
         return None
+    if kind == "float" and isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+        try:
+            value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf") else value
+        except ValueError:
+            pass
     integer = isinstance(value, int) and not isinstance(value, bool)
     ok = {
         "int": integer,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from llmcalc.config.dtypes import KV_DTYPES
 from llmcalc.config.hardware import free_in_words
 from llmcalc.config.schema import ModelConfig
+from llmcalc.config.sizes import MAX_SIZE
 from llmcalc.errors import LLMCalcError, ResourceError, quote
 from llmcalc.memory.formula import (
     InferenceMemory,
@@ -153,7 +154,7 @@ def find_fit(
     def train(b: int) -> int:
         return training_memory(cfg, b, seq, **setup).peak
 
-    limit = 1 << 24
+    limit = MAX_SIZE  # the search doubles then bisects: about 200 closed forms at most
     by_memory = _largest(lambda t: infer(batch, t) <= memory, limit)
     return Fit(
         memory=memory,

@@ -23,6 +23,9 @@ from llmcalc.units import format_bytes
 TENSOR_BYTES_LIMIT = 2**63  # exclusive: int64 storage sizes
 BLOCK_HOST_BYTES = 64 * 2**10  # host memory of one block of the module graph (upper estimate)
 MODEL_HOST_BYTES = 2**20  # the rest of the graph: embeddings, head, containers
+# Building a block on meta takes about 1.7 ms here (20,000 layers: 34 s), so past a few thousand
+# layers a build would run for minutes; published dense models stop near 160.
+MAX_BUILT_LAYERS = 4096
 CLOSED_FORMS = "the closed forms have no such limit: memory, compare, sweep, flops --no-count"
 
 
@@ -84,6 +87,12 @@ def check_buildable(cfg: ModelConfig, element_bytes: int = 4) -> None:
     _refuse_past_int64(
         cfg.origin, weight_tensors(cfg), element_bytes, "this model cannot be built", CLOSED_FORMS
     )
+    if cfg.n_layers > MAX_BUILT_LAYERS:
+        raise ResourceError(
+            f"{cfg.origin}: n_layers = {cfg.n_layers:,}: llmcalc builds at most "
+            f"{MAX_BUILT_LAYERS:,} layers (each takes about 1.7 ms on meta, so this build would "
+            f"run for about {cfg.n_layers * 17 // 10_000:,} s); {CLOSED_FORMS}"
+        )
     needed = MODEL_HOST_BYTES + cfg.n_layers * BLOCK_HOST_BYTES
     if needed > 2**30:  # below 1 GiB: not worth reading /proc
         free = free_bytes("cpu")

@@ -49,7 +49,7 @@ def compare_table(table: dict[str, dict[str, int | str]], setup: dict[str, Any])
     out = Table(
         box=box.SIMPLE_HEAD,
         title=f"Compared at batch {setup['batch']} × seq {setup['seq']:,} "
-        f"({setup['precision']} training, {setup['dtype']} inference)",
+        f"({setup['precision']} training, {setup['dtype'] or 'own dtype'} inference)",
         title_justify="left",
     )
     out.add_column("")

@@ -52,7 +52,8 @@ def parse_vary(items: list[str], max_points: int = MAX_POINTS) -> list[tuple[str
                 "config field that does, seq or batch"
             )
         if name not in allowed:
-            near = difflib.get_close_matches(name[:100], allowed, n=2)
+            varied = [n for n in allowed if n not in ("name", "source")]  # labels, not sizes
+            near = difflib.get_close_matches(name[:100], varied, n=2)
             hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
             raise LLMCalcError(
                 f"--vary {shown_item}: unknown field {quote(name)}{hint} (any config field, seq "
@@ -93,7 +94,7 @@ def run_sweep(
     batch: int,
     seq: int | None,
     precision: str,
-    dtype: str,
+    dtype: str | None,
     on_point: Callable[[str], None] = lambda label: None,
 ) -> list[Point]:
     points = []
