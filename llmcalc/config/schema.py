@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 from llmcalc.config.dtypes import DTYPE_BYTES
+from llmcalc.config.sizes import (
+    MAX_SIZE,
+    check_positive_number,
+    check_size,
+    llama_d_ff,
+    scaled,
+)
 from llmcalc.errors import LLMCalcError, quote
 
 ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "geglu", "reglu")
@@ -127,16 +132,12 @@ class ModelConfig:
     def __post_init__(self) -> None:
         where = self.origin
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
-            _positive(where, name, getattr(self, name))
+            check_size(where, name, getattr(self, name))
         for name in ("n_kv_heads", "head_dim", "d_ff", "multiple_of"):
             if getattr(self, name) is not None:
-                _positive(where, name, getattr(self, name))
+                check_size(where, name, getattr(self, name))
         for name in ("norm_eps", "rope_theta", "ffn_multiplier"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise LLMCalcError(
-                    f"{where}: field {name!r} = {quote(value)}: must be a positive finite number"
-                )
+            check_positive_number(where, name, getattr(self, name))
         for name, allowed in ENUMS.items():
             value = getattr(self, name)
             if value not in allowed and not (value is None and name in _OPTIONAL):
@@ -294,42 +295,6 @@ DERIVED = {
     "out_bias": "bias",
     "mlp_bias": "bias",
 }
-
-
-def llama_d_ff(d_model: int, ffn_multiplier: float | None, multiple_of: int) -> int:
-    """The LLaMA FeedForward sizing (facebookresearch/llama, model.py, FeedForward.__init__):
-    hidden = int(2 * 4d / 3); hidden = int(ffn_multiplier * hidden); round up to multiple_of."""
-    hidden = (8 * d_model) // 3  # == int(2 * (4 * d_model) / 3) for every positive int
-    if ffn_multiplier is not None:
-        hidden = scaled(hidden, ffn_multiplier)
-    return multiple_of * -(-hidden // multiple_of)
-
-
-def scaled(n: int, factor: float) -> int:
-    """int(n * factor) as Python computes it in floating point (as the reference code does: HF's
-    rotary dims, LLaMA's ffn_dim_multiplier), and exactly where that is past a float's range."""
-    if n < 2**53:
-        product = n * factor
-        if math.isfinite(product):
-            return int(product)
-    return math.floor(Fraction(factor) * n)
-
-
-MAX_SIZE = 10**30
-"""The largest size a config can state (a googol of tokens would be absurd; 10**30 is already
-past anything built by ~10**17). Below it every closed form is exact and every product the reports
-print stays inside a float's range; the commands that build tensors have their own, smaller
-limits (model/limits.py)."""
-
-
-def _positive(where: str, name: str, value: int) -> None:
-    if value <= 0:
-        raise LLMCalcError(f"{where}: field {name!r} = {quote(value)}: must be a positive integer")
-    if value > MAX_SIZE:
-        raise LLMCalcError(
-            f"{where}: field {name!r} = {quote(value)}: at most 10**30 "
-            f"({MAX_SIZE:,}), far past any model"
-        )
 
 
 def _check_type(where: str, name: str, value: Any, kind: str) -> Any:
