@@ -30,7 +30,7 @@ GLU_ACTIVATIONS = ("swiglu", "geglu", "reglu")  # three matrices: gate, up, down
 NORMS = ("rmsnorm", "layernorm")
 NORM_POSITIONS = ("pre", "post", "sandwich", "output")
 BLOCKS = ("serial", "parallel", "parallel_shared_norm")
-QK_NORMS = ("none", "head", "full")
+QK_NORMS = ("none", "head", "full", "per_head")
 POSITIONS = ("rope", "learned", "sinusoidal", "alibi", "none")
 
 # Fields whose value must be one of a fixed set of strings.
@@ -76,9 +76,11 @@ class ModelConfig:
     norm_position: str = "pre"
     block: str = "serial"
     norm_bias: bool = True  # LayerNorm's beta; rmsnorm has none
+    norm_affine: bool = True  # False: norms without weight (or bias), OLMo 1's LayerNorm
     norm_eps: float = 1e-5
     qk_norm: str = "none"
     final_norm: bool = True
+    embedding_norm: bool = False  # a norm right after the embeddings (BLOOM)
 
     # --- biases: `bias` is the default for every block linear; a per-part flag wins -------------
     bias: bool = False
@@ -91,7 +93,14 @@ class ModelConfig:
     position: str = "rope"
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # partial rotary: the leading share of head_dim that rotates
+    position_offset: int = 0  # learned positions: extra leading rows of the table (OPT: 2)
     tie_embeddings: bool = False
+
+    # --- scalar multipliers: no parameters, one multiply per element (Granite, Cohere) ------------
+    embedding_multiplier: float | None = None  # the embeddings times this (Granite)
+    residual_multiplier: float | None = None  # each branch's output times this before its add
+    attention_multiplier: float | None = None  # the score scale in place of 1/sqrt(head_dim)
+    logit_scale: float | None = None  # the logits times this (Cohere; Granite 1/logits_scaling)
 
     # --- the published weights -----------------------------------------------------------------
     dtype: str | None = None  # fp32, bf16, fp16 (config.json torch_dtype): memory's --dtype default
@@ -136,7 +145,8 @@ class ModelConfig:
         for name in ("n_kv_heads", "head_dim", "d_ff", "multiple_of"):
             if getattr(self, name) is not None:
                 check_size(where, name, getattr(self, name))
-        for name in ("norm_eps", "rope_theta", "ffn_multiplier"):
+        check_size(where, "position_offset", self.position_offset, least=0)
+        for name in ("norm_eps", "rope_theta", "ffn_multiplier", *MULTIPLIERS):
             check_positive_number(where, name, getattr(self, name))
         for name, allowed in ENUMS.items():
             value = getattr(self, name)
@@ -144,6 +154,12 @@ class ModelConfig:
                 raise LLMCalcError(
                     f"{where}: field {name!r} = {quote(value)}: allowed values are {', '.join(allowed)}"
                 )
+
+        if self.qk_norm == "per_head" and not self.norm_affine:
+            raise LLMCalcError(
+                f"{where}: qk_norm 'per_head' gives each head its own norm weight, and "
+                "norm_affine = false leaves none: use qk_norm 'head'"
+            )
 
         n_kv = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
         if self.n_heads % n_kv:
@@ -286,6 +302,9 @@ class ModelConfig:
         return ModelConfig.from_dict(data, origin=self.origin, given=changes)
 
 
+# Scalars that multiply a tensor where they are given (None: no multiply at all).
+MULTIPLIERS = ("embedding_multiplier", "residual_multiplier", "attention_multiplier", "logit_scale")
+
 # Fields that are derived when not given (None), and how: `show` writes them only where given.
 DERIVED = {
     "n_kv_heads": "n_heads, MHA",
@@ -332,6 +351,8 @@ _CONFLICTS: tuple[tuple[str, str, Any], ...] = (
     ("rope_theta", "position", lambda cfg: cfg.position != "rope"),
     ("rope_fraction", "position", lambda cfg: cfg.position != "rope"),
     ("norm_bias", "norm", lambda cfg: cfg.norm != "layernorm"),
+    ("norm_bias", "norm_affine", lambda cfg: cfg.norm == "layernorm" and not cfg.norm_affine),
+    ("position_offset", "position", lambda cfg: cfg.position != "learned"),
 )
 
 
