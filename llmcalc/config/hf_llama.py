@@ -136,7 +136,8 @@ def _stablelm(f: Fields) -> dict[str, Any]:
 def _starcoder2(f: Fields) -> dict[str, Any]:
     # LayerNorm with bias, a plain 2-matrix MLP (c_fc, c_proj: up_proj, down_proj here), biases
     # on every linear unless use_bias is false, tied embeddings by default, GQA (2 kv heads by
-    # default); sliding_window is the window of every layer (warned until it is modelled)
+    # default); sliding_window is the window of every layer: warned (hf_fields.UNMODELLED) until
+    # the schema has a sliding_window field, then passed through to it
     bias = f.get("use_bias", True)
     return llama_like(
         f,
