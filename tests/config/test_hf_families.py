@@ -187,3 +187,15 @@ def test_a_config_json_of_each_new_type_runs_every_command(tmp_path, runner):
             result = runner.invoke(app, [*args, "--json"])
             assert result.exit_code == 0, (args, result.output)
             json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("model_type,fields", [(t, f) for t, f, _ in VARIANTS[::2]])
+def test_show_of_each_new_type_loads_back_to_the_same_model(tmp_path, runner, model_type, fields):
+    from llmcalc.cli import app
+
+    path = write_config(tmp_path, model_type, fields)
+    result = runner.invoke(app, ["show", str(path)])
+    assert result.exit_code == 0, result.output
+    saved = tmp_path / "shown.yaml"
+    saved.write_text(result.stdout)
+    assert load_config(str(saved)) == load_config(str(path))
