@@ -1,5 +1,8 @@
 """Hugging Face `config.json` -> the preset schema, offline. One small function per model_type
-maps its field names to ours; anything it cannot map is an error that names it.
+maps its field names to ours; anything it cannot map is an error that names it. The types here
+and in hf_llama.py (the LLaMA-like ones) and hf_gpt.py (the GPT-style ones) make MODEL_TYPES.
+transformers v4 and v5 files are both read: v5 moves rope_theta and partial_rotary_factor into
+rope_parameters (Fields.rope reads either) and writes dtype beside torch_dtype.
 
 Sources: the `configuration_<type>.py` files of transformers (field names and defaults) and the
 modelling files (which norms, biases and layouts each type uses).
@@ -14,46 +17,23 @@ from typing import Any
 
 from llmcalc.config.hf_fields import Fields as _Fields
 from llmcalc.config.hf_fields import typed, warn_unmodelled
+from llmcalc.config.hf_gpt import GPT_TYPES
+from llmcalc.config.hf_llama import LLAMA_TYPES
+from llmcalc.config.hf_llama import llama_like as _llama_like
 from llmcalc.config.hf_window import nullable, qwen_window, window_fields
 from llmcalc.config.reading import load_json, read_text, shown
 from llmcalc.errors import LLMCalcError, quote
 
 
-def _llama_like(f: _Fields, **extra: Any) -> dict[str, Any]:
-    """LLaMA, Mistral, Qwen2, Gemma, OLMo 2: RMSNorm, gated MLP, RoPE, GQA."""
-    heads = f.need("num_attention_heads")
-    cfg = {
-        "vocab_size": f.need("vocab_size"),
-        "d_model": f.need("hidden_size"),
-        "n_layers": f.need("num_hidden_layers"),
-        "n_heads": heads,
-        "n_kv_heads": f.get("num_key_value_heads", heads),
-        "d_ff": f.need("intermediate_size"),
-        "activation": f.activation(),
-        "norm": "rmsnorm",
-        "norm_eps": f.get("rms_norm_eps", 1e-6),
-        "position": "rope",
-        "rope_theta": f.get("rope_theta", 10000.0),
-        "max_seq_len": f.get("max_position_embeddings", 4096),
-        "tie_embeddings": f.get("tie_word_embeddings", False),
-        "qkv_bias": f.get("attention_bias", False),
-        "out_bias": f.get("attention_bias", False),
-        "mlp_bias": f.get("mlp_bias", False),
-    }
-    if f.has("head_dim"):
-        cfg["head_dim"] = f.get("head_dim", None)
-    cfg.update(extra)
-    return cfg
-
-
 def _mistral(f: _Fields) -> dict[str, Any]:
-    # every layer behind the window; MistralConfig defaults it to 4096 when the file has none
-    return _llama_like(f, **window_fields(f, default_window=4096))
+    # every layer behind the window; MistralConfig defaults it to 4096 when the file has none,
+    # and num_key_value_heads to 8
+    return _llama_like(f, kv_heads=8, **window_fields(f, default_window=4096))
 
 
 def _qwen2(f: _Fields) -> dict[str, Any]:
     # biases on q, k, v only
-    return _llama_like(f, qkv_bias=True, out_bias=False, **qwen_window(f))
+    return _llama_like(f, kv_heads=32, qkv_bias=True, out_bias=False, **qwen_window(f))
 
 
 def _gemma(f: _Fields) -> dict[str, Any]:
@@ -92,7 +72,10 @@ _GEMMA3_DEFAULTS = {
 def _gemma3_text(f: _Fields) -> dict[str, Any]:
     """Gemma 3 (text): Gemma 2's layout with q/k norms over head_dim, no soft-caps by default,
     and every `sliding_window_pattern`-th layer global (6)."""
-    f = _Fields({**_GEMMA3_DEFAULTS, **{k: v for k, v in f.data.items() if v is not None}}, f.where)
+    defaults = dict(_GEMMA3_DEFAULTS)
+    if "rope_parameters" in f.data:  # v5 states the thetas there
+        del defaults["rope_theta"]
+    f = _Fields({**defaults, **{k: v for k, v in f.data.items() if v is not None}}, f.where)
     pattern = f.get("sliding_window_pattern", f.get("_sliding_window_pattern", 6))
     return {
         **_gemma(f),
@@ -156,8 +139,12 @@ def _gpt_neox(f: _Fields) -> dict[str, Any]:
         "bias": f.get("attention_bias", True),
         "mlp_bias": True,
         "position": "rope",
-        "rope_theta": f.get("rotary_emb_base", f.get("rope_theta", 10000.0)),
-        "rope_fraction": f.get("rotary_pct", f.get("partial_rotary_factor", 1.0)),
+        # v4: rotary_emb_base (older) or rope_theta, rotary_pct; v5: rope_parameters
+        **f.rope(
+            partial=1.0,
+            theta=("rotary_emb_base", "rope_theta"),
+            fraction=("rotary_pct", "partial_rotary_factor"),
+        ),
         "max_seq_len": f.get("max_position_embeddings", 2048),
         "tie_embeddings": f.get("tie_word_embeddings", False),
     }
@@ -190,15 +177,13 @@ def _falcon(f: _Fields) -> dict[str, Any]:
         "block": block,
         "bias": f.get("bias", False),
         "position": "alibi" if alibi else "rope",
-        **({} if alibi else {"rope_theta": f.get("rope_theta", 10000.0)}),
+        **({} if alibi else f.rope()),
         "max_seq_len": f.get("max_position_embeddings", 2048),
         "tie_embeddings": f.get("tie_word_embeddings", True),
     }
 
 
 def _phi(f: _Fields) -> dict[str, Any]:
-    if f.get("qk_layernorm", False):
-        raise LLMCalcError(f"{f.where}: field 'qk_layernorm' = true is not supported for phi")
     heads = f.need("num_attention_heads")
     return {
         "vocab_size": f.need("vocab_size"),
@@ -213,16 +198,17 @@ def _phi(f: _Fields) -> dict[str, Any]:
         "block": "parallel_shared_norm",  # one input norm feeds attention and MLP
         "bias": True,
         "lm_head_bias": True,
+        # qk_layernorm: one LayerNorm (with bias) over head_dim for q, one for k
+        "qk_norm": "head" if f.get("qk_layernorm", False) else "none",
         "position": "rope",
-        "rope_theta": f.get("rope_theta", 10000.0),
-        "rope_fraction": f.get("partial_rotary_factor", 0.5),
+        **f.rope(partial=0.5),
         "max_seq_len": f.get("max_position_embeddings", 2048),
         "tie_embeddings": f.get("tie_word_embeddings", False),
     }
 
 
 # The families whose mapping reads the sliding window (hf_window.py); others warn about it.
-WINDOWED = ("mistral", "qwen2", "gemma2", "gemma3_text", "gemma3")
+WINDOWED = ("mistral", "qwen2", "qwen3", "phi3", "starcoder2", "gemma2", "gemma3_text", "gemma3")
 
 MODEL_TYPES: dict[str, Callable[[_Fields], dict[str, Any]]] = {
     "llama": _llama_like,
@@ -237,6 +223,8 @@ MODEL_TYPES: dict[str, Callable[[_Fields], dict[str, Any]]] = {
     "falcon": _falcon,
     "phi": _phi,
     "olmo2": _olmo2,
+    **LLAMA_TYPES,
+    **GPT_TYPES,
 }
 
 

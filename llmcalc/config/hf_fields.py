@@ -34,6 +34,10 @@ FIELD_TYPES: dict[str, str] = {
             "_sliding_window_pattern",
             "ffn_hidden_size",
             "num_ln_in_parallel_attn",
+            "n_embed",
+            "ffn_dim",
+            "word_embed_proj_dim",
+            "rotary_dim",
         ),
         "size",
     ),
@@ -49,6 +53,15 @@ FIELD_TYPES: dict[str, str] = {
             "attn_logit_softcapping",
             "final_logit_softcapping",
             "query_pre_attn_scalar",
+            "norm_epsilon",
+            "logit_scale",
+            "logits_scaling",
+            "embedding_multiplier",
+            "residual_multiplier",
+            "attention_multiplier",
+            "clip_qkv",
+            "rope_parameters.rope_theta",
+            "rope_parameters.partial_rotary_factor",
         ),
         "number",
     ),
@@ -66,14 +79,33 @@ FIELD_TYPES: dict[str, str] = {
             "qk_layernorm",
             "use_sliding_window",
             "add_cross_attention",
+            "use_bias",
+            "use_qkv_bias",
+            "use_qk_norm",
+            "do_layer_norm_before",
+            "_remove_final_layer_norm",
+            "enable_bias",
+            "layer_norm_elementwise_affine",
+            "apply_residual_connection_post_layernorm",
+            "scale_attn_weights",
         ),
         "bool",
     ),
     **dict.fromkeys(
-        ("model_type", "hidden_act", "hidden_activation", "activation_function", "_name_or_path"),
+        (
+            "model_type",
+            "hidden_act",
+            "hidden_activation",
+            "activation_function",
+            "_name_or_path",
+            "rope_parameters.rope_type",
+        ),
         "string",
     ),
     "max_window_layers": "count",
+    # transformers v5: rope_theta, rope_type and partial_rotary_factor live in this object (or,
+    # for Gemma 3, in one such object per layer type)
+    "rope_parameters": "object",
 }
 
 _EXPECTED = {
@@ -82,6 +114,7 @@ _EXPECTED = {
     "number": "a JSON number",
     "bool": "a JSON bool (true or false)",
     "string": "a JSON string",
+    "object": "a JSON object",
 }
 
 
@@ -93,6 +126,8 @@ def _is(kind: str, value: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if kind == "bool":
         return isinstance(value, bool)
+    if kind == "object":
+        return isinstance(value, dict)
     return isinstance(value, str)
 
 
@@ -135,14 +170,16 @@ UNMODELLED: dict[str, tuple[Callable[[Any, dict[str, Any]], bool], str]] = {
     "add_cross_attention": (_ON, "cross-attention layers add parameters and FLOPs not counted"),
 }
 # Per model_type, where a field means something else there.
+_QWEN_WINDOW = {
+    "sliding_window": (
+        lambda value, data: _ON(value, data) and data.get("use_sliding_window") is True,
+        _SLIDING,
+    ),
+}
 UNMODELLED_BY_TYPE: dict[str, dict[str, tuple[Callable[[Any, dict[str, Any]], bool], str]]] = {
-    # Qwen2 states a window always and uses it only with use_sliding_window: true
-    "qwen2": {
-        "sliding_window": (
-            lambda value, data: _ON(value, data) and data.get("use_sliding_window") is True,
-            _SLIDING,
-        ),
-    },
+    # Qwen2 and Qwen3 state a window always and use it only with use_sliding_window: true
+    "qwen2": _QWEN_WINDOW,
+    "qwen3": _QWEN_WINDOW,
 }
 # Read as nothing, on purpose, because they change no count, FLOP or byte: rope_scaling (how the
 # rotary frequencies stretch to a longer context), pretraining_tp (a sharding of the same
@@ -192,6 +229,79 @@ class Fields:
 
     def has(self, name: str) -> bool:
         return self.data.get(name) is not None
+
+    def refuse(self, name: str, why: str, on: Callable[[Any], bool] | None = None) -> None:
+        """One `Error:` line when field `name` is on (as warn_unmodelled's rule says, or `on`):
+        it changes a count, a FLOP or a byte in a way llmcalc does not model."""
+        value = self.data.get(name)
+        if value is None:
+            return
+        value = typed(self.where, name, value)
+        if (on or (lambda v: _ON(v, self.data)))(value):
+            raise LLMCalcError(
+                f"{self.where}: field {name!r} = {quote(value)} is not supported for model_type "
+                f"{self.data.get('model_type')!r}: {why}"
+            )
+
+    def rope(
+        self,
+        partial: float | None = None,
+        theta: tuple[str, ...] = ("rope_theta",),
+        fraction: tuple[str, ...] = ("partial_rotary_factor",),
+    ) -> dict[str, float]:
+        """RoPE's base and rotary share, from transformers v4's top-level fields (`theta`,
+        `fraction`: their names, first found wins) or v5's `rope_parameters` (rope_theta,
+        partial_rotary_factor; its rope_type, like v4's rope_scaling, changes no count). Both
+        given must agree. `partial`: the type's default share where it rotates part of each head;
+        None where it rotates all of it (a share other than 1 is refused: transformers' model of
+        that type cannot run it). -> {"rope_theta": ..., "rope_fraction": ...} for the preset."""
+        nested = self._rope_parameters()
+        base = self._rope_value(nested, "rope_theta", theta, 10000.0)
+        share = self._rope_value(
+            nested, "partial_rotary_factor", fraction, 1.0 if partial is None else partial
+        )
+        if partial is not None:
+            return {"rope_theta": base, "rope_fraction": share}
+        if share != 1.0:
+            raise LLMCalcError(
+                f"{self.where}: a partial_rotary_factor of {quote(share)} is not supported for "
+                f"model_type {self.data.get('model_type')!r}, which rotates every head feature"
+            )
+        return {"rope_theta": base}
+
+    def _rope_parameters(self) -> dict[str, Any]:
+        value = self.data.get("rope_parameters")
+        if value is None:
+            return {}
+        value = typed(self.where, "rope_parameters", value)
+        if value and all(isinstance(v, dict) for v in value.values()):
+            # one per layer type (Gemma 3): the full-attention layers' base, which RoPE FLOPs
+            # and memory do not depend on, any more than on the local layers' base
+            if "full_attention" not in value:
+                raise LLMCalcError(
+                    f"{self.where}: field 'rope_parameters' has one object per layer type "
+                    f"({', '.join(quote(k) for k in value)}) and none for 'full_attention'"
+                )
+            value = value["full_attention"]
+        if value.get("rope_type") is not None:
+            typed(self.where, "rope_parameters.rope_type", value["rope_type"])
+        return value
+
+    def _rope_value(
+        self, nested: dict[str, Any], key: str, names: tuple[str, ...], default: float
+    ) -> float:
+        inner = nested.get(key)
+        if inner is not None:
+            inner = typed(self.where, f"rope_parameters.{key}", inner)
+        outer = next(((n, self.get(n, None)) for n in names if self.has(n)), None)
+        if inner is not None and outer is not None and inner != outer[1]:
+            raise LLMCalcError(
+                f"{self.where}: field {outer[0]!r} = {quote(outer[1])} and "
+                f"'rope_parameters.{key}' = {quote(inner)} disagree"
+            )
+        if inner is not None:
+            return inner
+        return default if outer is None else outer[1]
 
     def activation(self, name: str = "hidden_act", default: str = "silu", glu: bool = True) -> str:
         raw = self.get(name, default)

@@ -62,7 +62,7 @@ def qwen_window(f: Fields) -> dict[str, Any]:
         return window_fields(f)
     if not f.get("use_sliding_window", False):
         return {}
-    first_local = f.get("max_window_layers", 0) if f.has("max_window_layers") else 0
+    first_local = f.get("max_window_layers", 28)  # Qwen2Config's and Qwen3Config's default
     layers = f.need("num_hidden_layers")
     local = [i >= first_local for i in range(layers)]
     window = f.get("sliding_window", None)

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmcalc.config.conflicts import CONFLICTS, check_conflicts
 from llmcalc.config.dtypes import DTYPE_BYTES
-from llmcalc.config.sizes import MAX_SIZE, llama_d_ff, scaled
+from llmcalc.config.sizes import (
+    MAX_SIZE,
+    check_positive_number,
+    check_size,
+    llama_d_ff,
+    scaled,
+)
 from llmcalc.config.window import check_window
 from llmcalc.errors import LLMCalcError, quote
 
@@ -26,7 +33,7 @@ GLU_ACTIVATIONS = ("swiglu", "geglu", "reglu")  # three matrices: gate, up, down
 NORMS = ("rmsnorm", "layernorm")
 NORM_POSITIONS = ("pre", "post", "sandwich", "output")
 BLOCKS = ("serial", "parallel", "parallel_shared_norm")
-QK_NORMS = ("none", "head", "full")
+QK_NORMS = ("none", "head", "full", "per_head")
 POSITIONS = ("rope", "learned", "sinusoidal", "alibi", "none")
 
 # Fields whose value must be one of a fixed set of strings.
@@ -72,9 +79,11 @@ class ModelConfig:
     norm_position: str = "pre"
     block: str = "serial"
     norm_bias: bool = True  # LayerNorm's beta; rmsnorm has none
+    norm_affine: bool = True  # False: norms without weight (or bias), OLMo 1's LayerNorm
     norm_eps: float = 1e-5
     qk_norm: str = "none"
     final_norm: bool = True
+    embedding_norm: bool = False  # a norm right after the embeddings (BLOOM)
 
     # --- biases: `bias` is the default for every block linear; a per-part flag wins -------------
     bias: bool = False
@@ -87,6 +96,7 @@ class ModelConfig:
     position: str = "rope"
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # partial rotary: the leading share of head_dim that rotates
+    position_offset: int = 0  # learned positions: extra leading rows of the table (OPT: 2)
     tie_embeddings: bool = False
     scale_embeddings: bool = False  # embeddings × sqrt(d_model) (Gemma): no parameter
 
@@ -97,6 +107,12 @@ class ModelConfig:
     attn_softcap: float | None = None  # scores -> c·tanh(scores / c) (Gemma 2)
     logit_softcap: float | None = None  # final logits likewise
     norm_offset: bool = False  # RMSNorm scales by 1 + w (Gemma): the same parameters
+
+    # --- scalar multipliers: no parameters, one multiply per element (Granite, Cohere) ------------
+    embedding_multiplier: float | None = None  # the embeddings times this (Granite)
+    residual_multiplier: float | None = None  # each branch's output times this before its add
+    attention_multiplier: float | None = None  # the score scale in place of 1/sqrt(head_dim)
+    logit_scale: float | None = None  # the logits times this (Cohere; Granite 1/logits_scaling)
 
     # --- the published weights -----------------------------------------------------------------
     dtype: str | None = None  # fp32, bf16, fp16 (config.json torch_dtype): memory's --dtype default
@@ -117,7 +133,7 @@ class ModelConfig:
     ) -> ModelConfig:
         """Check names and types of a plain mapping, then build (and value-check) the config.
         `given`: the fields stated explicitly (default: every key of `data`), checked for
-        conflicts (a field that has no effect under another: _CONFLICTS)."""
+        conflicts (a field that has no effect under another: CONFLICTS)."""
         names = cls.field_names()
         types = {f.name: _kind(str(f.type)) for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
@@ -133,22 +149,26 @@ class ModelConfig:
             if required not in values:
                 raise LLMCalcError(f"{origin}: missing required field {required!r}")
         cfg = cls(**values, origin=origin)
-        _check_conflicts(cfg, given=set(values) if given is None else set(given))
+        check_conflicts(cfg, given=set(values) if given is None else set(given))
         return cfg
 
     def __post_init__(self) -> None:
         where = self.origin
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
-            _positive(where, name, getattr(self, name))
+            check_size(where, name, getattr(self, name))
         for name in ("n_kv_heads", "head_dim", "d_ff", "multiple_of"):
             if getattr(self, name) is not None:
-                _positive(where, name, getattr(self, name))
-        for name in ("norm_eps", "rope_theta", "ffn_multiplier", "attn_softcap", "logit_softcap"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise LLMCalcError(
-                    f"{where}: field {name!r} = {quote(value)}: must be a positive finite number"
-                )
+                check_size(where, name, getattr(self, name))
+        check_size(where, "position_offset", self.position_offset, least=0)
+        for name in (
+            "norm_eps",
+            "rope_theta",
+            "ffn_multiplier",
+            "attn_softcap",
+            "logit_softcap",
+            *MULTIPLIERS,
+        ):
+            check_positive_number(where, name, getattr(self, name))
         for name, allowed in ENUMS.items():
             value = getattr(self, name)
             if value not in allowed and not (value is None and name in _OPTIONAL):
@@ -157,6 +177,12 @@ class ModelConfig:
                 )
 
         check_window(self)
+        if self.qk_norm == "per_head" and not self.norm_affine:
+            raise LLMCalcError(
+                f"{where}: qk_norm 'per_head' gives each head its own norm weight, and "
+                "norm_affine = false leaves none: use qk_norm 'head'"
+            )
+
         n_kv = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
         if self.n_heads % n_kv:
             raise LLMCalcError(
@@ -278,10 +304,10 @@ class ModelConfig:
 
     def without_effect(self) -> dict[str, str]:
         """Fields whose value has no effect in this config -> the field that overrides them
-        (stating one of these explicitly is a conflict: _CONFLICTS)."""
+        (stating one of these explicitly is a conflict: CONFLICTS)."""
         return {
             name: other
-            for name, other, no_effect in _CONFLICTS
+            for name, other, no_effect in CONFLICTS
             if no_effect(self) and getattr(self, name) is not None
         }
 
@@ -302,6 +328,9 @@ class ModelConfig:
         return ModelConfig.from_dict(data, origin=self.origin, given=changes)
 
 
+# Scalars that multiply a tensor where they are given (None: no multiply at all).
+MULTIPLIERS = ("embedding_multiplier", "residual_multiplier", "attention_multiplier", "logit_scale")
+
 # Fields that are derived when not given (None), and how: `show` writes them only where given.
 DERIVED = {
     "n_kv_heads": "n_heads, MHA",
@@ -313,14 +342,7 @@ DERIVED = {
 }
 
 
-def _positive(where: str, name: str, value: int) -> None:
-    if value <= 0:
-        raise LLMCalcError(f"{where}: field {name!r} = {quote(value)}: must be a positive integer")
-    if value > MAX_SIZE:
-        raise LLMCalcError(
-            f"{where}: field {name!r} = {quote(value)}: at most 10**30 "
-            f"({MAX_SIZE:,}), far past any model"
-        )
+_YAML_EXPONENT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
 
 
 def _likeness(a: str, b: str) -> float:
@@ -331,11 +353,8 @@ def _check_type(where: str, name: str, value: Any, kind: str) -> Any:
     """The value if it is of the field's kind (ints are accepted for floats), else an error."""
     if value is None and name in _OPTIONAL:
         return None
-    if kind == "float" and isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
-        try:
-            value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf") else value
-        except ValueError:
-            pass
+    if kind == "float" and isinstance(value, str) and _YAML_EXPONENT.fullmatch(value):
+        value = float(value)  # YAML 1.1 reads 1e-5 (an exponent, no dot) as a string
     integer = isinstance(value, int) and not isinstance(value, bool)
     ok = {
         "int": integer,
@@ -365,25 +384,3 @@ def _check_type(where: str, name: str, value: Any, kind: str) -> Any:
 _OPTIONAL = {
     f.name for f in dataclasses.fields(ModelConfig) if "None" in str(f.type) or f.name == "source"
 }
-
-
-# A field stated explicitly that has no effect under another field's value is a conflict: the
-# config says something the model does not do. (field, the field that overrides it, when it does)
-_CONFLICTS: tuple[tuple[str, str, Any], ...] = (
-    ("rope_theta", "position", lambda cfg: cfg.position != "rope"),
-    ("rope_fraction", "position", lambda cfg: cfg.position != "rope"),
-    ("norm_bias", "norm", lambda cfg: cfg.norm != "layernorm"),
-    ("norm_offset", "norm", lambda cfg: cfg.norm_offset and cfg.norm != "rmsnorm"),
-    ("sliding_window_pattern", "sliding_window", lambda cfg: cfg.sliding_window is None),
-    ("global_layers", "sliding_window", lambda cfg: cfg.sliding_window is None),
-)
-
-
-def _check_conflicts(cfg: ModelConfig, given: set[str]) -> None:
-    for name, other, no_effect in _CONFLICTS:
-        if name in given and getattr(cfg, name) is not None and no_effect(cfg):
-            stated = "" if other in given else " (the default)"
-            raise LLMCalcError(
-                f"{cfg.origin}: field {name!r} = {quote(getattr(cfg, name))} has no effect with "
-                f"{other} = {quote(getattr(cfg, other))}{stated}; remove one of them"
-            )

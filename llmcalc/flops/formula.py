@@ -112,20 +112,25 @@ def causal_pairs(seq: int) -> int:
 
 def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
     """Element-wise work, 1 FLOP per element per elementary op (an approximation, stated as such):
-    RMSNorm 4/element (square, mean, scale, weight), LayerNorm 5 (+1 with bias); softmax 5 per
-    score (max, subtract, exp, sum, divide) over the full T×T; activation 1 per element (2 with a
-    gate product); bias add 1 per output; residual add 1 per element; RoPE 3 per rotated element of
-    q and k (two multiplies and an add), over the rotary_dim = int(head_dim · rope_fraction)
-    features of each head that rotate (the rest pass through untouched)."""
+    RMSNorm 4/element (square, mean, scale, weight), LayerNorm 5 (+1 with bias), one less each
+    without norm_affine (no weight); softmax 5 per score (max, subtract, exp, sum, divide) over the
+    full T×T; activation 1 per element (2 with a gate product); bias add 1 per output; residual add
+    1 per element; RoPE 3 per rotated element of q and k (two multiplies and an add), over the
+    rotary_dim = int(head_dim · rope_fraction) features of each head that rotate (the rest pass
+    through untouched); a scalar multiplier 1 per element it scales (embeddings, what joins the
+    residual stream, logits; attention_multiplier replaces the 1/sqrt(d_h) every attention
+    applies, so it adds none)."""
     tokens = batch * seq
     d, layers = cfg.d_model, cfg.n_layers
-    per_norm = 4 if cfg.norm == "rmsnorm" else 5 + int(cfg.norm_bias)
-    norm_elems = norms_per_layer(cfg) * d
-    if cfg.qk_norm != "none":
-        norm_elems += cfg.q_dim + cfg.kv_dim
-    norms = layers * tokens * per_norm * norm_elems
-    if cfg.final_norm:
-        norms += tokens * per_norm * d
+    if cfg.norm_affine:
+        per_norm = 4 if cfg.norm == "rmsnorm" else 5 + int(cfg.norm_bias)
+    else:
+        per_norm = 3 if cfg.norm == "rmsnorm" else 4
+    norms = layers * tokens * per_norm * norms_per_layer(cfg) * d
+    if cfg.qk_norm != "none":  # per_head: a weight, never a bias
+        per_qk = (4 if cfg.norm == "rmsnorm" else 5) if cfg.qk_norm == "per_head" else per_norm
+        norms += layers * tokens * per_qk * (cfg.q_dim + cfg.kv_dim)
+    norms += tokens * per_norm * d * (int(cfg.final_norm) + int(cfg.embedding_norm))
     bias_elems = 0
     if cfg.qkv_bias:
         bias_elems += cfg.q_dim + 2 * cfg.kv_dim
@@ -152,6 +157,15 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
         scores = layers * batch * cfg.n_heads * seq * seq if cfg.attn_softcap is not None else 0
         logits = tokens * cfg.vocab_size if cfg.logit_softcap is not None else 0
         result["softcap"] = 3 * (scores + logits)
+    multiplied = 0
+    if cfg.embedding_multiplier is not None:
+        multiplied += tokens * d
+    if cfg.residual_multiplier is not None:  # each branch, or a parallel block's sum of both
+        multiplied += layers * tokens * d * (2 if cfg.block == "serial" else 1)
+    if cfg.logit_scale is not None:
+        multiplied += tokens * cfg.vocab_size
+    if multiplied:
+        result["multipliers"] = multiplied
     return result
 
 

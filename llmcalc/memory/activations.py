@@ -32,17 +32,26 @@ class Saved:
 
 
 def _norm(
-    saved: Saved, cfg: ModelConfig, name: str, source: str, rows: int, width: int, a: int
+    saved: Saved,
+    cfg: ModelConfig,
+    name: str,
+    source: str,
+    rows: int,
+    width: int,
+    a: int,
+    affine: bool | None = None,
 ) -> None:
     """What a norm over `width` features keeps. LayerNorm: its input, mean and rstd (in the input
     dtype on CPU). RMSNorm: its input as fp32 (the input itself in fp32, a fresh copy in bf16),
-    the normalised fp32 rows and the fp32 rsqrt. Its output is kept by whoever consumes it."""
+    the fp32 rsqrt and, where a weight multiplies them (norm_affine, or `affine`), the normalised
+    fp32 rows. Its output is kept by whoever consumes it."""
     if cfg.norm == "layernorm":
         saved.add(source, rows * width * a)
         saved.add(f"{name}.stats", 2 * rows * a)
         return
     saved.add(source if a == 4 else f"{name}.input_fp32", rows * width * 4)
-    saved.add(f"{name}.normalised", rows * width * 4)
+    if cfg.norm_affine if affine is None else affine:
+        saved.add(f"{name}.normalised", rows * width * 4)
     saved.add(f"{name}.rsqrt", rows * 4)
     if cfg.norm_offset:  # Gemma's (1 + w), made in fp32 and kept by the product
         saved.add(f"{name}.one_plus_w", width * 4)
@@ -62,7 +71,17 @@ def _attention(
     windowed = local and seq > cfg.sliding_window
     q_bytes, kv_bytes = n * cfg.q_dim * a, n * cfg.kv_dim * a
     q_name, k_name = f"{p}.q_proj", f"{p}.k_proj"
-    if cfg.qk_norm != "none":
+    if cfg.qk_norm == "per_head":
+        # a norm over head_dim without weight, then times the (heads, d_h) weight, which keeps
+        # the normalised q or k (in the activation dtype); q and k keep the projections' layout
+        for norm, source, heads in (
+            (f"{p}.q_norm", q_name, cfg.n_heads),
+            (f"{p}.k_norm", k_name, cfg.n_kv_heads),
+        ):
+            _norm(saved, cfg, norm, source, n * heads, cfg.head_dim, a, affine=False)
+            saved.add(f"{norm}.normalised", n * heads * cfg.head_dim * a)
+        q_name, k_name = f"{p}.q_norm.out", f"{p}.k_norm.out"
+    elif cfg.qk_norm != "none":
         width_q = cfg.head_dim if cfg.qk_norm == "head" else cfg.q_dim
         width_k = cfg.head_dim if cfg.qk_norm == "head" else cfg.kv_dim
         rows_q, rows_k = n * cfg.q_dim // width_q, n * cfg.kv_dim // width_k
@@ -204,6 +223,8 @@ def head_activations(cfg: ModelConfig, batch: int, seq: int, a: int) -> dict[str
     saved = Saved()
     saved.add("tokens", n * INT64)
     saved.add("targets", n * INT64)
+    if cfg.embedding_norm:  # its input, the embeddings; its output is the first block's input
+        _norm(saved, cfg, "embedding_norm", "embeddings", n, d, a)
     if cfg.position == "rope":  # cos and sin, (T, rotary_dim) each, shared by every layer
         saved.add("rope_tables", 2 * seq * cfg.rotary_dim * a)
     if cfg.position == "learned":

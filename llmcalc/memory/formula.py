@@ -82,6 +82,8 @@ def parameter_groups(cfg: ModelConfig) -> list[tuple[list[int], int]]:
     ln_bias = cfg.norm == "layernorm" and cfg.norm_bias
 
     def norm(width: int) -> list[int]:
+        if not cfg.norm_affine:
+            return []
         return [width, width] if ln_bias else [width]
 
     def linear(inputs: int, outputs: int, bias: bool) -> list[int]:
@@ -92,7 +94,9 @@ def parameter_groups(cfg: ModelConfig) -> list[tuple[list[int], int]]:
     shared = cfg.block == "parallel_shared_norm"
     attn = linear(d, cfg.q_dim, cfg.qkv_bias) + 2 * linear(d, cfg.kv_dim, cfg.qkv_bias)
     attn += linear(cfg.q_dim, d, cfg.out_bias)
-    if cfg.qk_norm != "none":
+    if cfg.qk_norm == "per_head":  # one (heads, head_dim) weight each, no bias
+        attn += [cfg.q_dim, cfg.kv_dim]
+    elif cfg.qk_norm != "none":
         heads = cfg.qk_norm == "head"
         attn += norm(cfg.head_dim if heads else cfg.q_dim) + norm(
             cfg.head_dim if heads else cfg.kv_dim
@@ -102,7 +106,10 @@ def parameter_groups(cfg: ModelConfig) -> list[tuple[list[int], int]]:
     block += (norm(d) if pre and not shared else []) + mlp + (norm(d) if out and not shared else [])
     if cfg.norm_position == "post":
         block += norm(d) * (2 if cfg.block == "serial" else 1)
-    first = [cfg.vocab_size * d] + ([cfg.max_seq_len * d] if cfg.position == "learned" else [])
+    first = [cfg.vocab_size * d]
+    if cfg.position == "learned":
+        first.append((cfg.max_seq_len + cfg.position_offset) * d)
+    first += norm(d) if cfg.embedding_norm else []
     last = (norm(d) if cfg.final_norm else []) + (
         [] if cfg.tie_embeddings else [cfg.vocab_size * d]
     )
@@ -327,10 +334,13 @@ def prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> tuple[i
     """Largest set of live intermediate tensors in a prefill without autograd: in a block, the
     block's input and mid-stream residual, a norm's output and the MLP's hidden tensors (three
     of n·f while a GLU multiplies); at the end, the last hidden state, the final norm's output
-    and the logits (n·V). RoPE's cos and sin are alive throughout."""
+    and the logits (n·V), and with a logit_scale the scaled logits beside the logits (the final
+    norm's output gone by then). RoPE's cos and sin are alive throughout."""
     n, d = batch * seq, cfg.d_model
     rope = 2 * seq * cfg.rotary_dim * a if cfg.position == "rope" else 0
     logits = 2 * n * d * a + n * cfg.vocab_size * a
+    if cfg.logit_scale is not None:
+        logits = max(logits, n * d * a + 2 * n * cfg.vocab_size * a)
     candidates = ((block_transient(cfg, batch, seq, a), "MLP of a block"), (logits, "logits"))
     return max((size + rope, at) for size, at in candidates)
 

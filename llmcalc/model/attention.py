@@ -11,7 +11,7 @@ from torch import nn
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.config.window import cached_positions, is_local
-from llmcalc.model.layers import Linear, alibi_slopes, apply_rope, make_norm
+from llmcalc.model.layers import Linear, PerHeadNorm, alibi_slopes, apply_rope, make_norm
 
 
 class KVCache:
@@ -79,6 +79,11 @@ class Attention(nn.Module):
         elif cfg.qk_norm == "full":  # over the whole q and k projections (OLMo 2)
             self.q_norm = make_norm(cfg, cfg.q_dim)
             self.k_norm = make_norm(cfg, cfg.kv_dim)
+        elif cfg.qk_norm == "per_head":  # over head_dim, a weight per head (StableLM, Cohere)
+            self.q_norm = PerHeadNorm(cfg, cfg.n_heads)
+            self.k_norm = PerHeadNorm(cfg, cfg.n_kv_heads)
+        # the scores' scale: attention_multiplier (Granite), else SDPA's own 1/sqrt(head_dim)
+        self.scale = cfg.attention_multiplier
 
     def forward(
         self,
@@ -93,8 +98,11 @@ class Attention(nn.Module):
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if cfg.qk_norm == "full":
             q, k = self.q_norm(q), self.k_norm(k)
-        q = q.view(batch, seq, cfg.n_heads, cfg.head_dim).transpose(1, 2)
-        k = k.view(batch, seq, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
+        q = q.view(batch, seq, cfg.n_heads, cfg.head_dim)
+        k = k.view(batch, seq, cfg.n_kv_heads, cfg.head_dim)
+        if cfg.qk_norm == "per_head":  # on (B, T, H, d_h): q and k keep the projections' layout
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = v.view(batch, seq, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
         if cfg.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
@@ -106,12 +114,12 @@ class Attention(nn.Module):
 
         mask = self._mask(seq, start, first_key, q.dtype, q.device)
         if self.impl == "eager":
-            out = eager_attention(q, k, v, mask, cfg.attn_softcap)
+            out = eager_attention(q, k, v, mask, self.scale, cfg.attn_softcap)
         else:
             gqa = cfg.n_kv_heads != cfg.n_heads
             causal = mask is None and start == 0  # SDPA's own causal mask is exact then
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa
+                q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa, scale=self.scale
             )
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, cfg.q_dim))
 
@@ -143,15 +151,19 @@ def eager_attention(
     k: torch.Tensor,
     v: torch.Tensor,
     mask: torch.Tensor,
+    scale: float | None = None,
     softcap: float | None = None,
 ) -> torch.Tensor:
-    """softmax(q kᵀ / sqrt(head_dim) + mask) v, spelled out: the (B, heads, T, T) scores and
-    probabilities are real tensors, and GQA's shared k and v are copied to every query head.
-    With a softcap c the scores become c·tanh(scores / c) first (Gemma 2)."""
+    """softmax(q kᵀ / sqrt(head_dim) + mask) v (or q kᵀ · scale), spelled out: the (B, heads,
+    T, T) scores and probabilities are real tensors, and GQA's shared k and v are copied to every
+    query head. With a softcap c the scores become c·tanh(scores / c) first (Gemma 2)."""
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    if scale is None:
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    else:
+        scores = (q @ k.transpose(-2, -1)) * scale
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if mask.dtype == torch.bool:

@@ -39,7 +39,9 @@ def weight_tensors(cfg: ModelConfig) -> dict[str, tuple[str, int]]:
         "the MLP": ("d_model × d_ff", d * cfg.d_ff),
     }
     if cfg.position == "learned":
-        tensors["the position table"] = ("max_seq_len × d_model", cfg.max_seq_len * d)
+        rows = cfg.max_seq_len + cfg.position_offset
+        shape = "(max_seq_len + position_offset) × d_model" if cfg.position_offset else None
+        tensors["the position table"] = (shape or "max_seq_len × d_model", rows * d)
     return tensors
 
 

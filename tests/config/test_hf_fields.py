@@ -17,6 +17,7 @@ LLAMA = dict(
     intermediate_size=64,
     num_hidden_layers=2,
     num_attention_heads=4,
+    num_key_value_heads=4,  # stated: Mistral's default is 8, Qwen2's 32
     max_position_embeddings=16,
 )
 
@@ -57,14 +58,16 @@ def test_each_field_has_one_json_type(tmp_path, field, value, expected):
 
 def test_every_field_read_has_a_type():
     import inspect
-
-    from llmcalc.config import hf
-
-    source = inspect.getsource(hf)
     import re
 
-    read = set(re.findall(r'f\.(?:need|get|has|activation)\(\s*"(\w+)"', source))
+    from llmcalc.config import hf, hf_gpt, hf_llama
+
+    source = "".join(inspect.getsource(module) for module in (hf, hf_gpt, hf_llama))
+    read = set(re.findall(r'f\.(?:need|get|has|activation|refuse)\(\s*"(\w+)"', source))
     read |= set(re.findall(r'f\.need\("\w+", "(\w+)"\)', source))
+    for names in re.findall(r'(?:theta|fraction)=\("(\w+)", "(\w+)"\)', source):
+        read |= set(names)
+    assert "rotary_pct" in read and "clip_qkv" in read
     assert read - set(FIELD_TYPES) == set()
 
 
@@ -109,7 +112,7 @@ def test_fields_that_are_off_or_change_no_figure_are_quiet(tmp_path, capsys, cha
     "changes",
     [
         dict(model_type="mistral", sliding_window=4096),
-        dict(model_type="qwen2", sliding_window=4096, use_sliding_window=True),
+        dict(model_type="qwen2", sliding_window=4096, use_sliding_window=True, max_window_layers=0),
     ],
 )
 def test_windows_the_family_maps_are_read_not_warned(tmp_path, capsys, changes):

@@ -38,11 +38,10 @@ def test_the_limit_is_in_bytes_of_the_build_dtype():
         check_buildable(cfg, element_bytes=2)
 
 
-def test_a_module_graph_larger_than_free_memory_is_refused(monkeypatch):
-    monkeypatch.setattr("llmcalc.model.limits.free_bytes", lambda device: 2**31)
-    check_buildable(ModelConfig.from_dict(tiny(n_layers=30_000)))  # ~1.9 GiB: fits
-    with pytest.raises(ResourceError, match="n_layers = 40,000: the model's module graph"):
-        check_buildable(ModelConfig.from_dict(tiny(n_layers=40_000)))
+def test_builds_past_4096_layers_are_refused():
+    check_buildable(ModelConfig.from_dict(tiny(n_layers=4096)))
+    with pytest.raises(ResourceError, match="n_layers = 4,097: llmcalc builds at most 4,096"):
+        check_buildable(ModelConfig.from_dict(tiny(n_layers=4097)))
 
 
 @pytest.mark.parametrize(
@@ -100,7 +99,7 @@ def test_builds_refuse_huge_sizes_before_importing_torch(runner, command, field)
     args = [command[0], "gpt2", *command[1:], "--set", field, "--set", "position=rope"]
     args += ["--set", "n_heads=1", "--set", "d_ff=64"] if field.startswith("d_model") else []
     message, seconds = _error(runner, args)
-    assert "2**63 bytes" in message or "module graph" in message
+    assert "2**63 bytes" in message or "builds at most 4,096 layers" in message
     assert seconds < 2
 
 
@@ -108,7 +107,7 @@ def test_check_refuses_a_file_it_cannot_build(runner, tmp_path):
     path = tmp_path / "huge.yaml"
     path.write_text("vocab_size: 64\nd_model: 32\nn_heads: 4\nn_layers: 1000000000\n")
     message, seconds = _error(runner, ["check", str(path)])
-    assert "n_layers = 1,000,000,000: the model's module graph needs about" in message
+    assert "n_layers = 1,000,000,000: llmcalc builds at most 4,096 layers" in message
     assert seconds < 2
 
 

@@ -42,6 +42,12 @@ PUBLISHED = {
     # Gemma 3 4B's language model: transformers' Gemma3ForCausalLM built from the model's
     # text_config (the card's 4.3B includes the 417M vision tower and projector)
     "gemma-3-4b": 3_880_263_168,
+    # Qwen3-8B (card: 8.2B, 6.95B non-embedding), Phi-3-mini-4k-instruct (3.8B), OLMo-1B-hf (1B):
+    # the cards round; the exact figures are transformers' models built from the same config.json
+    # (tests/config/test_hf.py has the config.json forms)
+    "qwen3-8b": 8_190_735_360,
+    "phi-3-mini": 3_821_079_552,
+    "olmo-1b": 1_176_764_416,
 }
 
 
