@@ -98,7 +98,7 @@ def _share(ranges: list[tuple[int, int]], room: int) -> list[int]:
 
 def stacked(table: Table) -> Group:
     """Every row as a block: its first cell, then `header: value` for the other cells."""
-    lines: list[Text] = []
+    lines: list[Text] = []  # each line whole: a terminal narrower than one wraps it, never cuts
     if table.title:
         lines += [Text(_text(table.title), style="bold"), Text("")]
     headers = [_text(column.header) for column in table.columns]
@@ -107,12 +107,16 @@ def stacked(table: Table) -> Group:
         if index and index in _section_starts(table):
             lines.append(Text(""))
         first, *rest = row
-        lines.append(Text(f"  {_text(first) or headers[0]}"))
+        lines.append(_whole(f"  {_text(first) or headers[0]}"))
         for header, cell in zip(headers[1:], rest, strict=True):
             value = " ".join(_text(cell).split())
             if value:
-                lines.append(Text(f"    {header}: {value}" if header else f"    {value}"))
+                lines.append(_whole(f"    {header}: {value}" if header else f"    {value}"))
     return Group(*lines, Text(""))
+
+
+def _whole(line: str) -> Text:
+    return Text(line, no_wrap=True, overflow="ignore")
 
 
 def _section_starts(table: Table) -> set[int]:

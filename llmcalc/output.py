@@ -22,6 +22,7 @@ from llmcalc.layout import fit, natural_width
 from llmcalc.tidy import to_csv
 
 FORMATS = ("table", "json", "markdown", "csv")
+MIN_WIDTH = 40  # narrower terminals get 40 columns and wrap them themselves
 
 
 def _console(width: int | None = None) -> Console:
@@ -80,5 +81,7 @@ def print_table(renderables: list[Any]) -> None:
     if not os.environ.get("COLUMNS") and not sys.stdout.isatty():
         width = natural_width(renderables)
     console = _console(width)
+    if console.width < MIN_WIDTH:  # COLUMNS=0 or 10: too narrow to keep a number whole
+        console = _console(MIN_WIDTH)
     for item in renderables:
         console.print(fit(item, console, console.width))

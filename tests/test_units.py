@@ -26,7 +26,7 @@ def test_counts(text, expected):
     assert parse_count("--tokens", text) == expected
 
 
-@given(st.integers(min_value=1, max_value=10**30), st.integers(min_value=0, max_value=20))
+@given(st.integers(min_value=1, max_value=10**15), st.integers(min_value=0, max_value=15))
 def test_any_whole_number_and_exponent_is_exact(n, exponent):
     assert parse_count("--tokens", str(n)) == n
     assert parse_count("--tokens", f"{n}e{exponent}") == n * 10**exponent
@@ -68,3 +68,32 @@ def test_sizes(text, expected):
 def test_bad_sizes(text, message):
     with pytest.raises(LLMCalcError, match=message):
         parse_size("--gpu-mem", text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1e999999999", "absurd value; at most 1e30"),
+        ("1e31", "absurd value"),
+        ("100000000000000000000e11", "absurd value"),
+        ("1e-999999999", "absurd value"),
+        ("inf", "must be a finite number"),
+        ("-Infinity", "must be a finite number"),
+        ("nan", "must be a finite number"),
+        ("9" * 5000, "too long for a number"),
+    ],
+)
+def test_non_finite_and_absurd_values_are_refused_at_once(text, message):
+    import time
+
+    start = time.perf_counter()
+    for parse in (parse_count, parse_size):
+        with pytest.raises(LLMCalcError, match=message) as error:
+            parse("--tokens", text)
+        assert len(str(error.value)) < 200
+    assert time.perf_counter() - start < 0.5
+
+
+def test_the_largest_value_is_exact():
+    assert parse_count("--tokens", "1e30") == 10**30
+    assert parse_size("--gpu-mem", "1000000000000000000TB") == 10**30

@@ -5,6 +5,7 @@ Set LLMCALC_DEBUG=1 to see the traceback behind an error.
 """
 
 import os
+import re
 import sys
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from llmcalc.cli.params import params
 from llmcalc.cli.presets import presets
 from llmcalc.cli.show import show
 from llmcalc.cli.sweep import sweep
+from llmcalc.config.reading import shown
 from llmcalc.errors import LLMCalcError
 
 try:  # typer >= 0.25 vendors click; older versions use it as a dependency
@@ -49,11 +51,21 @@ class OneLineErrors(typer.core.TyperGroup):
         except click_errors.ClickException as exc:
             context = getattr(exc, "ctx", None)
             hint = f" (see {context.command_path} --help)" if context is not None else ""
-            message = " ".join(exc.format_message().split())
+            message = re.sub(  # a value typed 5,000 characters long is quoted by its start
+                r"\S{81,}", lambda m: shown(m.group()), " ".join(exc.format_message().split())
+            )
             typer.echo(f"Error: {message}{hint}", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:
             typer.echo("Aborted.", err=True)
+            sys.exit(1)
+        except BrokenPipeError:  # `| head`: the reader has what it wanted
+            sys.stderr.close()
+            sys.exit(0)
+        except OSError as exc:  # stdout closed or full (>&-, >/dev/full): a run-time failure
+            if exc.errno is None or os.environ.get("LLMCALC_DEBUG"):
+                raise
+            typer.echo(f"Error: cannot write the output: {exc.strerror}", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -88,4 +100,11 @@ for command in (presets, show, params, flops, memory, compare, sweep, check):
 
 
 def main() -> None:
+    if sys.stdout is None:  # started with stdout closed
+        print("Error: cannot write the output: stdout is closed", file=sys.stderr)
+        sys.exit(1)
+    # a terminal or pipe that cannot encode the tables' ·, ×, ² and box lines gets '?' for them
+    # rather than a UnicodeEncodeError (JSON and CSV numbers are ASCII anyway)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
     app()

@@ -26,7 +26,7 @@ def compare(
     seq: SeqOpt = None,
     batch: BatchOpt = 1,
     precision: PrecisionOpt = "mixed",
-    dtype: InferenceDtypeOpt = "bf16",
+    dtype: InferenceDtypeOpt = None,
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
 ) -> None:
@@ -41,13 +41,19 @@ def compare(
     positive("--seq", seq)
     positive("--batch", batch)
     choice("--precision", precision, PRECISIONS)
-    choice("--dtype", dtype, tuple(DTYPE_BYTES))
+    if dtype is not None:
+        choice("--dtype", dtype, tuple(DTYPE_BYTES))
     configs = [load_preset(preset, None) for preset in presets]
     length = seq if seq is not None else min(cfg.max_seq_len for cfg in configs)
     for cfg in configs:
         checked_seq(cfg, length)
     table = compare_models(configs, batch, length, precision, dtype)
-    data = {"batch": batch, "seq": length, "precision": precision, "dtype": dtype}
+    data = {
+        "batch": batch,
+        "seq": length,
+        "precision": precision,
+        "dtype": dtype,
+    }
     emit_result(
         output_format(as_json, fmt), {**data, "models": table}, [compare_table(table, data)]
     )

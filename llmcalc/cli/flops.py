@@ -88,8 +88,11 @@ def flops(
         positive(option, value)
     if context is not None and context < 0:
         raise LLMCalcError(f"--context {context}: must be 0 or more")
-    if mfu > 1:
-        raise LLMCalcError(f"--mfu {mfu}: must be in (0, 1]")
+    positive("--context", context or None)
+    if not 1e-6 <= mfu <= 1:  # below, the time is past any float (and not a real run)
+        raise LLMCalcError(f"--mfu {mfu}: must be in [1e-6, 1]")
+    if peak_tflops is not None and not 1e-6 <= peak_tflops <= 1e9:
+        raise LLMCalcError(f"--peak-tflops {peak_tflops}: must be in [1e-6, 1e9] TFLOP/s")
     choice("--recompute", recompute, ("none", "full"))
     if gpu is not None and peak_tflops is not None:
         raise LLMCalcError("--gpu and --peak-tflops: give one, not both")
@@ -104,7 +107,7 @@ def flops(
         if warning:
             typer.echo(warning, err=True)
     output = output_format(as_json, fmt)
-    with progress(output != "table" or no_count) as status:
+    with progress(output != "table" or no_count, "flops") as status:
         status("counting FLOPs on the meta model (FlopCounterMode and fvcore)")
         result = analyze_flops(
             cfg,

@@ -21,6 +21,7 @@ from llmcalc.cli.options import (
     positive,
     progress,
 )
+from llmcalc.errors import LLMCalcError
 
 
 def memory(
@@ -92,6 +93,7 @@ def memory(
     cfg = load_preset(preset, overrides, bias)
     positive("--seq", seq)
     positive("--batch", batch)
+    positive("--gqa", gqa if gqa is not None and gqa > 0 else None)
     choice("--precision", precision, PRECISIONS)
     choice("--optimizer", optimizer, OPTIMIZERS)
     choice("--checkpointing", checkpointing, CHECKPOINTING)
@@ -101,6 +103,11 @@ def memory(
     if kv_dtype is not None:
         choice("--kv-dtype", kv_dtype, tuple(KV_DTYPES))
     choice("--measure-on", measure_on, ("cuda", "cpu"))
+    output = output_format(as_json, fmt)  # a bad --format is refused before any work
+    if force and measure_on != "cuda":
+        raise LLMCalcError(
+            "--force: only with --measure-on cuda (a CPU run past free memory is refused)"
+        )
     length = checked_seq(cfg, seq)
     memory_bytes = parse_size("--gpu-mem", gpu_mem) if gpu_mem is not None else None
     result = analyze_memory(
@@ -117,14 +124,24 @@ def memory(
         gpu_memory=memory_bytes,
     )
     if trace or measure:
-        quiet = output_format(as_json, fmt) != "table"
+        quiet = output != "table"
         result = _trace_and_measure(result, measure, measure_on, force, quiet)
-    emit_result(output_format(as_json, fmt), memory_json(result), memory_renderables(result))
+    emit_result(output, memory_json(result), memory_renderables(result))
 
 
 def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, quiet: bool) -> Any:
     """Add the traced step and, with --measure, the real one (traced only when no CUDA)."""
     import dataclasses
+
+    from llmcalc.memory.analysis import refuse_if_too_big
+    from llmcalc.model.limits import check_buildable, check_step
+
+    # before torch is imported: a model or a step torch cannot represent is refused in a blink,
+    # and so is a CPU run larger than this process may use (before a trace of minutes)
+    check_buildable(result.config)
+    check_step(result.config, result.batch, result.seq, result.attention)
+    if measure and device == "cpu":
+        refuse_if_too_big(device, result.training.peak, force)
 
     import torch
 
@@ -139,7 +156,9 @@ def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, qui
         checkpointing=result.checkpointing,
         attention=result.attention,
     )
-    with progress(quiet) as status:
+    if measure and device == "cuda" and torch.cuda.is_available():
+        refuse_if_too_big(device, result.training.peak, force)  # before a trace of minutes
+    with progress(quiet, "memory") as status:
         status("tracing a training step on fake tensors")
         traced = trace_training(result.config, **setup)
         status("tracing a prefill on fake tensors")
@@ -154,8 +173,7 @@ def _trace_and_measure(result: Any, measure: bool, device: str, force: bool, qui
                 err=True,
             )
             return result
-        from llmcalc.memory.measure import measure_training, refuse_if_too_big
+        from llmcalc.memory.measure import measure_training
 
-        refuse_if_too_big(device, result.training.peak, force)
         measured = measure_training(result.config, device=device, on_progress=status, **setup)
         return dataclasses.replace(result, measured=measured)

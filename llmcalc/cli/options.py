@@ -3,6 +3,7 @@
 
 import contextlib
 import math
+import os
 import sys
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -10,7 +11,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from llmcalc.errors import LLMCalcError
+from llmcalc.config.sizes import MAX_SIZE
+from llmcalc.errors import LLMCalcError, quote
 
 PresetArg = Annotated[str, typer.Argument(help="Built-in preset name or path to a YAML file.")]
 
@@ -52,7 +54,11 @@ PrecisionOpt = Annotated[
 
 
 InferenceDtypeOpt = Annotated[
-    str, typer.Option("--dtype", help="Inference weight and KV dtype: fp32, bf16, fp16.")
+    str | None,
+    typer.Option(
+        "--dtype",
+        help="Inference weight and KV dtype: fp32, bf16, fp16 (default: the config's, else bf16).",
+    ),
 ]
 
 
@@ -68,7 +74,7 @@ DtypeOpt = Annotated[
 
 def choice(option: str, value: str, allowed: tuple[str, ...] | list[str]) -> str:
     if value not in allowed:
-        raise LLMCalcError(f"{option} {value!r}: allowed values are {', '.join(allowed)}")
+        raise LLMCalcError(f"{option} {quote(value)}: allowed values are {', '.join(allowed)}")
     return value
 
 
@@ -102,23 +108,30 @@ def output_format(as_json: bool, fmt: str | None) -> str:
 
 
 def positive(option: str, value: int | float | None) -> None:
-    """A positive number; a float option must also be finite (typer reads 'nan' and 'inf')."""
-    if value is not None and not math.isfinite(value):
+    """A positive option value: finite, and at most 10**30 (past any real batch, sequence or
+    GPU count; the closed forms stay exact and inside a float's range below it)."""
+    if value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
         raise LLMCalcError(f"{option} {value}: must be a finite number")
-    if value is not None and value <= 0:
-        raise LLMCalcError(f"{option} {value}: must be positive")
+    if value <= 0:
+        raise LLMCalcError(f"{option} {quote(value)}: must be positive")
+    if value > MAX_SIZE:
+        raise LLMCalcError(f"{option} {quote(value)}: at most 10**30, far past any real run")
 
 
 @contextlib.contextmanager
-def progress(quiet: bool) -> Iterator[Any]:
-    """A spinner with the current step on stderr; off unless stdout and stderr are terminals
-    and the output is the table (never with JSON, Markdown or CSV)."""
+def progress(quiet: bool, command: str) -> Iterator[Any]:
+    """A spinner with the running command and its current step on stderr; off unless stdout and
+    stderr are terminals and the output is the table (never with JSON, Markdown or CSV)."""
     console = Console(stderr=True, highlight=False, markup=False)
-    if quiet or not console.is_terminal or not sys.stdout.isatty():
+    # NO_COLOR: no escape codes at all, and a spinner is nothing but cursor codes
+    plain = bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
+    if quiet or plain or not console.is_terminal or not sys.stdout.isatty():
         yield lambda step: None
         return
     with console.status("working") as status:
-        yield lambda step: status.update(f"llmcalc memory: {step}")
+        yield lambda step: status.update(f"llmcalc {command}: {step}")
 
 
 def checked_seq(cfg: Any, seq: int | None) -> int:

@@ -37,5 +37,6 @@ def params(
 
     choice("--device", device, DEVICES)
     choice("--dtype", dtype, list(DTYPE_BYTES))
+    output = output_format(as_json, fmt)  # a bad --format is refused before the build
     result = analyze_params(load_preset(preset, overrides, bias), device=device, dtype=dtype)
-    emit_result(output_format(as_json, fmt), params_json(result), params_renderables(result, full))
+    emit_result(output, params_json(result), params_renderables(result, full))

@@ -19,6 +19,7 @@ from llmcalc.cli.options import (
     positive,
     progress,
 )
+from llmcalc.errors import LLMCalcError
 
 
 def sweep(
@@ -36,10 +37,16 @@ def sweep(
         typer.Option("--metrics", help="Comma-separated metric keys (default: all; see --json)."),
     ] = None,
     precision: PrecisionOpt = "mixed",
-    dtype: InferenceDtypeOpt = "bf16",
+    dtype: InferenceDtypeOpt = None,
     plot: Annotated[
         str | None, typer.Option("--plot", help="Also write the chart: out.png or out.svg.")
     ] = None,
+    max_points: Annotated[
+        int,
+        typer.Option(
+            "--max-points", help="Refuse sweeps of more points than this (checked first)."
+        ),
+    ] = 1000,
     overrides: SetOpt = None,
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
@@ -56,14 +63,18 @@ def sweep(
     positive("--seq", seq)
     positive("--batch", batch)
     choice("--precision", precision, PRECISIONS)
-    choice("--dtype", dtype, tuple(DTYPE_BYTES))
+    if dtype is not None:
+        choice("--dtype", dtype, tuple(DTYPE_BYTES))
     keys = [row.key for row in ROWS]
     chosen = keys if metrics is None else [m.strip() for m in metrics.split(",") if m.strip()]
+    if not chosen:
+        raise LLMCalcError(f"--metrics {metrics!r}: name at least one of {', '.join(keys)}")
     for key in chosen:
         choice("--metrics", key, keys)
     target = check_plot_path(plot) if plot is not None else None
-    varies = parse_vary(vary)
-    with progress(output != "table") as status:
+    positive("--max-points", max_points)
+    varies = parse_vary(vary, max_points)
+    with progress(output != "table", "sweep") as status:
         points = run_sweep(
             preset,
             parse_overrides(overrides or []),
@@ -77,7 +88,11 @@ def sweep(
     title = f"{preset}: sweep of {', '.join(name for name, _ in varies)} ({precision})"
     if target is not None:
         write_plot(points, target, title)
-    setup = {"preset": preset, "precision": precision, "dtype": dtype}
+    setup = {
+        "preset": preset,
+        "precision": precision,
+        "dtype": dtype,
+    }
     emit_result(output, sweep_json(points, setup), sweep_renderables(points, chosen, title))
     if target is not None:
         typer.echo(f"wrote {target}", err=True)

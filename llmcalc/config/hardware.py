@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from llmcalc.errors import LLMCalcError, ResourceError
+from llmcalc.errors import LLMCalcError, ResourceError, quote
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,16 @@ GPUS = {
 
 
 def peak_flops_per_second(gpu: str, dtype: str) -> float:
-    if gpu not in GPUS:
-        raise LLMCalcError(f"--gpu {gpu!r}: unknown GPU; known: {', '.join(GPUS)}")
+    """Dense peak FLOP/s of a GPU (its name in any case: H100, h100) in a dtype."""
+    known = gpu.lower()
+    if known not in GPUS:
+        raise LLMCalcError(f"--gpu {quote(gpu)}: unknown GPU; known: {', '.join(GPUS)}")
+    gpu = known
     peaks = GPUS[gpu].peak_tflops
     if dtype not in peaks:
-        raise LLMCalcError(f"--dtype {dtype!r}: no {gpu} peak for it; {gpu} has {', '.join(peaks)}")
+        raise LLMCalcError(
+            f"--dtype {quote(dtype)}: no {gpu} peak for it; {gpu} has {', '.join(peaks)}"
+        )
     return peaks[dtype] * 1e12
 
 
@@ -70,18 +75,92 @@ DEVICES = ("meta", "cpu", "cuda")  # where a model can be built
 
 
 def free_bytes(device: str) -> int:
-    """Memory free for new tensors on `device` now."""
+    """Memory free for new tensors on `device` now. On CPU, what this process may still use: the
+    smallest of the RAM available, its cgroup's limit less its usage, and its address-space limit
+    (ulimit -v) less its current size."""
     if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise ResourceError("--device cuda: CUDA is not available on this machine")
         return torch.cuda.mem_get_info()[0]
+    return min(free_cpu_bytes().values())
+
+
+def free_in_words(device: str) -> tuple[int, str]:
+    """(bytes free on `device`, which limit decides it: 'available RAM', 'cgroup limit',
+    'address-space limit', or 'free on the GPU')."""
+    if device == "cuda":
+        return free_bytes(device), "free on the GPU"
+    limits = free_cpu_bytes()
+    tightest = min(limits, key=lambda name: limits[name])
+    return limits[tightest], tightest
+
+
+def free_cpu_bytes() -> dict[str, int]:
+    """Each limit on this process's CPU memory that applies -> the bytes it leaves free."""
+    limits = {"available RAM": _available_ram()}
+    cgroup = _cgroup_free()
+    if cgroup is not None:
+        limits["cgroup limit"] = cgroup
+    address_space = _address_space_free()
+    if address_space is not None:
+        limits["address-space limit"] = address_space
+    return limits
+
+
+def _read(path: str) -> str | None:
     try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+        with open(path, encoding="ascii") as file:
+            return file.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _available_ram() -> int:
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+_NO_LIMIT = 2**60  # cgroup v1 writes 'no limit' as 2**63 rounded down to a page
+
+
+def _cgroup_free() -> int | None:
+    """The tightest cgroup memory limit less usage, for this process's cgroup and its parents:
+    v2 memory.max - memory.current, v1 memory.limit_in_bytes - memory.usage_in_bytes."""
+    free = []
+    for line in (_read("/proc/self/cgroup") or "").splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2, unified
+            root, limit_file, usage_file = "/sys/fs/cgroup", "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):
+            root, limit_file, usage_file = (
+                "/sys/fs/cgroup/memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            )
+        else:
+            continue
+        parts = [p for p in path.split("/") if p]
+        # this cgroup and its parents; inside a container the root is the container's own
+        for depth in range(len(parts), -1, -1):
+            folder = "/".join([root, *parts[:depth]])
+            limit, usage = _read(f"{folder}/{limit_file}"), _read(f"{folder}/{usage_file}")
+            if limit and usage and limit.isdigit() and usage.isdigit() and int(limit) < _NO_LIMIT:
+                free.append(max(0, int(limit) - int(usage)))
+    return min(free) if free else None
+
+
+def _address_space_free() -> int | None:
+    """RLIMIT_AS (ulimit -v) less the process's current virtual size (VmSize)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith("VmSize:"):
+            return max(0, soft - int(line.split()[1]) * 1024)
+    return soft

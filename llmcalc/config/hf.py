@@ -1,5 +1,8 @@
 """Hugging Face `config.json` -> the preset schema, offline. One small function per model_type
-maps its field names to ours; anything it cannot map is an error that names it.
+maps its field names to ours; anything it cannot map is an error that names it. The types here
+and in hf_llama.py (the LLaMA-like ones) and hf_gpt.py (the GPT-style ones) make MODEL_TYPES.
+transformers v4 and v5 files are both read: v5 moves rope_theta and partial_rotary_factor into
+rope_parameters (Fields.rope reads either) and writes dtype beside torch_dtype.
 
 Sources: the `configuration_<type>.py` files of transformers (field names and defaults) and the
 modelling files (which norms, biases and layouts each type uses).
@@ -7,114 +10,105 @@ modelling files (which norms, biases and layouts each type uses).
 
 from __future__ import annotations
 
-import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llmcalc.errors import LLMCalcError
+from llmcalc.config.hf_fields import Fields as _Fields
+from llmcalc.config.hf_fields import typed, warn_unmodelled
+from llmcalc.config.hf_gpt import GPT_TYPES
+from llmcalc.config.hf_llama import LLAMA_TYPES
+from llmcalc.config.hf_llama import llama_like as _llama_like
+from llmcalc.config.hf_window import nullable, qwen_window, window_fields
+from llmcalc.config.reading import load_json, read_text, shown
+from llmcalc.errors import LLMCalcError, quote
 
-# HF activation names -> ours; a GLU model type turns silu/gelu into swiglu/geglu
-_ACTIVATIONS = {
-    "gelu": "gelu",
-    "gelu_new": "gelu_new",
-    "gelu_fast": "gelu",
-    "gelu_pytorch_tanh": "gelu",
-    "relu": "relu",
-    "silu": "silu",
-    "swish": "silu",
-}
-_GLU = {"silu": "swiglu", "gelu": "geglu", "relu": "reglu"}
-
-
-class _Fields:
-    """Reads a config.json mapping; a missing required field is an error naming it."""
-
-    def __init__(self, data: dict[str, Any], where: str) -> None:
-        self.data, self.where = data, where
-
-    def need(self, *names: str) -> Any:
-        for name in names:
-            if self.data.get(name) is not None:
-                return self.data[name]
-        raise LLMCalcError(
-            f"{self.where}: missing field {names[0]!r} (needed for model_type "
-            f"{self.data.get('model_type')!r})"
-        )
-
-    def get(self, name: str, default: Any) -> Any:
-        value = self.data.get(name)
-        return default if value is None else value
-
-    def activation(self, name: str = "hidden_act", default: str = "silu", glu: bool = True) -> str:
-        raw = self.get(name, default)
-        if raw not in _ACTIVATIONS:
-            raise LLMCalcError(
-                f"{self.where}: field {name!r} = {raw!r}: supported: {', '.join(_ACTIVATIONS)}"
-            )
-        act = _ACTIVATIONS[raw]
-        return _GLU[{"gelu_new": "gelu"}.get(act, act)] if glu else act
-
-
-def _llama_like(f: _Fields, **extra: Any) -> dict[str, Any]:
-    """LLaMA, Mistral, Qwen2, Gemma, OLMo 2: RMSNorm, gated MLP, RoPE, GQA."""
-    heads = f.need("num_attention_heads")
-    cfg = {
-        "vocab_size": f.need("vocab_size"),
-        "d_model": f.need("hidden_size"),
-        "n_layers": f.need("num_hidden_layers"),
-        "n_heads": heads,
-        "n_kv_heads": f.get("num_key_value_heads", heads),
-        "d_ff": f.need("intermediate_size"),
-        "activation": f.activation(),
-        "norm": "rmsnorm",
-        "norm_eps": float(f.get("rms_norm_eps", 1e-6)),
-        "position": "rope",
-        "rope_theta": float(f.get("rope_theta", 10000.0)),
-        "max_seq_len": f.get("max_position_embeddings", 4096),
-        "tie_embeddings": bool(f.get("tie_word_embeddings", False)),
-        "qkv_bias": bool(f.get("attention_bias", False)),
-        "out_bias": bool(f.get("attention_bias", False)),
-        "mlp_bias": bool(f.get("mlp_bias", False)),
-    }
-    if f.data.get("head_dim") is not None:
-        cfg["head_dim"] = f.data["head_dim"]
-    cfg.update(extra)
-    return cfg
+# transformers' LlamaRMSNorm (and its copies in Mistral, Qwen2, Qwen3, Phi-3, Granite) casts the
+# normalised rows to the activation dtype before the weight: bf16 backward keeps them in bf16
+LLAMA_NORM = {"norm_cast": "before_weight"}
 
 
 def _llama(f: _Fields) -> dict[str, Any]:
-    # RMSNorm casts the normalised rows to the activation dtype before the weight (LlamaRMSNorm)
-    return _llama_like(f, norm_cast="before_weight")
+    return _llama_like(f, **LLAMA_NORM)
 
 
 def _mistral(f: _Fields) -> dict[str, Any]:
-    # a sliding window on every layer: 4096 when the field is absent (MistralConfig), none if null
-    window = f.data["sliding_window"] if "sliding_window" in f.data else 4096
-    return _llama_like(f, norm_cast="before_weight", sliding_window=window)
+    # every layer behind the window; MistralConfig defaults it to 4096 when the file has none,
+    # and num_key_value_heads to 8
+    return _llama_like(f, kv_heads=8, **LLAMA_NORM, **window_fields(f, default_window=4096))
 
 
 def _qwen2(f: _Fields) -> dict[str, Any]:
-    # biases on q, k, v only; LLaMA's RMSNorm; with use_sliding_window, the layers from
-    # max_window_layers on use the window (Qwen2Config.layer_types): every layer or none here
-    layers = f.need("num_hidden_layers")
-    window = None
-    if f.get("use_sliding_window", False):
-        first = f.get("max_window_layers", 28)
-        if 0 < first < layers:
-            raise LLMCalcError(
-                f"{f.where}: use_sliding_window with max_window_layers = {first} windows layers "
-                f"{first} to {layers - 1} only; llmcalc windows every layer or none"
-            )
-        window = f.get("sliding_window", 4096) if first == 0 else None
+    # biases on q, k, v only
     return _llama_like(
-        f, qkv_bias=True, out_bias=False, norm_cast="before_weight", sliding_window=window
+        f, kv_heads=32, qkv_bias=True, out_bias=False, **LLAMA_NORM, **qwen_window(f)
     )
 
 
 def _gemma(f: _Fields) -> dict[str, Any]:
+    """Gemma: RMSNorm scaled by 1 + w, embeddings × sqrt(d_model), tied, GeGLU."""
     act = f.activation("hidden_activation", f.get("hidden_act", "gelu_pytorch_tanh"))
-    return _llama_like(f, activation=act, tie_embeddings=bool(f.get("tie_word_embeddings", True)))
+    tied = f.get("tie_word_embeddings", True)
+    return _llama_like(
+        f, activation=act, tie_embeddings=tied, norm_offset=True, scale_embeddings=True
+    )
+
+
+def _gemma2(f: _Fields) -> dict[str, Any]:
+    """Gemma 2: norms before and after each sublayer, soft-capped scores and logits, every other
+    layer (0, 2, ...) local (Gemma2Config's defaults where the file is silent)."""
+    return {
+        **_gemma(f),
+        "norm_position": "sandwich",
+        "attn_softcap": nullable(f, "attn_logit_softcapping", 50.0),
+        "logit_softcap": nullable(f, "final_logit_softcapping", 30.0),
+        **window_fields(f, default_window=4096, pattern=2),
+    }
+
+
+# Gemma3TextConfig's defaults: the Hub's gemma-3 files leave most of them out.
+_GEMMA3_DEFAULTS = {
+    "vocab_size": 262208,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 256,
+    "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1_000_000.0,  # the global layers'; the local ones' (10,000) changes no count
+}
+
+
+def _gemma3_text(f: _Fields) -> dict[str, Any]:
+    """Gemma 3 (text): Gemma 2's layout with q/k norms over head_dim, no soft-caps by default,
+    and every `sliding_window_pattern`-th layer global (6)."""
+    defaults = dict(_GEMMA3_DEFAULTS)
+    if "rope_parameters" in f.data:  # v5 states the thetas there
+        del defaults["rope_theta"]
+    f = _Fields({**defaults, **{k: v for k, v in f.data.items() if v is not None}}, f.where)
+    pattern = f.get("sliding_window_pattern", f.get("_sliding_window_pattern", 6))
+    return {
+        **_gemma(f),
+        "norm_position": "sandwich",
+        "qk_norm": "head",
+        "attn_softcap": nullable(f, "attn_logit_softcapping", None),
+        "logit_softcap": nullable(f, "final_logit_softcapping", None),
+        **window_fields(f, default_window=4096, pattern=pattern),
+    }
+
+
+def _gemma3(f: _Fields) -> dict[str, Any]:
+    """Gemma 3 with vision: the language model is its `text_config` (the vision tower and the
+    projector are not counted; a warning says so)."""
+    text = f.data.get("text_config")
+    if not isinstance(text, dict):
+        raise LLMCalcError(f"{f.where}: model_type 'gemma3' needs a 'text_config' object")
+    print(
+        f"Warning: {f.where}: only the language model (text_config) is counted, not the "
+        "vision tower or its projector",
+        file=sys.stderr,
+    )
+    return _gemma3_text(_Fields(text, f"{f.where} text_config"))
 
 
 def _olmo2(f: _Fields) -> dict[str, Any]:
@@ -132,16 +126,16 @@ def _gpt2(f: _Fields) -> dict[str, Any]:
         "d_ff": f.get("n_inner", 4 * d),
         "activation": f.activation("activation_function", "gelu_new", glu=False),
         "norm": "layernorm",
-        "norm_eps": float(f.get("layer_norm_epsilon", 1e-5)),
+        "norm_eps": f.get("layer_norm_epsilon", 1e-5),
         "bias": True,
         "position": "learned",
         "max_seq_len": f.need("n_positions", "max_position_embeddings"),
-        "tie_embeddings": bool(f.get("tie_word_embeddings", True)),
+        "tie_embeddings": f.get("tie_word_embeddings", True),
     }
 
 
 def _gpt_neox(f: _Fields) -> dict[str, Any]:
-    parallel = bool(f.get("use_parallel_residual", True))
+    parallel = f.get("use_parallel_residual", True)
     return {
         "vocab_size": f.need("vocab_size"),
         "d_model": f.need("hidden_size"),
@@ -150,29 +144,36 @@ def _gpt_neox(f: _Fields) -> dict[str, Any]:
         "d_ff": f.need("intermediate_size"),
         "activation": f.activation(default="gelu", glu=False),
         "norm": "layernorm",
-        "norm_eps": float(f.get("layer_norm_eps", 1e-5)),
+        "norm_eps": f.get("layer_norm_eps", 1e-5),
         "block": "parallel" if parallel else "serial",
-        "bias": bool(f.get("attention_bias", True)),
+        "bias": f.get("attention_bias", True),
         "mlp_bias": True,
         "position": "rope",
-        "rope_theta": float(f.get("rotary_emb_base", f.get("rope_theta", 10000.0))),
-        "rope_fraction": float(f.get("rotary_pct", f.get("partial_rotary_factor", 1.0))),
+        # v4: rotary_emb_base (older) or rope_theta, rotary_pct; v5: rope_parameters
+        **f.rope(
+            partial=1.0,
+            theta=("rotary_emb_base", "rope_theta"),
+            fraction=("rotary_pct", "partial_rotary_factor"),
+        ),
         "max_seq_len": f.get("max_position_embeddings", 2048),
-        "tie_embeddings": bool(f.get("tie_word_embeddings", False)),
+        "tie_embeddings": f.get("tie_word_embeddings", False),
     }
 
 
 def _falcon(f: _Fields) -> dict[str, Any]:
     heads = f.need("num_attention_heads")
-    new_arch = bool(f.get("new_decoder_architecture", False))
+    new_arch = f.get("new_decoder_architecture", False)
     if new_arch:
         kv_heads = f.get("num_kv_heads", heads)
     else:
         kv_heads = 1 if f.get("multi_query", True) else heads
-    parallel = bool(f.get("parallel_attn", True))
-    # the new architecture has two input norms (ln_attn, ln_mlp); the 7B one shares one
-    block = "serial" if not parallel else ("parallel" if new_arch else "parallel_shared_norm")
+    parallel = f.get("parallel_attn", True)
+    # the new architecture has two input norms (ln_attn, ln_mlp) unless num_ln_in_parallel_attn
+    # is 1 (Falcon 2 11B); the 7B one shares one
+    two_norms = new_arch and f.get("num_ln_in_parallel_attn", 2) == 2
+    block = "serial" if not parallel else ("parallel" if two_norms else "parallel_shared_norm")
     d = f.need("hidden_size")
+    alibi = f.get("alibi", False)
     return {
         "vocab_size": f.need("vocab_size"),
         "d_model": d,
@@ -182,19 +183,17 @@ def _falcon(f: _Fields) -> dict[str, Any]:
         "d_ff": f.get("ffn_hidden_size", 4 * d),
         "activation": "gelu",
         "norm": "layernorm",
-        "norm_eps": float(f.get("layer_norm_epsilon", 1e-5)),
+        "norm_eps": f.get("layer_norm_epsilon", 1e-5),
         "block": block,
-        "bias": bool(f.get("bias", False)),
-        "position": "alibi" if f.get("alibi", False) else "rope",
-        "rope_theta": float(f.get("rope_theta", 10000.0)),
+        "bias": f.get("bias", False),
+        "position": "alibi" if alibi else "rope",
+        **({} if alibi else f.rope()),
         "max_seq_len": f.get("max_position_embeddings", 2048),
-        "tie_embeddings": bool(f.get("tie_word_embeddings", True)),
+        "tie_embeddings": f.get("tie_word_embeddings", True),
     }
 
 
 def _phi(f: _Fields) -> dict[str, Any]:
-    if f.get("qk_layernorm", False):
-        raise LLMCalcError(f"{f.where}: field 'qk_layernorm' = true is not supported for phi")
     heads = f.need("num_attention_heads")
     return {
         "vocab_size": f.need("vocab_size"),
@@ -205,60 +204,69 @@ def _phi(f: _Fields) -> dict[str, Any]:
         "d_ff": f.need("intermediate_size"),
         "activation": f.activation(default="gelu_new", glu=False),
         "norm": "layernorm",
-        "norm_eps": float(f.get("layer_norm_eps", 1e-5)),
+        "norm_eps": f.get("layer_norm_eps", 1e-5),
         "block": "parallel_shared_norm",  # one input norm feeds attention and MLP
         "bias": True,
         "lm_head_bias": True,
+        # qk_layernorm: one LayerNorm (with bias) over head_dim for q, one for k
+        "qk_norm": "head" if f.get("qk_layernorm", False) else "none",
         "position": "rope",
-        "rope_theta": float(f.get("rope_theta", 10000.0)),
-        "rope_fraction": float(f.get("partial_rotary_factor", 0.5)),
+        **f.rope(partial=0.5),
         "max_seq_len": f.get("max_position_embeddings", 2048),
-        "tie_embeddings": bool(f.get("tie_word_embeddings", False)),
+        "tie_embeddings": f.get("tie_word_embeddings", False),
     }
 
+
+# The families whose mapping reads the sliding window (hf_window.py); others warn about it.
+WINDOWED = ("mistral", "qwen2", "qwen3", "phi3", "starcoder2", "gemma2", "gemma3_text", "gemma3")
 
 MODEL_TYPES: dict[str, Callable[[_Fields], dict[str, Any]]] = {
     "llama": _llama,
     "mistral": _mistral,
     "qwen2": _qwen2,
     "gemma": _gemma,
+    "gemma2": _gemma2,
+    "gemma3_text": _gemma3_text,
+    "gemma3": _gemma3,
     "gpt2": _gpt2,
     "gpt_neox": _gpt_neox,
     "falcon": _falcon,
     "phi": _phi,
     "olmo2": _olmo2,
+    **LLAMA_TYPES,
+    **GPT_TYPES,
 }
 
 
-def is_hf_config(path: Path) -> bool:
-    return path.name == "config.json" or path.suffix == ".json" or (path / "config.json").is_file()
-
-
 def read_hf_config(path: Path) -> dict[str, Any]:
-    """A config.json (or a folder holding one) -> a preset mapping."""
-    file = path / "config.json" if path.is_dir() else path
-    where = str(file)
-    if not file.is_file():
-        raise LLMCalcError(f"{where}: file not found")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise LLMCalcError(f"{where}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LLMCalcError(f"{where}: cannot read it ({exc})") from None
+    """A config.json (or a folder holding one) -> a preset mapping, named by its _name_or_path,
+    else by the file's stem (a config.json by its folder). Fields that are on and not modelled
+    are named in a warning on stderr."""
+    file = path / "config.json" if path.suffix != ".json" else path
+    where = shown(file)
+    data = load_json(read_text(file), where)
     if not isinstance(data, dict):
         raise LLMCalcError(f"{where}: expected a JSON object, found {type(data).__name__}")
     model_type = data.get("model_type")
+    if model_type is None:
+        raise LLMCalcError(
+            f"{where}: missing field 'model_type'; supported: {', '.join(MODEL_TYPES)}"
+        )
+    typed(where, "model_type", model_type)
     if model_type not in MODEL_TYPES:
         raise LLMCalcError(
-            f"{where}: model_type {model_type!r} is not supported; supported: "
+            f"{where}: model_type {quote(model_type)} is not supported; supported: "
             f"{', '.join(MODEL_TYPES)}"
         )
     fields = _Fields(data, where)
     mapped = MODEL_TYPES[model_type](fields)
     _check_consistent(fields, mapped)
-    name = data.get("_name_or_path") or (file.parent.name if file.parent.name else model_type)
-    return {"name": str(name), "source": where, **mapped, **_weight_dtype(data)}
+    warn_unmodelled(where, model_type, data, window_mapped=model_type in WINDOWED)
+    name = fields.get("_name_or_path", "")
+    if not name:
+        folder = file.parent.name if file.parent.name else model_type
+        name = folder if file.name == "config.json" else file.stem
+    return {"name": name, "source": str(file), **mapped, **_weight_dtype(data)}
 
 
 _TORCH_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -272,12 +280,19 @@ def _weight_dtype(data: dict[str, Any]) -> dict[str, str]:
         value = data.get(key)
         if isinstance(value, str) and value.removeprefix("torch.") in _TORCH_DTYPES:
             return {"dtype": _TORCH_DTYPES[value.removeprefix("torch.")]}
+        if value is not None and value != "auto":
+            print(
+                f"Warning: field {key!r} = {quote(value)}: not a dtype llmcalc builds weights in "
+                f"({', '.join(_TORCH_DTYPES)}); inference memory uses bf16 unless --dtype says",
+                file=sys.stderr,
+            )
+            return {}
     return {}
 
 
 def _check_consistent(f: _Fields, mapped: dict[str, Any]) -> None:
     """Fields that state the same size twice must agree."""
-    head_dim = f.data.get("head_dim")
+    head_dim = mapped.get("head_dim")
     d, heads = mapped["d_model"], mapped["n_heads"]
     if head_dim is None and d % heads:
         raise LLMCalcError(

@@ -1,20 +1,21 @@
 """Find and load presets: a built-in name or a path to a YAML file; `--set key=value` overrides.
 
-YAML is read with yaml.safe_load only: a tag that would construct a Python object is refused.
+YAML is read safely and with limits (config/reading.py): a tag that would construct a Python
+object, a duplicate key, deep nesting and alias bombs are refused.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.util
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from llmcalc.config.reading import load_yaml, read_text, shown, stat_or_none
 from llmcalc.config.schema import ModelConfig
-from llmcalc.errors import LLMCalcError
+from llmcalc.errors import LLMCalcError, quote
 
 _SUFFIXES = (".yaml", ".yml")
 
@@ -39,56 +40,31 @@ def resolve_path(preset: str) -> Path:
     path = Path(preset).expanduser()
     looks_like_path = path.suffix in _SUFFIXES or "/" in preset or "\\" in preset
     if looks_like_path:
-        if path.is_dir():
-            raise LLMCalcError(f"{preset}: is a folder, expected a preset YAML file")
-        if not path.is_file():
-            raise LLMCalcError(f"{preset}: file not found")
-        return path
+        return path  # read_yaml says what is wrong with it, if anything
     names = builtin_names()
     if preset in names:
         return builtin_dir() / f"{preset}.yaml"
-    if path.is_file():  # a file in the current folder named without a YAML suffix
+    if len(preset) <= 255 and stat_or_none(path) is not None:  # a file here, no YAML suffix
         return path
-    near = difflib.get_close_matches(preset, names, n=3, cutoff=0.4)
+    near = difflib.get_close_matches(preset, names, n=3, cutoff=0.4) if len(preset) < 100 else []
     hint = f"; nearest: {', '.join(near)}" if near else ""
     raise LLMCalcError(
-        f"unknown preset {preset!r}{hint} (`llmcalc presets` lists all; a path to a YAML file works)"
+        f"unknown preset {quote(preset)}{hint} (`llmcalc presets` lists all; a path to a YAML "
+        "file works)"
     )
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """The mapping in a YAML file; every way it can be wrong is one clear LLMCalcError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LLMCalcError(f"{path}: cannot read: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.constructor.ConstructorError as exc:
-        raise LLMCalcError(
-            f"{path}: refused YAML tag {_tag_of(exc)} (line {_line_of(exc)}): presets are plain "
-            "data, loaded safely; tags that construct Python objects are not allowed"
-        ) from exc
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise LLMCalcError(f"{path}: YAML syntax error at line {_line_of(exc)}: {problem}") from exc
+    where = shown(path)
+    data = load_yaml(read_text(path), where)
     if data is None:
-        raise LLMCalcError(f"{path}: file is empty, expected a mapping of config fields")
+        raise LLMCalcError(f"{where}: file is empty, expected a mapping of config fields")
     if not isinstance(data, dict):
         raise LLMCalcError(
-            f"{path}: expected a mapping of config fields (key: value), got a {type(data).__name__}"
+            f"{where}: expected a mapping of config fields (key: value), got a {type(data).__name__}"
         )
     return data
-
-
-def _line_of(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    return str(mark.line + 1) if mark is not None else "?"
-
-
-def _tag_of(exc: yaml.constructor.ConstructorError) -> str:
-    problem = exc.problem or ""
-    return problem.split("tag", 1)[-1].strip() if "tag" in problem else repr(problem)
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -98,7 +74,11 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise LLMCalcError(f"--set {item!r}: expected key=value, for example --set n_layers=2")
+            raise LLMCalcError(
+                f"--set {quote(item)}: expected key=value, for example --set n_layers=2"
+            )
+        if key in overrides:  # as a duplicated YAML key is refused
+            raise LLMCalcError(f"--set {quote(key)}: given twice; give each field once")
         overrides[key] = parse_value(text.strip())
     return overrides
 
@@ -110,28 +90,65 @@ def parse_value(text: str) -> Any:
         return lowered == "true"
     if lowered in ("null", "~"):
         return None
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text
+    try:
+        return int(text)
+    except ValueError:
+        if text.lstrip("+-").replace("_", "").isdigit():  # past the 4300-digit conversion limit
+            raise LLMCalcError(f"--set value {quote(text)}: too many digits to read") from None
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
-def load_config(preset: str, overrides: Mapping[str, Any] | None = None) -> ModelConfig:
+def load_config(
+    preset: str,
+    overrides: Mapping[str, Any] | None = None,
+    varied: Mapping[str, Any] | None = None,
+) -> ModelConfig:
     """Load a preset (name, YAML path, or a Hugging Face config.json or its folder), apply
-    overrides to its raw fields, validate, resolve."""
+    overrides (--set) and a sweep point's fields (--vary) to its raw fields, validate, resolve.
+    Messages name where the config came from: 'gpt2 (with --set)', 'gpt2 with --vary d_model=512'."""
+    return config_from(*read_preset(preset), overrides, varied)
+
+
+def read_preset(preset: str) -> tuple[dict[str, Any], str]:
+    """The raw fields of a preset (name, YAML path, config.json or its folder) and its name for
+    messages, read once (a sweep builds every point from them)."""
     given = Path(preset).expanduser()
-    if given.suffix == ".json" or (given.is_dir() and (given / "config.json").is_file()):
+    if is_hf_config(given):
         from llmcalc.config.hf import read_hf_config  # a Hugging Face config.json
 
-        data, origin = read_hf_config(given), str(given)
-    else:
-        path = resolve_path(preset)
-        data = read_yaml(path)
-        data.setdefault("name", path.stem)
-        origin = path.stem if path.parent == builtin_dir() else str(path)
+        return read_hf_config(given), shown(given)
+    path = resolve_path(preset)
+    data = read_yaml(path)
+    data.setdefault("name", path.stem)
+    return data, path.stem if path.parent == builtin_dir() else shown(path)
+
+
+def config_from(
+    raw: Mapping[str, Any],
+    origin: str,
+    overrides: Mapping[str, Any] | None = None,
+    varied: Mapping[str, Any] | None = None,
+) -> ModelConfig:
+    """A preset's raw fields with --set overrides and --vary fields -> the validated config."""
+    data = dict(raw)
     if overrides:
         data.update(overrides)
         origin = f"{origin} (with --set)"
+    if varied:
+        data.update(varied)
+        point = ", ".join(f"{key}={quote(value)}" for key, value in varied.items())
+        origin = f"{origin} with --vary {point}"
     return ModelConfig.from_dict(data, origin=origin)
+
+
+def is_hf_config(given: Path) -> bool:
+    """A .json file, or a folder holding a config.json."""
+    if given.suffix == ".json":
+        return True
+    if len(given.name) > 255:  # no such folder; resolve_path says what it is instead
+        return False
+    status = stat_or_none(given)
+    return status is not None and stat.S_ISDIR(status.st_mode) and (given / "config.json").exists()

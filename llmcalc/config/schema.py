@@ -11,20 +11,29 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmcalc.config.conflicts import CONFLICTS, check_conflicts
 from llmcalc.config.dtypes import DTYPE_BYTES
-from llmcalc.errors import LLMCalcError
+from llmcalc.config.sizes import (
+    MAX_SIZE,
+    check_positive_number,
+    check_size,
+    llama_d_ff,
+    scaled,
+)
+from llmcalc.config.window import check_window
+from llmcalc.errors import LLMCalcError, quote
 
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu", "swiglu", "geglu", "reglu")
 GLU_ACTIVATIONS = ("swiglu", "geglu", "reglu")  # three matrices: gate, up, down
 NORMS = ("rmsnorm", "layernorm")
 NORM_POSITIONS = ("pre", "post", "sandwich", "output")
 BLOCKS = ("serial", "parallel", "parallel_shared_norm")
-QK_NORMS = ("none", "head", "full")
+QK_NORMS = ("none", "head", "full", "per_head")
 NORM_CASTS = ("after_weight", "before_weight")  # where RMSNorm returns to the activation dtype
 POSITIONS = ("rope", "learned", "sinusoidal", "alibi", "none")
 
@@ -60,9 +69,6 @@ class ModelConfig:
     n_kv_heads: int | None = None  # None -> n_heads (MHA); 1 = MQA; between = GQA
     head_dim: int | None = None  # None -> d_model / n_heads, which must then divide exactly
     max_seq_len: int = 4096
-    # sliding-window attention (Mistral): each query sees the last W keys, itself included, and
-    # the KV cache keeps the last W - 1 tokens; None: every earlier key
-    sliding_window: int | None = None
 
     # --- MLP ------------------------------------------------------------------------------------
     d_ff: int | None = None  # None -> 4*d_model, or the LLaMA rule for GLU activations
@@ -75,6 +81,7 @@ class ModelConfig:
     norm_position: str = "pre"
     block: str = "serial"
     norm_bias: bool = True  # LayerNorm's beta; rmsnorm has none
+    norm_affine: bool = True  # False: norms without weight (or bias), OLMo 1's LayerNorm
     norm_eps: float = 1e-5
     # RMSNorm in bf16: after_weight normalises and weights in fp32, then casts (torch's
     # nn.RMSNorm, Gemma, OLMo 2); before_weight casts the normalised rows, then weights them in
@@ -82,6 +89,7 @@ class ModelConfig:
     norm_cast: str = "after_weight"
     qk_norm: str = "none"
     final_norm: bool = True
+    embedding_norm: bool = False  # a norm right after the embeddings (BLOOM)
 
     # --- biases: `bias` is the default for every block linear; a per-part flag wins -------------
     bias: bool = False
@@ -94,7 +102,23 @@ class ModelConfig:
     position: str = "rope"
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # partial rotary: the leading share of head_dim that rotates
+    position_offset: int = 0  # learned positions: extra leading rows of the table (OPT: 2)
     tie_embeddings: bool = False
+    scale_embeddings: bool = False  # embeddings × sqrt(d_model) (Gemma): no parameter
+
+    # --- attention window and soft-capping (config/window.py) --------------------------------
+    sliding_window: int | None = None  # W: a local layer sees the last W positions (itself too)
+    sliding_window_pattern: int | None = None  # every p-th layer global; none given: all local
+    global_layers: list[int] | None = None  # or the global layers' indices (other patterns)
+    attn_softcap: float | None = None  # scores -> c·tanh(scores / c) (Gemma 2)
+    logit_softcap: float | None = None  # final logits likewise
+    norm_offset: bool = False  # RMSNorm scales by 1 + w (Gemma): the same parameters
+
+    # --- scalar multipliers: no parameters, one multiply per element (Granite, Cohere) ------------
+    embedding_multiplier: float | None = None  # the embeddings times this (Granite)
+    residual_multiplier: float | None = None  # each branch's output times this before its add
+    attention_multiplier: float | None = None  # the score scale in place of 1/sqrt(head_dim)
+    logit_scale: float | None = None  # the logits times this (Cohere; Granite 1/logits_scaling)
 
     # --- the published weights -----------------------------------------------------------------
     dtype: str | None = None  # fp32, bf16, fp16 (config.json torch_dtype): memory's --dtype default
@@ -110,41 +134,60 @@ class ModelConfig:
         return [f.name for f in dataclasses.fields(cls) if f.name not in ("origin", "given")]
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], origin: str = "config") -> ModelConfig:
-        """Check names and types of a plain mapping, then build (and value-check) the config."""
+    def from_dict(
+        cls, data: Mapping[str, Any], origin: str = "config", given: Iterable[str] | None = None
+    ) -> ModelConfig:
+        """Check names and types of a plain mapping, then build (and value-check) the config.
+        `given`: the fields stated explicitly (default: every key of `data`), checked for
+        conflicts (a field that has no effect under another: CONFLICTS)."""
         names = cls.field_names()
         types = {f.name: _kind(str(f.type)) for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in names:
-                near = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
+                near = difflib.get_close_matches(str(key)[:100], names, n=3, cutoff=0.5)
+                if near and _likeness(str(key), near[0]) >= 0.85:  # one clear match: only it
+                    near = near[:1]
                 hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
-                raise LLMCalcError(f"{origin}: unknown field {key!r}{hint}")
+                raise LLMCalcError(f"{origin}: unknown field {quote(key)}{hint}")
             values[key] = _check_type(origin, key, value, types[key])
         for required in ("vocab_size", "d_model", "n_layers", "n_heads"):
             if required not in values:
                 raise LLMCalcError(f"{origin}: missing required field {required!r}")
-        return cls(**values, origin=origin)
+        cfg = cls(**values, origin=origin)
+        check_conflicts(cfg, given=set(values) if given is None else set(given))
+        return cfg
 
     def __post_init__(self) -> None:
         where = self.origin
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
-            _positive(where, name, getattr(self, name))
-        for name in ("n_kv_heads", "head_dim", "d_ff", "multiple_of", "sliding_window"):
+            check_size(where, name, getattr(self, name))
+        for name in ("n_kv_heads", "head_dim", "d_ff", "multiple_of"):
             if getattr(self, name) is not None:
-                _positive(where, name, getattr(self, name))
-        for name in ("norm_eps", "rope_theta", "ffn_multiplier"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise LLMCalcError(
-                    f"{where}: field {name!r} = {value!r}: must be a positive finite number"
-                )
+                check_size(where, name, getattr(self, name))
+        check_size(where, "position_offset", self.position_offset, least=0)
+        for name in (
+            "norm_eps",
+            "rope_theta",
+            "ffn_multiplier",
+            "attn_softcap",
+            "logit_softcap",
+            *MULTIPLIERS,
+        ):
+            check_positive_number(where, name, getattr(self, name))
         for name, allowed in ENUMS.items():
             value = getattr(self, name)
             if value not in allowed and not (value is None and name in _OPTIONAL):
                 raise LLMCalcError(
-                    f"{where}: field {name!r} = {value!r}: allowed values are {', '.join(allowed)}"
+                    f"{where}: field {name!r} = {quote(value)}: allowed values are {', '.join(allowed)}"
                 )
+
+        check_window(self)
+        if self.qk_norm == "per_head" and not self.norm_affine:
+            raise LLMCalcError(
+                f"{where}: qk_norm 'per_head' gives each head its own norm weight, and "
+                "norm_affine = false leaves none: use qk_norm 'head'"
+            )
 
         n_kv = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
         if self.n_heads % n_kv:
@@ -166,7 +209,7 @@ class ModelConfig:
                 f"{where}: position 'rope' needs an even head_dim (features rotate in pairs); "
                 f"head_dim = {head_dim}"
             )
-        rotary = int(head_dim * self.rope_fraction)
+        rotary = scaled(head_dim, self.rope_fraction)
         fraction_ok = 0 < self.rope_fraction <= 1
         if not fraction_ok or (self.position == "rope" and (rotary % 2 or rotary == 0)):
             raise LLMCalcError(
@@ -181,7 +224,19 @@ class ModelConfig:
         object.__setattr__(self, "given", frozenset(given))
         object.__setattr__(self, "n_kv_heads", n_kv)
         object.__setattr__(self, "head_dim", head_dim)
-        object.__setattr__(self, "d_ff", self._resolve_d_ff())
+        d_ff = self._resolve_d_ff()
+        if not 0 < d_ff <= MAX_SIZE:  # only a derived d_ff can be out of range here
+            rule = self.multiple_of is not None or self.ffn_multiplier is not None
+            how = (
+                f"the LLaMA rule (ffn_multiplier = {self.ffn_multiplier}, multiple_of = "
+                f"{self.multiple_of})"
+                if rule
+                else ("int(8·d_model/3)" if self.is_glu else "4·d_model")
+            )
+            raise LLMCalcError(
+                f"{where}: d_ff derived by {how} = {quote(d_ff)}: must be in 1 .. 10**30"
+            )
+        object.__setattr__(self, "d_ff", d_ff)
         for part in ("qkv_bias", "out_bias", "mlp_bias"):
             if getattr(self, part) is None:
                 object.__setattr__(self, part, self.bias)
@@ -215,7 +270,7 @@ class ModelConfig:
     @property
     def rotary_dim(self) -> int:
         """Head features that RoPE rotates (all of them unless rope_fraction < 1)."""
-        return int(self.head_dim * self.rope_fraction)
+        return scaled(self.head_dim, self.rope_fraction)
 
     @property
     def kv_dim(self) -> int:
@@ -226,11 +281,6 @@ class ModelConfig:
         if self.n_kv_heads == self.n_heads:
             return "MHA"
         return "MQA" if self.n_kv_heads == 1 else "GQA"
-
-    def cached_tokens(self, seq: int) -> int:
-        """Tokens per layer a KV cache holds after `seq` tokens: all, or with a sliding window the
-        last W - 1 (all the next token needs; transformers' sliding cache layers keep as many)."""
-        return seq if self.sliding_window is None else min(seq, self.sliding_window - 1)
 
     def seq_warning(self, option: str, length: int, positions: int | None = None) -> str | None:
         """Check a sequence length: past a learned position table is an error; past
@@ -253,8 +303,19 @@ class ModelConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """All schema fields, resolved, in schema order (round-trips through from_dict)."""
-        return {name: getattr(self, name) for name in self.field_names()}
+        """All schema fields, resolved, in schema order, except those without effect here (such
+        as rope_theta under learned positions): round-trips through from_dict."""
+        idle = self.without_effect()
+        return {name: getattr(self, name) for name in self.field_names() if name not in idle}
+
+    def without_effect(self) -> dict[str, str]:
+        """Fields whose value has no effect in this config -> the field that overrides them
+        (stating one of these explicitly is a conflict: CONFLICTS)."""
+        return {
+            name: other
+            for name, other, no_effect in CONFLICTS
+            if no_effect(self) and getattr(self, name) is not None
+        }
 
     def given_dict(self) -> dict[str, Any]:
         """The fields as given: a DERIVED field only where it was given, not derived, so that
@@ -270,8 +331,11 @@ class ModelConfig:
         derived fields that were not given are derived again."""
         data = self.given_dict()
         data.update(changes)
-        return ModelConfig.from_dict(data, origin=self.origin)
+        return ModelConfig.from_dict(data, origin=self.origin, given=changes)
 
+
+# Scalars that multiply a tensor where they are given (None: no multiply at all).
+MULTIPLIERS = ("embedding_multiplier", "residual_multiplier", "attention_multiplier", "logit_scale")
 
 # Fields that are derived when not given (None), and how: `show` writes them only where given.
 DERIVED = {
@@ -284,39 +348,42 @@ DERIVED = {
 }
 
 
-def llama_d_ff(d_model: int, ffn_multiplier: float | None, multiple_of: int) -> int:
-    """The LLaMA FeedForward sizing (facebookresearch/llama, model.py, FeedForward.__init__):
-    hidden = int(2 * 4d / 3); hidden = int(ffn_multiplier * hidden); round up to multiple_of."""
-    hidden = (8 * d_model) // 3  # == int(2 * (4 * d_model) / 3) for every positive int
-    if ffn_multiplier is not None:
-        hidden = int(ffn_multiplier * hidden)
-    return multiple_of * -(-hidden // multiple_of)
+_YAML_EXPONENT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
 
 
-def _positive(where: str, name: str, value: int) -> None:
-    if value <= 0:
-        raise LLMCalcError(f"{where}: field {name!r} = {value}: must be a positive integer")
+def _likeness(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
 
 
 def _check_type(where: str, name: str, value: Any, kind: str) -> Any:
     """The value if it is of the field's kind (ints are accepted for floats), else an error."""
     if value is None and name in _OPTIONAL:
         return None
+    if kind == "float" and isinstance(value, str) and _YAML_EXPONENT.fullmatch(value):
+        value = float(value)  # YAML 1.1 reads 1e-5 (an exponent, no dot) as a string
+    integer = isinstance(value, int) and not isinstance(value, bool)
     ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
+        "int": integer,
+        "list[int]": isinstance(value, list)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
         "float": isinstance(value, int | float) and not isinstance(value, bool),
         "bool": isinstance(value, bool),
         "str": isinstance(value, str),
     }[kind]
     if not ok:
-        expected = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
-            kind, "a string"
-        )
+        expected = {
+            "int": "an integer",
+            "list[int]": "a list of integers",
+            "float": "a number",
+            "bool": "true or false",
+        }.get(kind, "a string")
         if name in ENUMS:
             expected = f"one of {', '.join(ENUMS[name])}"
         raise LLMCalcError(
-            f"{where}: field {name!r} = {value!r} ({type(value).__name__}): expected {expected}"
+            f"{where}: field {name!r} = {quote(value)} ({type(value).__name__}): expected {expected}"
         )
+    if kind == "float" and isinstance(value, int) and abs(value) > 2**1023:
+        raise LLMCalcError(f"{where}: field {name!r} = {quote(value)}: must be a finite number")
     return float(value) if kind == "float" else value
 
 

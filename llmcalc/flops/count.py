@@ -78,6 +78,12 @@ def count_flops(
     Counting never compiles, so it runs without importing torch._dynamo (see defer_dynamo.py);
     an fvcore failure is retried with torch as it is before it is reported. Checkpointing reads
     torch._dynamo's config, so the recompute traces run with the real one."""
+    from llmcalc.model.limits import check_buildable, check_step
+
+    # before torch is imported: a model or a step torch cannot represent is refused in a blink
+    check_buildable(cfg.replace(n_layers=1) if one_block else cfg)
+    check_step(cfg, batch, seq)
+
     from llmcalc.flops.defer_dynamo import run_deferring_dynamo
 
     model, tokens = _probe(cfg, batch, seq, one_block)  # builds without a meta op: no dynamo

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmcalc.config.schema import ModelConfig
+from llmcalc.config.window import local_layer_count, windowed_pairs
 from llmcalc.params.formula import norms_per_layer
 
 # Matmul components, in forward order. "attn_scores" is QKᵀ, "attn_values" is softmax(QKᵀ)·V.
@@ -46,6 +47,9 @@ class ForwardFlops:
     matmul: dict[str, int]  # component -> FLOPs of one forward pass over batch × seq tokens
     causal_attention: int  # scores + values with only the causal half of each T×T matrix
     non_matmul: dict[str, int]
+    # scores + values with the pairs the masks allow: causal, and in a local layer each query's
+    # last W keys (min(i + 1, W) of them); None without a sliding window
+    windowed_attention: int | None = None
 
     @property
     def matmul_total(self) -> int:
@@ -60,6 +64,12 @@ class ForwardFlops:
         return self.matmul_total - self.attention_full + self.causal_attention
 
     @property
+    def matmul_total_windowed(self) -> int | None:
+        if self.windowed_attention is None:
+            return None
+        return self.matmul_total - self.attention_full + self.windowed_attention
+
+    @property
     def total(self) -> int:
         return self.matmul_total + sum(self.non_matmul.values())
 
@@ -72,17 +82,23 @@ def attention_flops(cfg: ModelConfig, batch: int, queries: int, keys: int) -> in
 
 def matmul_flops(cfg: ModelConfig, batch: int, seq: int, keys: int | None = None) -> dict[str, int]:
     """Forward matmul FLOPs per component for `batch` sequences of `seq` new tokens attending over
-    `keys` keys each (default seq: training and prefill); per-layer components summed over layers."""
+    `keys` keys each (default seq: training and prefill, where every layer computes the full T×T,
+    masked); per-layer components summed over layers. With `keys` given (decoding from a cache),
+    a local layer attends over its window: min(keys, W) keys."""
+    local = local_layer_count(cfg) if keys is not None else 0
     keys = seq if keys is None else keys
     tokens = batch * seq
     layers = cfg.n_layers
     mlp_matrices = 3 if cfg.is_glu else 2
+    attention = (layers - local) * attention_flops(cfg, batch, seq, keys)
+    if local:
+        attention += local * attention_flops(cfg, batch, seq, min(keys, cfg.sliding_window))
     return {
         "attn_q": layers * 2 * tokens * cfg.d_model * cfg.q_dim,
         "attn_k": layers * 2 * tokens * cfg.d_model * cfg.kv_dim,
         "attn_v": layers * 2 * tokens * cfg.d_model * cfg.kv_dim,
-        "attn_scores": layers * attention_flops(cfg, batch, seq, keys),
-        "attn_values": layers * attention_flops(cfg, batch, seq, keys),
+        "attn_scores": attention,
+        "attn_values": attention,
         "attn_o": layers * 2 * tokens * cfg.q_dim * cfg.d_model,
         "mlp": layers * mlp_matrices * 2 * tokens * cfg.d_model * cfg.d_ff,
         "lm_head": 2 * tokens * cfg.d_model * cfg.vocab_size,
@@ -96,22 +112,27 @@ def causal_pairs(seq: int) -> int:
 
 def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
     """Element-wise work, 1 FLOP per element per elementary op (an approximation, stated as such):
-    RMSNorm 4/element (square, mean, scale, weight), LayerNorm 5 (+1 with bias); softmax 5 per
-    score (max, subtract, exp, sum, divide) over the full T×T; activation 1 per element (2 with a
-    gate product; 8 for gelu_new, written op by op); bias add 1 per output; residual add 1 per
-    element; RoPE 3 per rotated element of q and k (two multiplies and an add), over the
+    RMSNorm 4/element (square, mean, scale, weight), LayerNorm 5 (+1 with bias), one less each
+    without norm_affine (no weight); softmax 5 per score (max, subtract, exp, sum, divide) over the
+    full T×T; activation 1 per element (2 with a gate product; 8 for gelu_new, written op by op);
+    bias add 1 per output; residual add
+    1 per element; RoPE 3 per rotated element of q and k (two multiplies and an add), over the
     rotary_dim = int(head_dim · rope_fraction) features of each head that rotate (the rest pass
-    through untouched)."""
+    through untouched); a scalar multiplier 1 per element it scales (embeddings, what joins the
+    residual stream, logits; attention_multiplier replaces the 1/sqrt(d_h) every attention
+    applies, so it adds none)."""
     tokens = batch * seq
     d, layers = cfg.d_model, cfg.n_layers
     gelu_new = cfg.activation == "gelu_new"  # pow, 3 multiplies, 2 adds, tanh, product: 8
-    per_norm = 4 if cfg.norm == "rmsnorm" else 5 + int(cfg.norm_bias)
-    norm_elems = norms_per_layer(cfg) * d
-    if cfg.qk_norm != "none":
-        norm_elems += cfg.q_dim + cfg.kv_dim
-    norms = layers * tokens * per_norm * norm_elems
-    if cfg.final_norm:
-        norms += tokens * per_norm * d
+    if cfg.norm_affine:
+        per_norm = 4 if cfg.norm == "rmsnorm" else 5 + int(cfg.norm_bias)
+    else:
+        per_norm = 3 if cfg.norm == "rmsnorm" else 4
+    norms = layers * tokens * per_norm * norms_per_layer(cfg) * d
+    if cfg.qk_norm != "none":  # per_head: a weight, never a bias
+        per_qk = (4 if cfg.norm == "rmsnorm" else 5) if cfg.qk_norm == "per_head" else per_norm
+        norms += layers * tokens * per_qk * (cfg.q_dim + cfg.kv_dim)
+    norms += tokens * per_norm * d * (int(cfg.final_norm) + int(cfg.embedding_norm))
     bias_elems = 0
     if cfg.qkv_bias:
         bias_elems += cfg.q_dim + 2 * cfg.kv_dim
@@ -132,13 +153,34 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
     }
     if cfg.position in ("learned", "sinusoidal"):
         result["position_add"] = tokens * d
+    if cfg.scale_embeddings:
+        result["embedding_scale"] = tokens * d
+    if cfg.attn_softcap is not None or cfg.logit_softcap is not None:  # divide, tanh, multiply
+        scores = layers * batch * cfg.n_heads * seq * seq if cfg.attn_softcap is not None else 0
+        logits = tokens * cfg.vocab_size if cfg.logit_softcap is not None else 0
+        result["softcap"] = 3 * (scores + logits)
+    multiplied = 0
+    if cfg.embedding_multiplier is not None:
+        multiplied += tokens * d
+    if cfg.residual_multiplier is not None:  # each branch, or a parallel block's sum of both
+        multiplied += layers * tokens * d * (2 if cfg.block == "serial" else 1)
+    if cfg.logit_scale is not None:
+        multiplied += tokens * cfg.vocab_size
+    if multiplied:
+        result["multipliers"] = multiplied
     return result
 
 
 def forward_flops(cfg: ModelConfig, batch: int, seq: int) -> ForwardFlops:
     matmul = matmul_flops(cfg, batch, seq)
-    causal = cfg.n_layers * 2 * attention_flops(cfg, batch, 1, 1) * causal_pairs(seq)
-    return ForwardFlops(batch, seq, matmul, causal, non_matmul_flops(cfg, batch, seq))
+    per_pair = 2 * attention_flops(cfg, batch, 1, 1)  # scores and values of one query-key pair
+    causal = cfg.n_layers * per_pair * causal_pairs(seq)
+    local, windowed = local_layer_count(cfg), None
+    if local:
+        pairs = (cfg.n_layers - local) * causal_pairs(seq)
+        windowed = per_pair * (pairs + local * windowed_pairs(cfg.sliding_window, seq))
+    non_matmul = non_matmul_flops(cfg, batch, seq)
+    return ForwardFlops(batch, seq, matmul, causal, non_matmul, windowed)
 
 
 # --- training step --------------------------------------------------------------------------

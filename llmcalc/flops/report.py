@@ -68,6 +68,13 @@ def forward_table(result: FlopsAnalysis) -> Table:
         _n(fwd.matmul_total_causal // tokens),
         "",
     )
+    if fwd.matmul_total_windowed is not None:
+        table.add_row(
+            "matmul total, windowed attention",
+            _n(fwd.matmul_total_windowed),
+            _n(fwd.matmul_total_windowed // tokens),
+            "",
+        )
     non_matmul = sum(fwd.non_matmul.values())
     detail = ", ".join(f"{k} {_sci(v)}" for k, v in fwd.non_matmul.items() if v)
     table.add_row("non-matmul (approx., see caption)", _n(non_matmul), _n(non_matmul // tokens), "")
@@ -143,6 +150,15 @@ def training_table(result: FlopsAnalysis) -> Table:
         "1.000",
         "scores under the mask only",
     )
+    if result.forward.matmul_total_windowed is not None:
+        windowed = 3 * result.forward.matmul_total_windowed  # backward = 2 × forward
+        table.add_row(
+            "llmcalc exact, windowed attention",
+            _sci(windowed),
+            f"{windowed / exact:.3f}",
+            f"{windowed / causal:.3f}",
+            f"local layers score each query's last {result.config.sliding_window} keys only",
+        )
     hardware, hardware_causal = step.hardware, result.step_causal.hardware
     if step.recompute:
         table.add_row(
@@ -253,6 +269,7 @@ def flops_json(result: FlopsAnalysis) -> dict[str, Any]:
             "total": fwd.total,
             "matmul": fwd.matmul_total,
             "matmul_causal": fwd.matmul_total_causal,
+            "matmul_windowed": fwd.matmul_total_windowed,
             "components": fwd.matmul,
             "non_matmul": fwd.non_matmul,
         },

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmcalc.config.schema import ModelConfig
+from llmcalc.config.window import local_layer_count
 
 INT64 = 8
 
@@ -31,30 +32,58 @@ class Saved:
 
 
 def _norm(
-    saved: Saved, cfg: ModelConfig, name: str, source: str, rows: int, width: int, a: int
+    saved: Saved,
+    cfg: ModelConfig,
+    name: str,
+    source: str,
+    rows: int,
+    width: int,
+    a: int,
+    affine: bool | None = None,
 ) -> None:
     """What a norm over `width` features keeps. LayerNorm: its input, mean and rstd (in the input
     dtype on CPU). RMSNorm: its input as fp32 (the input itself in fp32, a fresh copy in bf16),
-    the normalised rows (fp32; with norm_cast before_weight, in the activation dtype, as the
-    weight multiplies them) and the fp32 rsqrt. Its output is kept by whoever consumes it."""
+    the fp32 rsqrt and, where a weight multiplies them (norm_affine, or `affine`), the normalised
+    rows (fp32; with norm_cast before_weight, in the activation dtype, as the weight multiplies
+    them). Its output is kept by whoever consumes it."""
     if cfg.norm == "layernorm":
         saved.add(source, rows * width * a)
         saved.add(f"{name}.stats", 2 * rows * a)
         return
     saved.add(source if a == 4 else f"{name}.input_fp32", rows * width * 4)
-    normalised = a if cfg.norm_cast == "before_weight" else 4
-    saved.add(f"{name}.normalised", rows * width * normalised)
+    if cfg.norm_affine if affine is None else affine:
+        normalised = a if cfg.norm_cast == "before_weight" else 4
+        saved.add(f"{name}.normalised", rows * width * normalised)
     saved.add(f"{name}.rsqrt", rows * 4)
+    if cfg.norm_offset:  # Gemma's (1 + w), made in fp32 and kept by the product
+        saved.add(f"{name}.one_plus_w", width * 4)
+
+
+def attention_impl(cfg: ModelConfig, impl: str) -> str:
+    """The attention the model runs: soft-capped scores always take the eager path."""
+    return "eager" if cfg.attn_softcap is not None else impl
 
 
 def _attention(
-    saved: Saved, cfg: ModelConfig, p: str, batch: int, seq: int, a: int, impl: str
+    saved: Saved, cfg: ModelConfig, p: str, batch: int, seq: int, a: int, impl: str, local: bool
 ) -> None:
-    """Inside attention: the q/k/v projections' input is kept by the caller."""
+    """Inside attention: the q/k/v projections' input is kept by the caller. A local layer
+    whose window bites (seq > W) is masked explicitly."""
     n = batch * seq
+    windowed = local and seq > cfg.sliding_window
     q_bytes, kv_bytes = n * cfg.q_dim * a, n * cfg.kv_dim * a
     q_name, k_name = f"{p}.q_proj", f"{p}.k_proj"
-    if cfg.qk_norm != "none":
+    if cfg.qk_norm == "per_head":
+        # a norm over head_dim without weight, then times the (heads, d_h) weight, which keeps
+        # the normalised q or k (in the activation dtype); q and k keep the projections' layout
+        for norm, source, heads in (
+            (f"{p}.q_norm", q_name, cfg.n_heads),
+            (f"{p}.k_norm", k_name, cfg.n_kv_heads),
+        ):
+            _norm(saved, cfg, norm, source, n * heads, cfg.head_dim, a, affine=False)
+            saved.add(f"{norm}.normalised", n * heads * cfg.head_dim * a)
+        q_name, k_name = f"{p}.q_norm.out", f"{p}.k_norm.out"
+    elif cfg.qk_norm != "none":
         width_q = cfg.head_dim if cfg.qk_norm == "head" else cfg.q_dim
         width_k = cfg.head_dim if cfg.qk_norm == "head" else cfg.kv_dim
         rows_q, rows_k = n * cfg.q_dim // width_q, n * cfg.kv_dim // width_k
@@ -87,8 +116,10 @@ def _attention(
         saved.add(f"{p}.k_repeated" if groups > 1 else k_name, kv_bytes * groups)
         saved.add(f"{p}.v_repeated" if groups > 1 else v_name, kv_bytes * groups)
         saved.add(f"{p}.probs", batch * cfg.n_heads * seq * seq * a)
+        if cfg.attn_softcap is not None:  # c·tanh(scores / c): tanh keeps its output
+            saved.add(f"{p}.scores_tanh", batch * cfg.n_heads * seq * seq * a)
         if cfg.position != "alibi":
-            saved.add(f"{p}.causal_mask", seq * seq)  # bool
+            saved.add(f"{p}.causal_mask", seq * seq)  # bool (with the window, when local)
         saved.add(f"{p}.out_copy", q_bytes)  # (B, H, T, d_h) -> (B, T, H·d_h)
         return
     # fused SDPA keeps q, k, v, its output and the fp32 log-sum-exp: O(T) per head
@@ -97,9 +128,7 @@ def _attention(
     saved.add(v_name, kv_bytes)
     saved.add(f"{p}.out", q_bytes)
     saved.add(f"{p}.logsumexp", batch * cfg.n_heads * seq * 4)
-    if cfg.sliding_window is not None and seq > cfg.sliding_window:
-        # past the window SDPA takes a boolean (T, T) mask, which torch's CPU kernel turns into
-        # an additive one in the activation dtype and keeps (each layer makes its own)
+    if windowed:  # the boolean window mask, turned by SDPA into an additive one in q's dtype
         saved.add(f"{p}.window_mask", seq * seq * a)
     if head_major:
         saved.add(f"{p}.out_copy", q_bytes)
@@ -126,11 +155,13 @@ def _mlp(saved: Saved, cfg: ModelConfig, p: str, n: int, a: int) -> None:
 
 
 def layer_activations(
-    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa"
+    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa", local: bool = False
 ) -> dict[str, int]:
-    """Bytes one block keeps for backward, by tensor name (see model.Block's layouts). The layer's
-    input is counted here; its output is counted by the next layer or the head."""
+    """Bytes one block keeps for backward, by tensor name (see model.Block's layouts); `local`:
+    a layer that attends through the sliding window. The layer's input is counted here; its
+    output is counted by the next layer or the head."""
     n, d = batch * seq, cfg.d_model
+    impl = attention_impl(cfg, impl)
     saved = Saved()
     pre = cfg.norm_position in ("pre", "sandwich")
     out_norm = cfg.norm_position in ("sandwich", "output")
@@ -148,7 +179,7 @@ def layer_activations(
     def branch(kind: str, source: str, norm_name: str) -> None:
         branch_input(norm_name, source)
         if kind == "attn":
-            _attention(saved, cfg, "attn", batch, seq, a, impl)
+            _attention(saved, cfg, "attn", batch, seq, a, impl, local)
         else:
             _mlp(saved, cfg, "mlp", n, a)
 
@@ -180,6 +211,17 @@ def layer_activations(
     return saved.bytes
 
 
+def saved_activations(cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa") -> int:
+    """Everything one training step keeps for backward: the global and the local layers' saved
+    tensors and those outside the blocks."""
+    local = local_layer_count(cfg)
+    total = sum(head_activations(cfg, batch, seq, a).values())
+    total += (cfg.n_layers - local) * sum(layer_activations(cfg, batch, seq, a, impl).values())
+    if local:
+        total += local * sum(layer_activations(cfg, batch, seq, a, impl, local=True).values())
+    return total
+
+
 def head_activations(cfg: ModelConfig, batch: int, seq: int, a: int) -> dict[str, int]:
     """Kept outside the blocks: token ids and targets (int64), learned position ids, the last
     block's output and the final norm's, the fp32 log-softmax of the logits."""
@@ -187,6 +229,8 @@ def head_activations(cfg: ModelConfig, batch: int, seq: int, a: int) -> dict[str
     saved = Saved()
     saved.add("tokens", n * INT64)
     saved.add("targets", n * INT64)
+    if cfg.embedding_norm:  # its input, the embeddings; its output is the first block's input
+        _norm(saved, cfg, "embedding_norm", "embeddings", n, d, a)
     if cfg.position == "rope":  # cos and sin, (T, rotary_dim) each, shared by every layer
         saved.add("rope_tables", 2 * seq * cfg.rotary_dim * a)
     if cfg.position == "learned":
@@ -196,6 +240,10 @@ def head_activations(cfg: ModelConfig, batch: int, seq: int, a: int) -> dict[str
         saved.add("final_norm.out", n * d * a)
     else:
         saved.add("last_layer_out", n * d * a)
+    if cfg.scale_embeddings:  # the 0-dim sqrt(d_model) in the activation dtype
+        saved.add("embedding_scale", a)
+    if cfg.logit_softcap is not None:  # c·tanh(logits / c): tanh keeps its output
+        saved.add("logits_tanh", n * cfg.vocab_size * a)
     saved.add("log_softmax", n * cfg.vocab_size * 4)
     saved.add("loss.total_weight", 4)  # nll_loss's fp32 scalar
     return saved.bytes
@@ -212,6 +260,7 @@ def block_backward_peak(
     MLP stage (the block's saved tensors alive, one or two n·f gradients beyond them), then
     the attention stage (the MLP's saved tensors released; the gradients of q, k, v and the
     output, or with eager attention two of B·H·T·T)."""
+    impl = attention_impl(cfg, impl)
     n = batch * seq
     everything = sum(saved.values())
     stream = 2 * n * cfg.d_model * a

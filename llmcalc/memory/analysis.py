@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmcalc.config.dtypes import KV_DTYPES
+from llmcalc.config.hardware import free_in_words
 from llmcalc.config.schema import ModelConfig
-from llmcalc.errors import LLMCalcError
+from llmcalc.config.sizes import MAX_SIZE
+from llmcalc.errors import LLMCalcError, ResourceError, quote
 from llmcalc.memory.formula import (
     InferenceMemory,
     TrainingMemory,
@@ -24,6 +26,7 @@ from llmcalc.memory.formula import (
     with_kv_heads,
 )
 from llmcalc.params.formula import param_formula
+from llmcalc.units import format_bytes
 
 if TYPE_CHECKING:
     from llmcalc.memory.measure import Measured
@@ -90,9 +93,14 @@ def resolve_kv_heads(cfg: ModelConfig, mha: bool, gqa: int | None, mqa: bool) ->
     if gqa is None:
         return cfg.n_kv_heads
     if gqa <= 0 or cfg.n_heads % gqa:
+        heads = cfg.n_heads
+        listed = (  # a few thousand heads at most are worth listing (and quick to)
+            f" (divisors: {', '.join(str(g) for g in range(1, heads + 1) if heads % g == 0)})"
+            if heads <= 4096
+            else ""
+        )
         raise LLMCalcError(
-            f"--gqa {gqa}: the number of KV heads must divide n_heads = {cfg.n_heads} "
-            f"(divisors: {', '.join(str(g) for g in range(1, cfg.n_heads + 1) if cfg.n_heads % g == 0)})"
+            f"--gqa {quote(gqa)}: the number of KV heads must divide n_heads = {heads}{listed}"
         )
     return gqa
 
@@ -146,7 +154,7 @@ def find_fit(
     def train(b: int) -> int:
         return training_memory(cfg, b, seq, **setup).peak
 
-    limit = 1 << 24
+    limit = MAX_SIZE  # the search doubles then bisects: about 200 closed forms at most
     by_memory = _largest(lambda t: infer(batch, t) <= memory, limit)
     return Fit(
         memory=memory,
@@ -205,4 +213,17 @@ def analyze_memory(
         inference=inference_memory(cfg, batch, seq, dtype_bytes, kv_bytes),
         fit=fit,
         **setup,
+    )
+
+
+def refuse_if_too_big(device: str, predicted: int, force: bool) -> None:
+    """Before any trace or build: the predicted peak against what this process may use."""
+    free, limit = free_in_words(device)
+    if predicted <= free or (force and device == "cuda"):
+        return
+    hint = "pass --force to try anyway" if device == "cuda" else "use --trace: it needs no memory"
+    raise ResourceError(
+        f"--measure on {device}: the predicted peak is {format_bytes(predicted)} "
+        f"({predicted:,} bytes) but {format_bytes(free)} ({free:,} bytes) is free ({limit}); "
+        f"{hint}"
     )

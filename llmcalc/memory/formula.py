@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmcalc.config.schema import ModelConfig
+from llmcalc.config.window import cached_positions, is_local, local_layer_count
 from llmcalc.memory.activations import block_backward_peak, head_activations, layer_activations
 from llmcalc.params.formula import param_formula
 
@@ -45,12 +46,15 @@ STATE_TENSORS = {"adamw": 2, "sgd": 0, "sgd-momentum": 1}  # AdamW: exp_avg and 
 
 
 def kv_cache_bytes(cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int) -> int:
-    """Keys and values of every layer: 2 · L · h_kv · d_h · T · B · bytes (Pope et al. 2022,
-    'Efficiently Scaling Transformer Inference', section 3.1). GQA and MQA shrink it by storing
-    h_kv < h heads (Ainslie et al. 2023; Shazeer 2019); a sliding window of W by storing
-    min(T, W - 1) tokens (Jiang et al. 2023, Mistral 7B)."""
-    tokens = cfg.cached_tokens(seq)
-    return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * tokens * batch * dtype_bytes
+    """Keys and values of every layer: 2 · h_kv · d_h · B · bytes · Σ positions held (Pope et al.
+    2022, 'Efficiently Scaling Transformer Inference', section 3.1): T in a global layer, and in a
+    local layer (sliding window W) min(T, W − 1), what transformers' sliding cache keeps. GQA and
+    MQA shrink it by storing h_kv < h heads (Ainslie et al. 2023; Shazeer 2019)."""
+    local = local_layer_count(cfg)
+    positions = (cfg.n_layers - local) * seq
+    if local:
+        positions += local * cached_positions(cfg, True, seq)
+    return 2 * cfg.n_kv_heads * cfg.head_dim * positions * batch * dtype_bytes
 
 
 def with_kv_heads(cfg: ModelConfig, n_kv_heads: int) -> ModelConfig:
@@ -70,13 +74,16 @@ def default_gqa_groups(cfg: ModelConfig) -> int | None:
 # --- parameter tensors (optimizers keep per-tensor state) --------------------------------------
 
 
-def parameter_sizes(cfg: ModelConfig) -> list[int]:
+def parameter_groups(cfg: ModelConfig) -> list[tuple[list[int], int]]:
     """Sizes of the parameter tensors in the model's order (model/; a tied head is the
-    embedding, listed once)."""
+    embedding, listed once), as (sizes, times): the embeddings once, one block's tensors
+    n_layers times, the head once; never a list n_layers long (n_layers may be 10**9)."""
     d, f = cfg.d_model, cfg.d_ff
     ln_bias = cfg.norm == "layernorm" and cfg.norm_bias
 
     def norm(width: int) -> list[int]:
+        if not cfg.norm_affine:
+            return []
         return [width, width] if ln_bias else [width]
 
     def linear(inputs: int, outputs: int, bias: bool) -> list[int]:
@@ -87,7 +94,9 @@ def parameter_sizes(cfg: ModelConfig) -> list[int]:
     shared = cfg.block == "parallel_shared_norm"
     attn = linear(d, cfg.q_dim, cfg.qkv_bias) + 2 * linear(d, cfg.kv_dim, cfg.qkv_bias)
     attn += linear(cfg.q_dim, d, cfg.out_bias)
-    if cfg.qk_norm != "none":
+    if cfg.qk_norm == "per_head":  # one (heads, head_dim) weight each, no bias
+        attn += [cfg.q_dim, cfg.kv_dim]
+    elif cfg.qk_norm != "none":
         heads = cfg.qk_norm == "head"
         attn += norm(cfg.head_dim if heads else cfg.q_dim) + norm(
             cfg.head_dim if heads else cfg.kv_dim
@@ -97,21 +106,36 @@ def parameter_sizes(cfg: ModelConfig) -> list[int]:
     block += (norm(d) if pre and not shared else []) + mlp + (norm(d) if out and not shared else [])
     if cfg.norm_position == "post":
         block += norm(d) * (2 if cfg.block == "serial" else 1)
-    sizes = [cfg.vocab_size * d] + ([cfg.max_seq_len * d] if cfg.position == "learned" else [])
-    sizes += block * cfg.n_layers + (norm(d) if cfg.final_norm else [])
-    sizes += [] if cfg.tie_embeddings else [cfg.vocab_size * d]
-    return sizes + ([cfg.vocab_size] if cfg.lm_head_bias else [])
+    first = [cfg.vocab_size * d]
+    if cfg.position == "learned":
+        first.append((cfg.max_seq_len + cfg.position_offset) * d)
+    first += norm(d) if cfg.embedding_norm else []
+    last = (norm(d) if cfg.final_norm else []) + (
+        [] if cfg.tie_embeddings else [cfg.vocab_size * d]
+    )
+    last += [cfg.vocab_size] if cfg.lm_head_bias else []
+    return [(first, 1), (block, cfg.n_layers), (last, 1)]
 
 
-def conversion_excess(sizes: list[int]) -> int:
+def parameter_sizes(cfg: ModelConfig) -> list[int]:
+    """Every parameter tensor's size in the model's order (a list n_layers blocks long)."""
+    return [size for sizes, times in parameter_groups(cfg) for _ in range(times) for size in sizes]
+
+
+def conversion_excess(groups: list[tuple[list[int], int]]) -> int:
     """Mixed precision turns the bf16 gradients into fp32 one tensor at a time (MasterWeights):
     while tensor i's fp32 copy is made, its bf16 gradient and those after it are still alive.
     Elements above the 4-bytes-per-gradient end state, at the worst tensor: max of 2·n_i minus
-    twice the elements after it, in units of bytes."""
+    twice the elements after it, in units of bytes. Of a group repeated n times only the last
+    repeat can be the worst (the earlier ones have more after them), so the work is per group."""
     after, worst = 0, 0
-    for size in reversed(sizes):
-        worst = max(worst, 2 * size - 2 * after)
-        after += size
+    for sizes, times in reversed(groups):
+        if times == 0:
+            continue
+        for size in reversed(sizes):
+            worst = max(worst, 2 * size - 2 * after)
+            after += size
+        after += (times - 1) * sum(sizes)
     return worst
 
 
@@ -161,24 +185,34 @@ def training_memory(
     """Predicted memory of one steady-state training step (optimizer state already created)."""
     p = PRECISION[precision]
     n, a, vocab, d, layers = batch * seq, p.activation, cfg.vocab_size, cfg.d_model, cfg.n_layers
-    sizes = parameter_sizes(cfg)
-    n_params = sum(sizes)
+    groups = parameter_groups(cfg)
+    n_params = sum(sum(sizes) * times for sizes, times in groups)
     components = param_formula(cfg).components
     weights = n_params * p.weight
-    step_counters = 4 * len(sizes) if optimizer == "adamw" else 0  # fused AdamW: fp32 scalars
+    n_tensors = sum(len(sizes) * times for sizes, times in groups)
+    step_counters = 4 * n_tensors if optimizer == "adamw" else 0  # fused AdamW: fp32 scalars
     optimizer_bytes = STATE_TENSORS[optimizer] * n_params * p.state + step_counters
     optimizer_bytes += n_params * p.master
     states = {"weights": weights, "optimizer": optimizer_bytes}
 
-    layer_saved = layer_activations(cfg, batch, seq, a, attention)
-    per_layer = sum(layer_saved.values())
-    kept_per_layer = n * d * a if checkpointing == "full" else per_layer  # a block's input only
+    # what a block keeps: a global layer's and a local (sliding window) layer's saved tensors
+    local = local_layer_count(cfg)
+    saved_by_kind = {False: layer_activations(cfg, batch, seq, a, attention)}
+    if local:
+        saved_by_kind[True] = layer_activations(cfg, batch, seq, a, attention, local=True)
+    per_layer = {kind: sum(saved.values()) for kind, saved in saved_by_kind.items()}
+    first, last = is_local(cfg, 0), is_local(cfg, layers - 1)
+    if checkpointing == "full":  # a block's input only
+        kept_all, kept_first = layers * n * d * a, n * d * a
+    else:
+        kept_all = (layers - local) * per_layer[False] + local * per_layer.get(True, 0)
+        kept_first = per_layer[first]
     head = head_activations(cfg, batch, seq, a)
     # RoPE's cos and sin live until the first block's backward: saved by every block, or under
     # checkpointing held as the blocks' inputs (alive, but not saved by autograd: "other")
     rope = head.get("rope_tables", 0)
     rope_saved, rope_held = (0, rope) if checkpointing == "full" else (rope, 0)
-    activations = layers * kept_per_layer + sum(head.values()) - rope_held
+    activations = kept_all + sum(head.values()) - rope_held
     embedding_inputs = head["tokens"] + head.get("position_ids", 0) + head["targets"]
     batch_ids = head["tokens"] + head["targets"]  # held by the training loop all step
     logits = n * vocab * a
@@ -198,7 +232,7 @@ def training_memory(
         block_forward = _phase(
             "last block forward",
             **states,
-            activations=batch_ids + layers * kept_per_layer,
+            activations=batch_ids + kept_all,
             other=block_transient(cfg, batch, seq, a) - n * d * a + rope,  # its input is kept
         )
         forward = max(forward, block_forward, key=lambda ph: ph.total)
@@ -225,24 +259,27 @@ def training_memory(
     head_grads = (components["final_norm"] + components["lm_head"]) * p.grad + tied_weight_grad
     layer_grads = n_params - components["token_embedding"] - components["position_embedding"]
     layer_grads = (layer_grads - components["final_norm"] - components["lm_head"]) * p.grad
+
     # inside a block: its saved tensors (recomputed first with checkpointing) and gradients
-    in_block = block_backward_peak(cfg, batch, seq, a, attention, layer_saved)
-    in_block -= 0 if checkpointing == "full" else per_layer  # already counted as kept
+    def in_block(kind: bool) -> int:
+        peak = block_backward_peak(cfg, batch, seq, a, attention, saved_by_kind[kind])
+        return peak - (0 if checkpointing == "full" else per_layer[kind])  # counted as kept
+
     # a tied head's gradient is held by autograd until the embedding's is added to it
     held = head_weight_grad if cfg.tie_embeddings else 0
     last_block = _phase(
         "last block backward",
         **states,
         gradients=head_grads - held,
-        activations=embedding_inputs + layers * kept_per_layer + rope_saved,
-        other=in_block + held + rope_held,
+        activations=embedding_inputs + kept_all + rope_saved,
+        other=in_block(last) + held + rope_held,
     )
     first_block = _phase(
         "first block backward",
         **states,
         gradients=head_grads - held + layer_grads * (layers - 1) // layers,
-        activations=embedding_inputs + kept_per_layer + rope_saved,
-        other=in_block + held + rope_held,
+        activations=embedding_inputs + kept_first + rope_saved,
+        other=in_block(first) + held + rope_held,
     )
     # Last, the embeddings: a dense V x d gradient; a tied one is added to the head's (both
     # and their sum alive at once) before it becomes the parameter's gradient.
@@ -260,7 +297,7 @@ def training_memory(
     )
 
     gradients = n_params * p.step_grad
-    conversion = conversion_excess(sizes) if precision == "mixed" else 0
+    conversion = conversion_excess(groups) if precision == "mixed" else 0
     step = _phase(
         "optimizer step",
         **states,
@@ -297,10 +334,13 @@ def prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> tuple[i
     """Largest set of live intermediate tensors in a prefill without autograd: in a block, the
     block's input and mid-stream residual, a norm's output and the MLP's hidden tensors (three
     of n·f while a GLU multiplies); at the end, the last hidden state, the final norm's output
-    and the logits (n·V). RoPE's cos and sin are alive throughout."""
+    and the logits (n·V), and with a logit_scale the scaled logits beside the logits (the final
+    norm's output gone by then). RoPE's cos and sin are alive throughout."""
     n, d = batch * seq, cfg.d_model
     rope = 2 * seq * cfg.rotary_dim * a if cfg.position == "rope" else 0
     logits = 2 * n * d * a + n * cfg.vocab_size * a
+    if cfg.logit_scale is not None:
+        logits = max(logits, n * d * a + 2 * n * cfg.vocab_size * a)
     candidates = ((block_transient(cfg, batch, seq, a), "MLP of a block"), (logits, "logits"))
     return max((size + rope, at) for size, at in candidates)
 
@@ -317,6 +357,6 @@ def inference_memory(
     cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int, kv_bytes: int
 ) -> InferenceMemory:
     """Weights + a KV cache of `seq` tokens for `batch` sequences + the prefill's transients."""
-    weights = sum(parameter_sizes(cfg)) * dtype_bytes
+    weights = sum(sum(sizes) * times for sizes, times in parameter_groups(cfg)) * dtype_bytes
     transient, at = prefill_transient(cfg, batch, seq, dtype_bytes)
     return InferenceMemory(weights, kv_cache_bytes(cfg, batch, seq, kv_bytes), transient, at)

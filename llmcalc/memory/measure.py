@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from llmcalc.config.hardware import free_bytes
 from llmcalc.config.schema import ModelConfig
-from llmcalc.errors import ResourceError, RunFailed
+from llmcalc.errors import RunFailed
 from llmcalc.memory.train_step import build_for_training, create_optimizer_state, training_step
-from llmcalc.units import format_bytes
+from llmcalc.model.limits import check_step, real_allocation
 
 
 @dataclass(frozen=True)
@@ -34,17 +33,6 @@ class Measured:
         return None if self.reserved is None else self.reserved - self.peak
 
 
-def refuse_if_too_big(device: str, predicted: int, force: bool) -> None:
-    free = free_bytes(device)
-    if predicted <= free or (force and device == "cuda"):
-        return
-    hint = "pass --force to try anyway" if device == "cuda" else "use --trace: it needs no memory"
-    raise ResourceError(
-        f"--measure on {device}: the predicted peak is {format_bytes(predicted)} "
-        f"({predicted:,} bytes) but {format_bytes(free)} ({free:,} bytes) is free; {hint}"
-    )
-
-
 def measure_training(
     cfg: ModelConfig,
     batch: int,
@@ -57,34 +45,37 @@ def measure_training(
     on_progress: Callable[[str], None] = lambda step: None,
 ) -> Measured:
     """One real training step on `device` ('cuda' or 'cpu'); the caller has checked the fit.
-    CUDA running out of memory anyway becomes RunFailed (one line, exit code 1)."""
-    try:
-        on_progress("building the model")
-        model, opt = build_for_training(cfg, precision, optimizer, device, attention)
-        on_progress("creating the optimizer state")
-        create_optimizer_state(model, opt)
-        tokens = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
-        if device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            training_step(model, opt, tokens, checkpointing, on_progress)
-            torch.cuda.synchronize()
-            return Measured(
-                device=torch.cuda.get_device_name(),
-                peak=torch.cuda.max_memory_allocated(),
-                reserved=torch.cuda.max_memory_reserved(),
-            )
-        from llmcalc.memory.trace import StorageTracker, track_model_state
+    CUDA or the CPU allocator running out of memory anyway becomes RunFailed (one line, exit
+    code 1)."""
+    check_step(cfg, batch, seq, attention)
+    with real_allocation(f"--measure on {device}"):  # the CPU allocator failing
+        try:
+            on_progress("building the model")
+            model, opt = build_for_training(cfg, precision, optimizer, device, attention)
+            on_progress("creating the optimizer state")
+            create_optimizer_state(model, opt)
+            tokens = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
+            if device == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                training_step(model, opt, tokens, checkpointing, on_progress)
+                torch.cuda.synchronize()
+                return Measured(
+                    device=torch.cuda.get_device_name(),
+                    peak=torch.cuda.max_memory_allocated(),
+                    reserved=torch.cuda.max_memory_reserved(),
+                )
+            from llmcalc.memory.trace import StorageTracker, track_model_state
 
-        tracker = StorageTracker()
-        track_model_state(tracker, model, opt)
-        tracker.track(tokens, "other")
-        with tracker:
-            training_step(model, opt, tokens, checkpointing, on_progress)
-        peak = max(phase.total for phase in tracker.peaks.values())
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return Measured(device="cpu", peak=peak, reserved=None, rss=rss)
-    except torch.cuda.OutOfMemoryError as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else "out of memory"
-        message = f"--measure: CUDA ran out of memory during the step ({first_line})"
-        raise RunFailed(message) from exc
+            tracker = StorageTracker()
+            track_model_state(tracker, model, opt)
+            tracker.track(tokens, "other")
+            with tracker:
+                training_step(model, opt, tokens, checkpointing, on_progress)
+            peak = max(phase.total for phase in tracker.peaks.values())
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            return Measured(device="cpu", peak=peak, reserved=None, rss=rss)
+        except torch.cuda.OutOfMemoryError as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else "out of memory"
+            message = f"--measure: CUDA ran out of memory during the step ({first_line})"
+            raise RunFailed(message) from exc

@@ -10,6 +10,8 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from llmcalc.config.schema import ModelConfig
+from llmcalc.config.window import local_layer_count
 from llmcalc.memory.analysis import MemoryAnalysis
 from llmcalc.memory.formula import TrainingMemory
 from llmcalc.units import format_bytes
@@ -30,15 +32,24 @@ def _table(title: str, *columns: str) -> Table:
     return table
 
 
+def kv_rule(cfg: ModelConfig) -> str:
+    """The closed form of the cache, with the window's terms where the model has local layers."""
+    local = local_layer_count(cfg)
+    if not local:
+        return "2·L·h_kv·d_h·T·B·bytes"
+    window = cfg.sliding_window
+    if local == cfg.n_layers:
+        return f"2·L·h_kv·d_h·min(T, W−1)·B·bytes, W {window:,} (sliding window, all layers)"
+    return (
+        f"2·h_kv·d_h·B·bytes·({cfg.n_layers - local}·T + {local}·min(T, W−1)), W {window:,} "
+        f"({local} of {cfg.n_layers} layers local)"
+    )
+
+
 def kv_table(result: MemoryAnalysis) -> Table:
-    cfg, seq = result.config, result.seq
-    tokens = f"T {seq:,}"
-    if cfg.cached_tokens(seq) < seq:  # a sliding window keeps the last W - 1 tokens
-        tokens = (
-            f"T {cfg.cached_tokens(seq):,} (last W − 1 of {seq:,}, window {cfg.sliding_window:,})"
-        )
     table = _table(
-        f"KV cache ({result.kv_dtype}) = 2·L·h_kv·d_h·T·B·bytes, {tokens}, B {result.batch}",
+        f"KV cache ({result.kv_dtype}) = {kv_rule(result.config)}, T {result.seq:,}, "
+        f"B {result.batch}",
         "attention",
         "kv heads",
         "k+v params",

@@ -39,6 +39,7 @@ from llmcalc.memory.train_step import (
     training_step,
 )
 from llmcalc.model.attention import KVCache
+from llmcalc.model.limits import check_step
 from llmcalc.model.transformer import build_model
 
 CATEGORIES = (*TRAINING_CATEGORIES, "kv_cache")
@@ -158,6 +159,7 @@ def trace_training(
     attention: str = "sdpa",
 ) -> TracedMemory:
     """Peak memory of one steady-state training step of llmcalc's model, traced on fake tensors."""
+    check_step(cfg, batch, seq, attention)
 
     def build() -> torch.nn.Module:
         return build_model(cfg, "cpu", precision_dtype(precision), attention)
@@ -211,6 +213,7 @@ def trace_module_training(
 
 def trace_prefill(cfg: ModelConfig, batch: int, seq: int, dtype: torch.dtype) -> TracedMemory:
     """Peak memory of an inference prefill of `seq` tokens that fills a KV cache of `seq`."""
+    check_step(cfg, batch, seq)
     tracker = StorageTracker()
     with FakeTensorMode(), torch.no_grad():
         model = build_model(cfg, device="cpu", dtype=dtype)

@@ -10,43 +10,46 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmcalc.config.schema import ModelConfig
-from llmcalc.model.layers import Linear, alibi_slopes, apply_rope, make_norm
+from llmcalc.config.window import cached_positions, is_local
+from llmcalc.model.layers import Linear, PerHeadNorm, alibi_slopes, apply_rope, make_norm
 
 
 class KVCache:
     """Keys and values of every layer for `batch` sequences of up to `max_len` tokens, filled by a
-    prefill and extended by decode steps (the layout of gpt-fast's cache). Its bytes are exactly
-    2 · n_layers · batch · n_kv_heads · max_len · head_dim · element size (memory/formula.py: kv_cache_bytes):
-    with GQA or MQA only the n_kv_heads shared heads are stored. With a sliding window of W it
-    holds the last W - 1 tokens (cfg.cached_tokens), all the next query needs besides itself."""
+    prefill and extended by decode steps (the layout of gpt-fast's cache). A global layer holds
+    every position; a local layer (sliding window W) the last W − 1, as transformers' sliding
+    cache does: all the next token needs beside its own. Its bytes are exactly
+    2 · batch · n_kv_heads · head_dim · element size · Σ positions held
+    (memory/formula.py: kv_cache_bytes): with GQA or MQA only the n_kv_heads shared heads."""
 
     def __init__(
         self, cfg: ModelConfig, batch: int, max_len: int, device: str, dtype: torch.dtype
     ) -> None:
-        self.size = cfg.cached_tokens(max_len)
-        self.windowed = self.size < max_len
-        shape = (batch, cfg.n_kv_heads, self.size, cfg.head_dim)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
-        self.length = 0  # tokens already seen; the next token's position
+        self.sizes = [
+            cached_positions(cfg, is_local(cfg, layer), max_len) for layer in range(cfg.n_layers)
+        ]
+        shapes = [(batch, cfg.n_kv_heads, size, cfg.head_dim) for size in self.sizes]
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for shape in shapes]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for shape in shapes]
+        self.length = 0  # tokens already stored; the next token's position
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this layer's new keys and values; return the keys and values the new queries
-        attend over: all so far, or with a window the kept ones and the new ones."""
-        if self.windowed:
-            kept = min(self.length, self.size)
-            keys = torch.cat((self.keys[layer][:, :, :kept], k), dim=2)
-            values = torch.cat((self.values[layer][:, :, :kept], v), dim=2)
-            last = min(keys.shape[2], self.size)
-            self.keys[layer][:, :, :last] = keys[:, :, -last:]
-            self.values[layer][:, :, :last] = values[:, :, -last:]
-            return keys, values
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Store this layer's new keys and values; return the keys and values to attend to (the
+        stored ones, then the new) and the position of the first of them."""
+        keys, values, size = self.keys[layer], self.values[layer], self.sizes[layer]
         end = self.length + k.shape[2]
-        self.keys[layer][:, :, self.length : end] = k
-        self.values[layer][:, :, self.length : end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        if end <= size:  # room for every position so far: write in place
+            keys[:, :, self.length : end] = k
+            values[:, :, self.length : end] = v
+            return keys[:, :, :end], values[:, :, :end], 0
+        held = min(self.length, size)  # a local layer: the last `held` positions, in order
+        k_all = torch.cat((keys[:, :, :held], k), dim=2) if held else k
+        v_all = torch.cat((values[:, :, :held], v), dim=2) if held else v
+        keys[:, :, :size] = k_all[:, :, -size:]
+        values[:, :, :size] = v_all[:, :, -size:]
+        return k_all, v_all, end - k_all.shape[2]
 
     @property
     def nbytes(self) -> int:
@@ -62,7 +65,10 @@ class Attention(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer: int = 0, impl: str = "sdpa") -> None:
         super().__init__()
-        self.cfg, self.layer, self.impl = cfg, layer, impl
+        self.cfg, self.layer = cfg, layer
+        # soft-capped scores need them spelled out: SDPA has no softcap (as in transformers)
+        self.impl = "eager" if cfg.attn_softcap is not None else impl
+        self.local = is_local(cfg, layer)
         self.q_proj = Linear(cfg.d_model, cfg.q_dim, bias=cfg.qkv_bias)
         self.k_proj = Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
         self.v_proj = Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
@@ -73,6 +79,11 @@ class Attention(nn.Module):
         elif cfg.qk_norm == "full":  # over the whole q and k projections (OLMo 2)
             self.q_norm = make_norm(cfg, cfg.q_dim)
             self.k_norm = make_norm(cfg, cfg.kv_dim)
+        elif cfg.qk_norm == "per_head":  # over head_dim, a weight per head (StableLM, Cohere)
+            self.q_norm = PerHeadNorm(cfg, cfg.n_heads)
+            self.k_norm = PerHeadNorm(cfg, cfg.n_kv_heads)
+        # the scores' scale: attention_multiplier (Granite), else SDPA's own 1/sqrt(head_dim)
+        self.scale = cfg.attention_multiplier
 
     def forward(
         self,
@@ -87,44 +98,47 @@ class Attention(nn.Module):
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if cfg.qk_norm == "full":
             q, k = self.q_norm(q), self.k_norm(k)
-        q = q.view(batch, seq, cfg.n_heads, cfg.head_dim).transpose(1, 2)
-        k = k.view(batch, seq, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
+        q = q.view(batch, seq, cfg.n_heads, cfg.head_dim)
+        k = k.view(batch, seq, cfg.n_kv_heads, cfg.head_dim)
+        if cfg.qk_norm == "per_head":  # on (B, T, H, d_h): q and k keep the projections' layout
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = v.view(batch, seq, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
         if cfg.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        first_key = 0  # position of the first key attended to
         if cache is not None:
-            k, v = cache.update(self.layer, k, v)
+            k, v, first_key = cache.update(self.layer, k, v)
 
-        mask = self._mask(seq, start, k.shape[2], q.dtype, q.device)
+        mask = self._mask(seq, start, first_key, q.dtype, q.device)
         if self.impl == "eager":
-            out = eager_attention(q, k, v, mask)
+            out = eager_attention(q, k, v, mask, self.scale, cfg.attn_softcap)
         else:
             gqa = cfg.n_kv_heads != cfg.n_heads
             causal = mask is None and start == 0  # SDPA's own causal mask is exact then
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa
+                q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa, scale=self.scale
             )
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, cfg.q_dim))
 
     def _mask(
-        self, seq: int, start: int, keys: int, dtype: torch.dtype, device: torch.device
+        self, seq: int, start: int, first_key: int, dtype: torch.dtype, device: torch.device
     ) -> torch.Tensor | None:
-        """Queries at positions start..start+seq-1 see keys up to their own position (the last
-        `keys` positions; with a sliding window W, only those less than W back). None where SDPA
-        needs no mask (plain causal from position 0, or one decode query seeing all keys, the
-        window not reached); a boolean mask (True = attend) or, for ALiBi, an additive bias."""
-        alibi = self.cfg.position == "alibi"
-        window = self.cfg.sliding_window
-        inside = window is None or (keys <= window if seq == 1 else start + seq <= window)
-        if not alibi and self.impl == "sdpa" and (start == 0 or seq == 1) and inside:
+        """Queries at positions start..start+seq-1 see keys first_key..their own position (in a
+        local layer, only the last W of them). None where SDPA needs no mask (plain causal from
+        position 0 within the window, or one decode query seeing all its keys); a boolean mask
+        (True = attend) or, for ALiBi, an additive bias otherwise."""
+        cfg, alibi = self.cfg, self.cfg.position == "alibi"
+        window_bites = self.local and start + seq - first_key > cfg.sliding_window
+        if not alibi and self.impl == "sdpa" and not window_bites and (start == 0 or seq == 1):
             return None
         query_pos = torch.arange(start, start + seq, device=device).view(-1, 1)
-        key_pos = torch.arange(start + seq - keys, start + seq, device=device).view(1, -1)
+        key_pos = torch.arange(first_key, start + seq, device=device).view(1, -1)
         allowed = key_pos <= query_pos
-        if window is not None:
-            allowed = allowed & (query_pos - key_pos < window)
+        if self.local:
+            allowed = allowed & (key_pos > query_pos - cfg.sliding_window)
         if not alibi:
             return allowed
         distance = (query_pos - key_pos).to(dtype)
@@ -133,14 +147,25 @@ class Attention(nn.Module):
 
 
 def eager_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    scale: float | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
-    """softmax(q kᵀ / sqrt(head_dim) + mask) v, spelled out: the (B, heads, T, T) scores and
-    probabilities are real tensors, and GQA's shared k and v are copied to every query head."""
+    """softmax(q kᵀ / sqrt(head_dim) + mask) v (or q kᵀ · scale), spelled out: the (B, heads,
+    T, T) scores and probabilities are real tensors, and GQA's shared k and v are copied to every
+    query head. With a softcap c the scores become c·tanh(scores / c) first (Gemma 2)."""
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    if scale is None:
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    else:
+        scores = (q @ k.transpose(-2, -1)) * scale
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     if mask.dtype == torch.bool:
         scores = scores.masked_fill(~mask, float("-inf"))
     else:

@@ -51,13 +51,50 @@ class CastRMSNorm(nn.Module):
         return self.weight * rows.to(x.dtype)
 
 
-def make_norm(cfg: ModelConfig, size: int | None = None) -> nn.Module:
+class OffsetRMSNorm(nn.Module):
+    """Gemma's RMSNorm: x / rms(x) · (1 + w), computed in fp32 and cast back, with w starting at
+    zero (transformers' GemmaRMSNorm). The same parameter count as RMSNorm's w."""
+
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (h * (1.0 + self.weight.float())).type_as(x)
+
+
+def make_norm(cfg: ModelConfig, size: int | None = None, affine: bool | None = None) -> nn.Module:
+    """The config's norm over `size` features (d_model); without weight and bias where
+    norm_affine is false (OLMo 1's LayerNorm), or where `affine` says so."""
     size = cfg.d_model if size is None else size
-    if cfg.norm == "rmsnorm" and cfg.norm_cast == "before_weight":
+    affine = cfg.norm_affine if affine is None else affine
+    if cfg.norm == "rmsnorm" and cfg.norm_offset and affine:
+        return OffsetRMSNorm(size, cfg.norm_eps)
+    if cfg.norm == "rmsnorm" and cfg.norm_cast == "before_weight" and affine:
         return CastRMSNorm(size, cfg.norm_eps)
     if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(size, eps=cfg.norm_eps)
-    return nn.LayerNorm(size, eps=cfg.norm_eps, bias=cfg.norm_bias)
+        return nn.RMSNorm(size, eps=cfg.norm_eps, elementwise_affine=affine)
+    return nn.LayerNorm(size, eps=cfg.norm_eps, elementwise_affine=affine, bias=cfg.norm_bias)
+
+
+class PerHeadNorm(nn.Module):
+    """A norm over head_dim with its own weight for each head, and no bias: a weight of shape
+    (heads, head_dim), on q or k laid out (B, T, heads, head_dim). StableLM's qk_layernorm (one
+    LayerNorm without bias per head) and Cohere's use_qk_norm (one bias-free LayerNorm weight of
+    that shape); with norm: rmsnorm, the RMSNorm of each head."""
+
+    def __init__(self, cfg: ModelConfig, heads: int) -> None:
+        super().__init__()
+        self.norm = make_norm(cfg, cfg.head_dim, affine=False)
+        self.weight = nn.Parameter(torch.empty(heads, cfg.head_dim))
+        if not self.weight.is_meta:
+            nn.init.ones_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) * self.weight
 
 
 def maybe_norm(cfg: ModelConfig, wanted: bool) -> nn.Module:

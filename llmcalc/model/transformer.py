@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from llmcalc.config.schema import ModelConfig
 from llmcalc.model.attention import Attention, KVCache
 from llmcalc.model.layers import Embedding, Linear, maybe_norm, rope_tables, sinusoidal_table
+from llmcalc.model.limits import check_buildable
 
 # --- MLP -------------------------------------------------------------------------------------
 
@@ -70,7 +71,8 @@ class Block(nn.Module):
     serial runs attention then MLP; parallel adds both to the same x, each branch with its own
     norms, except the post norm, of which there is one over x + attn + mlp;
     parallel_shared_norm has one norm wherever parallel has two (the output norm is then applied
-    to attn + mlp)."""
+    to attn + mlp). A residual_multiplier scales what joins the residual stream: each branch in
+    a serial block, the sum of both in a parallel one (Granite)."""
 
     def __init__(self, cfg: ModelConfig, layer: int = 0, attention: str = "sdpa") -> None:
         super().__init__()
@@ -86,6 +88,7 @@ class Block(nn.Module):
         self.mlp_norm = self.attn_norm if shared else maybe_norm(cfg, has_input)
         self.mlp = MLP(cfg)
         self.mlp_out_norm = maybe_norm(cfg, has_output and not shared)
+        self.residual_multiplier = cfg.residual_multiplier
         if self.parallel:
             self.post_norm = maybe_norm(cfg, position == "post")
         else:
@@ -98,11 +101,13 @@ class Block(nn.Module):
         cache: KVCache | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        if not self.parallel:
+        if not self.parallel:  # no branch output outlives its add (a local would hold it)
             h = self.attn_post_norm(
-                x + self.attn_out_norm(self.attn(self.attn_norm(x), cache, rope))
+                x + self._scaled(self.attn_out_norm(self.attn(self.attn_norm(x), cache, rope)))
             )
-            return self.mlp_post_norm(h + self.mlp_out_norm(self.mlp(self.mlp_norm(h))))
+            return self.mlp_post_norm(
+                h + self._scaled(self.mlp_out_norm(self.mlp(self.mlp_norm(h))))
+            )
         attn_in = self.attn_norm(x)
         attn_out = self.attn(attn_in, cache, rope)
         mlp_out = self.mlp(attn_in if self.shared_norm else self.mlp_norm(x))
@@ -110,7 +115,11 @@ class Block(nn.Module):
             branches = self.attn_out_norm(attn_out + mlp_out)
         else:
             branches = self.attn_out_norm(attn_out) + self.mlp_out_norm(mlp_out)
-        return self.post_norm(x + branches)
+        return self.post_norm(x + self._scaled(branches))
+
+    def _scaled(self, branch: torch.Tensor) -> torch.Tensor:
+        m = self.residual_multiplier
+        return branch if m is None else branch * m
 
 
 # --- the model -------------------------------------------------------------------------------
@@ -121,8 +130,9 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok_embeddings = Embedding(cfg.vocab_size, cfg.d_model)
-        if cfg.position == "learned":
-            self.pos_embeddings = Embedding(cfg.max_seq_len, cfg.d_model)
+        if cfg.position == "learned":  # position_offset extra rows come first (OPT: 2)
+            self.pos_embeddings = Embedding(cfg.max_seq_len + cfg.position_offset, cfg.d_model)
+        self.embedding_norm = maybe_norm(cfg, cfg.embedding_norm)  # BLOOM
         self.layers = nn.ModuleList(Block(cfg, i, attention) for i in range(cfg.n_layers))
         self.final_norm = maybe_norm(cfg, cfg.final_norm)
         self.lm_head = Linear(cfg.d_model, cfg.vocab_size, bias=cfg.lm_head_bias)
@@ -143,12 +153,19 @@ class Transformer(nn.Module):
         token per decode step) and their keys and values are added to it."""
         seq = tokens.shape[1]
         start = cache.length if cache is not None else 0
+        cfg = self.cfg
         x = self.tok_embeddings(tokens)
-        if self.cfg.position == "learned":
-            x = x + self.pos_embeddings(torch.arange(start, start + seq, device=tokens.device))
-        elif self.cfg.position == "sinusoidal":
-            table = sinusoidal_table(start + seq, self.cfg.d_model, x.device)
+        if cfg.scale_embeddings:  # Gemma: × sqrt(d_model), rounded to the dtype as in HF
+            x = x * torch.tensor(cfg.d_model**0.5, dtype=x.dtype, device=x.device)
+        if cfg.embedding_multiplier is not None:
+            x = x * cfg.embedding_multiplier
+        if cfg.position == "learned":
+            first = start + cfg.position_offset
+            x = x + self.pos_embeddings(torch.arange(first, first + seq, device=tokens.device))
+        elif cfg.position == "sinusoidal":
+            table = sinusoidal_table(start + seq, cfg.d_model, x.device)
             x = x + table[start:].to(x.dtype)
+        x = self.embedding_norm(x)
         rope = None
         if self.cfg.position == "rope":  # once per forward, shared by every layer
             rope = rope_tables(self.cfg, start, seq, x.device, x.dtype)
@@ -160,6 +177,10 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.length += seq
         logits = self.lm_head(self.final_norm(x))
+        if cfg.logit_softcap is not None:  # Gemma 2: c·tanh(logits / c)
+            logits = torch.tanh(logits / cfg.logit_softcap) * cfg.logit_softcap
+        if cfg.logit_scale is not None:
+            logits = logits * cfg.logit_scale
         if targets is None:
             return logits
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
@@ -172,8 +193,10 @@ def build_model(
     attention: str = "sdpa",
 ) -> Transformer:
     """The model on `device`. On meta, tensors have shapes and no storage: any size is free, and
-    PyTorch's init functions are no-ops there. Callers that build on a real device check first
-    that the weights fit (params/analysis.py: check_weights_fit)."""
+    PyTorch's init functions are no-ops there. A model torch cannot represent, or whose module
+    graph this machine cannot hold, is refused first (limits.py); callers that build on a real
+    device check that the weights fit (params/analysis.py: check_weights_fit)."""
+    check_buildable(cfg, dtype.itemsize)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # built in its dtype: no fp32 copy first, and works on fakes
     try:

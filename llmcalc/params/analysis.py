@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmcalc.config.dtypes import DTYPE_BYTES
-from llmcalc.config.hardware import free_bytes
+from llmcalc.config.hardware import free_in_words
 from llmcalc.config.schema import ModelConfig
 from llmcalc.errors import ResourceError
+from llmcalc.model.limits import check_buildable, real_allocation
 from llmcalc.params.expr import Expr
 from llmcalc.params.formula import (
     COMPONENTS,
@@ -71,12 +72,15 @@ def component_mismatches(formula: ParamFormula, counted: ParamCount) -> dict[str
 
 def analyze_params(cfg: ModelConfig, device: str = "meta", dtype: str = "fp32") -> ParamsAnalysis:
     """Formula and counted parameters of the real model built on `device` (meta: free)."""
+    check_buildable(cfg, DTYPE_BYTES[dtype])  # before torch is imported: refused in a blink
+    check_weights_fit(cfg, device, dtype)
+
     from llmcalc.config.dtypes import torch_dtype
     from llmcalc.model.transformer import build_model
     from llmcalc.params.count import count_params
 
-    check_weights_fit(cfg, device, dtype)
-    model = build_model(cfg, device=device, dtype=torch_dtype(dtype))
+    with real_allocation(f"--device {device}: building the {dtype} weights of {cfg.name}"):
+        model = build_model(cfg, device=device, dtype=torch_dtype(dtype))
     return ParamsAnalysis(
         config=cfg,
         formula=param_formula(cfg),
@@ -95,9 +99,10 @@ def check_weights_fit(cfg: ModelConfig, device: str, dtype: str) -> None:
     if device == "meta":
         return
     needed = weight_bytes(cfg, DTYPE_BYTES[dtype])
-    free = free_bytes(device)
+    free, limit = free_in_words(device)
     if needed > free:
         raise ResourceError(
             f"--device {device}: the {dtype} weights of {cfg.name} need {format_bytes(needed)} "
-            f"({needed:,} bytes) but {format_bytes(free)} is free; use --device meta (the default)"
+            f"({needed:,} bytes) but {format_bytes(free)} is free ({limit}); use --device meta "
+            "(the default)"
         )

@@ -20,6 +20,7 @@ _LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
 _COMPONENT_OF_MODULE = {
     "tok_embeddings": "token_embedding",
     "pos_embeddings": "position_embedding",
+    "embedding_norm": "embedding_norm",
     "q_proj": "attn_q",
     "k_proj": "attn_k",
     "v_proj": "attn_v",

@@ -1,8 +1,9 @@
 """Closed-form parameter counts, per component, written out with the config's numbers substituted.
 
 Symbols: V vocab_size, P max_seq_len, d d_model, L n_layers, h n_heads, h_kv n_kv_heads,
-d_h head_dim, f d_ff. A linear layer a -> b has a·b weights and b biases; an RMSNorm over n has n
-weights, a LayerNorm 2·n with its bias (Zhang & Sennrich 2019; Ba et al. 2016).
+d_h head_dim, f d_ff, o position_offset. A linear layer a -> b has a·b weights and b biases; an
+RMSNorm over n has n weights, a LayerNorm 2·n with its bias (Zhang & Sennrich 2019; Ba et al.
+2016), and either none without norm_affine.
 
 Every figure is an `Expr` (expr.py), so what is printed is what is summed. No torch here.
 relatives.py sets the famous 12·d² and the per-layer polynomial beside these terms.
@@ -26,6 +27,7 @@ def symbols(cfg: ModelConfig) -> dict[str, Expr]:
         "h_kv": cfg.n_kv_heads,
         "d_h": cfg.head_dim,
         "f": cfg.d_ff,
+        "o": cfg.position_offset,
     }
     return {name: Expr(name, str(value), value) for name, value in values.items()}
 
@@ -36,6 +38,7 @@ def symbols(cfg: ModelConfig) -> dict[str, Expr]:
 COMPONENTS = (
     "token_embedding",
     "position_embedding",
+    "embedding_norm",
     "attn_q",
     "attn_k",
     "attn_v",
@@ -54,7 +57,7 @@ GROUPS = {
     "position_embedding": ("position_embedding",),
     "attention": ("attn_q", "attn_k", "attn_v", "attn_o"),
     "mlp": ("mlp",),
-    "norms": ("block_norms", "qk_norm", "final_norm"),
+    "norms": ("embedding_norm", "block_norms", "qk_norm", "final_norm"),
     "lm_head": ("lm_head",),
 }
 
@@ -73,7 +76,10 @@ def norms_per_layer(cfg: ModelConfig) -> int:
 
 
 def norm_width(cfg: ModelConfig) -> Expr:
-    """Parameters per normalised feature: 2 for LayerNorm with bias, else 1."""
+    """Parameters per normalised feature: 2 for LayerNorm with bias, else 1; 0 without
+    norm_affine (a norm with neither weight nor bias)."""
+    if not cfg.norm_affine:
+        return ZERO
     return const(2 if cfg.norm == "layernorm" and cfg.norm_bias else 1)
 
 
@@ -83,6 +89,8 @@ def _linear(inputs: Expr, outputs: Expr, bias: bool) -> Expr:
 
 
 def _with_width(width: Expr, expr: Expr) -> Expr:
+    if width.value == 0:
+        return ZERO
     return expr if width.value == 1 else width * expr
 
 
@@ -105,6 +113,8 @@ def param_terms(cfg: ModelConfig) -> dict[str, Expr]:
         qk_norm = _with_width(width, const(2) * s["d_h"])
     elif cfg.qk_norm == "full":
         qk_norm = _with_width(width, q_width + kv_width)
+    elif cfg.qk_norm == "per_head":  # a d_h-wide weight for each head, no bias
+        qk_norm = q_width + kv_width
     else:
         qk_norm = ZERO
 
@@ -113,9 +123,11 @@ def param_terms(cfg: ModelConfig) -> dict[str, Expr]:
     else:
         lm_head = s["V"] * d + s["V"] if cfg.lm_head_bias else s["V"] * d
 
+    rows = grouped(s["P"] + s["o"]) if cfg.position_offset else s["P"]
     return {
         "token_embedding": s["V"] * d,
-        "position_embedding": s["P"] * d if cfg.position == "learned" else ZERO,
+        "position_embedding": rows * d if cfg.position == "learned" else ZERO,
+        "embedding_norm": _with_width(width, d) if cfg.embedding_norm else ZERO,
         "attn_q": _linear(d, q_width, cfg.qkv_bias),
         "attn_k": _linear(d, kv_width, cfg.qkv_bias),
         "attn_v": _linear(d, kv_width, cfg.qkv_bias),

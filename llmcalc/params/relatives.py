@@ -103,6 +103,9 @@ def per_layer_polynomial(cfg: ModelConfig) -> Expr:
     elif cfg.qk_norm == "full":
         add(width, q)
         add(width, kv)
+    elif cfg.qk_norm == "per_head":  # d_h weights for each of the h + h_kv heads, no bias
+        add(1, q)
+        add(1, kv)
 
     values = {
         "d": cfg.d_model,

@@ -27,6 +27,7 @@ GROUP_LABELS = {
 COMPONENT_LABELS = {
     "token_embedding": "token embedding      V·d",
     "position_embedding": "position embedding   P·d",
+    "embedding_norm": "embedding norm",
     "attn_q": "q projection",
     "attn_k": "k projection",
     "attn_v": "v projection",

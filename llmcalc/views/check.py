@@ -44,9 +44,28 @@ _GRID_AXES: list[dict] = [
     {"n_kv_heads": 2, "sliding_window": 8},  # CHECK_SEQ 16: past the window
     {"head_dim": 12},
     {"head_dim": 12, "n_kv_heads": 2, "qk_norm": "full"},
+    {"norm_affine": False},
+    {"norm_affine": False, "norm": "layernorm", "qk_norm": "head"},  # OLMo 1's norms
+    {"embedding_norm": True, "norm": "layernorm", "position": "alibi"},  # BLOOM
+    {"embedding_norm": True, "position": "learned", "position_offset": 2},  # OPT's offset
+    {"qk_norm": "per_head", "rope_fraction": 0.5},  # StableLM
+    {"qk_norm": "per_head", "norm": "layernorm", "norm_bias": False, "n_kv_heads": 2},
+    {"qk_norm": "per_head", "norm": "layernorm", "block": "parallel_shared_norm"},  # Cohere
+    # Granite's multipliers; Cohere's logit scale on a tied head in a parallel block
+    {"embedding_multiplier": 12.0, "residual_multiplier": 0.22, "attention_multiplier": 0.015625},
+    {
+        "logit_scale": 0.0625,
+        "tie_embeddings": True,
+        "residual_multiplier": 0.5,
+        "block": "parallel",
+    },
     {"multiple_of": 32, "ffn_multiplier": 1.3},
     {"d_ff": 100},
     {"final_norm": False},
+    {"sliding_window": 8},
+    {"sliding_window": 8, "sliding_window_pattern": 2, "n_kv_heads": 2},
+    {"sliding_window": 8, "attn_softcap": 30.0, "logit_softcap": 20.0},
+    {"scale_embeddings": True, "norm_offset": True, "norm_position": "sandwich"},
 ]
 
 

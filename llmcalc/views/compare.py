@@ -30,8 +30,15 @@ ROWS = (
     Row("KV cache at batch × seq", "kv_cache_bytes", "bytes"),
     Row("training peak", "training_peak", "bytes"),
     Row("training peak phase", "training_peak_phase", "text"),
+    Row("inference dtype (weights and KV)", "inference_dtype", "text"),
     Row("inference peak (weights + KV + prefill)", "inference_peak", "bytes"),
 )
+
+
+def inference_dtype(cfg: ModelConfig, dtype: str | None) -> str:
+    """--dtype when given, else the config's own (config.json's torch_dtype), else bf16: the
+    rule of `llmcalc memory`."""
+    return dtype or cfg.dtype or "bf16"
 
 
 def model_metrics(
@@ -39,16 +46,18 @@ def model_metrics(
     batch: int,
     seq: int,
     precision: str,
-    dtype: str,
+    dtype: str | None,
     training: TrainingMemory | None = None,
 ) -> dict[str, int | str]:
     """Row key -> value for one model at one (batch, seq); `training` is its training memory at
-    that precision when the caller has it already."""
+    that precision when the caller has it already; `dtype`: the inference dtype, None for the
+    model's own (inference_dtype)."""
     params = param_formula(cfg)
     forward = forward_flops(cfg, batch, seq)
     tokens = batch * seq
     if training is None:
         training = training_memory(cfg, batch, seq, precision=precision)
+    dtype = inference_dtype(cfg, dtype)
     width = KV_DTYPES[dtype]
     return {
         "params": params.total.value,
@@ -61,12 +70,13 @@ def model_metrics(
         "kv_cache_bytes": kv_cache_bytes(cfg, batch, seq, width),
         "training_peak": training.peak,
         "training_peak_phase": training.peak_phase,
+        "inference_dtype": dtype,
         "inference_peak": inference_memory(cfg, batch, seq, width, width).peak,
     }
 
 
 def compare_models(
-    configs: list[ModelConfig], batch: int, seq: int, precision: str, dtype: str
+    configs: list[ModelConfig], batch: int, seq: int, precision: str, dtype: str | None = None
 ) -> dict[str, dict[str, int | str]]:
     """Model name -> row key -> value."""
     table: dict[str, dict[str, int | str]] = {}

@@ -87,6 +87,8 @@ def require_transformers() -> Any:
 def hf_config(data: dict[str, Any]) -> Any:
     """transformers' config object from a config.json mapping (offline: nothing is fetched)."""
     transformers = require_transformers()
+    if data.get("model_type") == "gemma3":  # llmcalc counts its language model, not the vision
+        data = {**data.get("text_config", {}), "model_type": "gemma3_text"}
     fields = {k: v for k, v in data.items() if k != "model_type"}
     return transformers.AutoConfig.for_model(data["model_type"], **fields)
 
@@ -96,9 +98,16 @@ def build_hf_model(config: Any, attention: str, dtype: Any) -> Any:
     transformers = require_transformers()
     major = int(transformers.__version__.split(".")[0])
     dtype_kw = "dtype" if major >= 5 else "torch_dtype"
-    return transformers.AutoModelForCausalLM.from_config(
-        config, attn_implementation=attention, **{dtype_kw: dtype}
-    )
+    try:
+        return transformers.AutoModelForCausalLM.from_config(
+            config, attn_implementation=attention, **{dtype_kw: dtype}
+        )
+    except ValueError as exc:  # a type transformers runs eagerly only (GPT-J, BLOOM, Gemma 2)
+        if attention != "sdpa" or "scaled_dot_product_attention" not in str(exc):
+            raise
+        return transformers.AutoModelForCausalLM.from_config(
+            config, attn_implementation="eager", **{dtype_kw: dtype}
+        )
 
 
 @contextlib.contextmanager
@@ -300,8 +309,7 @@ def check_training_memory(
 def read_config_json(path: str) -> tuple[dict[str, Any], ModelConfig]:
     """The config.json mapping and llmcalc's config from it (a YAML preset is no transformers
     config: an error)."""
-    from llmcalc.config.hf import is_hf_config
-    from llmcalc.config.presets import load_config
+    from llmcalc.config.presets import is_hf_config, load_config
 
     where = Path(path).expanduser()
     if not is_hf_config(where):

@@ -5,6 +5,7 @@ PNG/SVG of the same chart."""
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,9 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from llmcalc.config.reading import shown, stat_or_none
 from llmcalc.config.schema import DERIVED, ModelConfig
-from llmcalc.errors import LLMCalcError
+from llmcalc.errors import LLMCalcError, RunFailed
 from llmcalc.memory.formula import CATEGORIES
 from llmcalc.units import format_bytes
 from llmcalc.views.check import CHECK_BATCH, CHECK_SEQ, CheckResult
@@ -47,7 +49,7 @@ def compare_table(table: dict[str, dict[str, int | str]], setup: dict[str, Any])
     out = Table(
         box=box.SIMPLE_HEAD,
         title=f"Compared at batch {setup['batch']} × seq {setup['seq']:,} "
-        f"({setup['precision']} training, {setup['dtype']} inference)",
+        f"({setup['precision']} training, {setup['dtype'] or 'own dtype'} inference)",
         title_justify="left",
     )
     out.add_column("")
@@ -101,12 +103,30 @@ def sweep_json(points: list[Point], setup: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_plot_path(path: str) -> Path:
-    """Before any work: the folder exists and the suffix is one matplotlib writes here."""
+    """Before any work: the suffix is one matplotlib writes here, the path is not a folder, and
+    its folder exists, and the file can be written."""
     target = Path(path).expanduser()
+    where = f"--plot {shown(path)}"
     if target.suffix.lower() not in (".png", ".svg"):
-        raise LLMCalcError(f"--plot {path}: the file must end in .png or .svg")
-    if not target.parent.is_dir():
-        raise LLMCalcError(f"--plot {path}: folder {str(target.parent)!r} does not exist")
+        raise LLMCalcError(f"{where}: the file must end in .png or .svg")
+    if len(target.name) > 255:
+        raise LLMCalcError(f"{where}: file name too long ({len(target.name):,} characters)")
+    status = stat_or_none(target)
+    if status is not None and stat.S_ISDIR(status.st_mode):
+        raise LLMCalcError(f"{where}: is a folder; give a file name ending in .png or .svg")
+    folder = target.parent
+    folder_status = stat_or_none(folder)
+    if folder_status is None or not stat.S_ISDIR(folder_status.st_mode):
+        raise LLMCalcError(f"{where}: folder {shown(folder)!r} does not exist")
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        raise LLMCalcError(f"{where}: exists and is not a regular file")
+    try:  # the one sure test of writing, as root too: open it to append, then leave it as it was
+        with target.open("ab"):
+            pass
+    except OSError as exc:
+        raise LLMCalcError(f"{where}: cannot write it ({exc.strerror or exc})") from None
+    if status is None:
+        target.unlink(missing_ok=True)
     return target
 
 
@@ -132,8 +152,14 @@ def write_plot(points: list[Point], target: Path, title: str) -> None:
     axes.legend()
     axes.tick_params(axis="x", labelrotation=30)
     figure.tight_layout()
-    figure.savefig(target)
-    plt.close(figure)
+    try:
+        figure.savefig(target)
+    except OSError as exc:  # checked before the sweep ran; this is the disk failing now
+        raise RunFailed(
+            f"--plot {shown(target)}: writing it failed ({exc.strerror or exc})"
+        ) from None
+    finally:
+        plt.close(figure)
 
 
 def presets_table(rows: list[tuple[ModelConfig, int]]) -> Table:
@@ -245,6 +271,10 @@ def config_yaml(cfg: ModelConfig) -> str:
         else:
             rule = _d_ff_rule(cfg) if name == "d_ff" else DERIVED[name]
             lines.append(f"# {text.rstrip()}  (derived: {rule})\n")
+    idle = cfg.without_effect()  # not in to_dict, so that the YAML loads back without a conflict
+    lines += [
+        f"# {name}: no effect with {other} {getattr(cfg, other)}\n" for name, other in idle.items()
+    ]
     derived = (
         f"# derived: attention {cfg.attention_kind} ({cfg.n_heads} query heads, "
         f"{cfg.n_kv_heads} kv heads), q width h·d_h = {cfg.q_dim}, kv width h_kv·d_h = "

@@ -152,6 +152,280 @@ CONFIGS = [
         ),
         7_298_617_344,
     ),  # OLMo-2-1124-7B
+    # --- issue 12. Where the model card states only a rounded figure, the exact count is the one
+    # transformers 5.23's own model gives, built from the same config.json on the meta device
+    # (the sum of numel over its unique parameters); each comment says which.
+    (
+        "qwen3",
+        dict(
+            vocab_size=151936,
+            hidden_size=4096,
+            intermediate_size=12288,
+            num_hidden_layers=36,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+            hidden_act="silu",
+            attention_bias=False,
+            max_position_embeddings=40960,
+            max_window_layers=36,
+            rms_norm_eps=1e-6,
+            rope_scaling=None,
+            rope_theta=1000000,
+            sliding_window=None,
+            use_sliding_window=False,
+            tie_word_embeddings=False,
+            torch_dtype="bfloat16",
+        ),
+        8_190_735_360,
+    ),  # Qwen3-8B: card 8.2B (6.95B non-embedding); exact: transformers
+    (
+        "phi3",
+        dict(
+            vocab_size=32064,
+            hidden_size=3072,
+            intermediate_size=8192,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            hidden_act="silu",
+            max_position_embeddings=4096,
+            original_max_position_embeddings=4096,
+            rms_norm_eps=1e-5,
+            rope_scaling=None,
+            rope_theta=10000.0,
+            sliding_window=2047,
+            tie_word_embeddings=False,
+            torch_dtype="bfloat16",
+        ),
+        3_821_079_552,
+    ),  # Phi-3-mini-4k-instruct: card 3.8B; exact: transformers
+    (
+        "starcoder2",
+        dict(
+            vocab_size=49152,
+            hidden_size=3072,
+            intermediate_size=12288,
+            num_hidden_layers=30,
+            num_attention_heads=24,
+            num_key_value_heads=2,
+            hidden_act="gelu_pytorch_tanh",
+            max_position_embeddings=16384,
+            norm_epsilon=1e-5,
+            norm_type="layer_norm",
+            mlp_type="default",
+            rope_theta=999999.4420358813,
+            sliding_window=4096,
+            use_bias=True,
+            torch_dtype="float32",
+        ),
+        3_030_371_328,
+    ),  # starcoder2-3b: card 3B; exact: transformers (tied embeddings, the type's default)
+    (
+        "olmo",
+        dict(
+            vocab_size=50304,
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_hidden_layers=16,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            hidden_act="silu",
+            attention_bias=False,
+            clip_qkv=None,
+            max_position_embeddings=2048,
+            rope_scaling=None,
+            rope_theta=10000.0,
+            tie_word_embeddings=True,
+            torch_dtype="float32",
+        ),
+        1_176_764_416,
+    ),  # OLMo-1B-hf: card 1B; exact: transformers (its LayerNorms have no parameters)
+    (
+        "stablelm",
+        dict(
+            vocab_size=100352,
+            hidden_size=2048,
+            intermediate_size=5632,
+            num_hidden_layers=24,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            hidden_act="silu",
+            layer_norm_eps=1e-5,
+            max_position_embeddings=4096,
+            partial_rotary_factor=0.25,
+            rope_theta=10000,
+            rope_scaling=None,
+            use_qkv_bias=True,
+            tie_word_embeddings=False,
+            torch_dtype="float16",
+        ),
+        1_644_515_328,
+    ),  # stablelm-2-1_6b: transformers. The card's table says 1,644,417,024: 98,304 = 24·2·2048
+    # fewer, as if the blocks' two LayerNorms had no bias, which StableLmDecoderLayer's have
+    (
+        "cohere",
+        dict(
+            vocab_size=256000,
+            hidden_size=8192,
+            intermediate_size=22528,
+            num_hidden_layers=40,
+            num_attention_heads=64,
+            num_key_value_heads=64,
+            hidden_act="silu",
+            attention_bias=False,
+            layer_norm_eps=1e-5,
+            logit_scale=0.0625,
+            max_position_embeddings=8192,
+            rope_theta=8000000.0,
+            use_qk_norm=False,
+            torch_dtype="float16",
+        ),
+        34_980_831_232,
+    ),  # c4ai-command-r-v01: card 35B; exact: transformers (tied, the type's default)
+    (
+        "gptj",
+        dict(
+            vocab_size=50400,
+            n_embd=4096,
+            n_layer=28,
+            n_head=16,
+            n_inner=None,
+            n_positions=2048,
+            rotary=True,
+            rotary_dim=64,
+            activation_function="gelu_new",
+            layer_norm_epsilon=1e-5,
+            tie_word_embeddings=False,
+            torch_dtype="float32",
+        ),
+        6_050_882_784,
+    ),  # gpt-j-6b: transformers. The card says 6,053,381,344 (2,498,560 = 610·4096 more),
+    # counted by mesh-transformer-jax, not by this config's module
+    (
+        "bloom",
+        dict(
+            vocab_size=250880,
+            hidden_size=1024,
+            n_layer=24,
+            n_head=16,
+            n_inner=None,
+            layer_norm_epsilon=1e-5,
+            apply_residual_connection_post_layernorm=False,
+            offset_alibi=100,
+            pretraining_tp=1,
+            slow_but_exact=False,
+        ),
+        559_214_592,
+    ),  # bloom-560m: the card's 559,214,592
+    (
+        "opt",
+        dict(
+            vocab_size=50272,
+            hidden_size=768,
+            ffn_dim=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=2048,
+            activation_function="relu",
+            do_layer_norm_before=True,
+            _remove_final_layer_norm=False,
+            word_embed_proj_dim=768,
+            torch_dtype="float16",
+        ),
+        125_239_296,
+    ),  # opt-125m: paper 125M; exact: transformers (2,050 position rows)
+    (
+        "gpt_bigcode",
+        dict(
+            vocab_size=49280,
+            n_embd=2048,
+            n_layer=24,
+            n_head=16,
+            n_inner=8192,
+            n_positions=2048,
+            multi_query=True,
+            activation_function="gelu_pytorch_tanh",
+            layer_norm_epsilon=1e-5,
+            scale_attn_weights=True,
+            torch_dtype="float32",
+        ),
+        1_124_886_528,
+    ),  # gpt_bigcode-santacoder: card 1.1B; exact: transformers
+    (
+        "granite",
+        dict(
+            vocab_size=49155,
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_hidden_layers=40,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            hidden_act="silu",
+            attention_bias=False,
+            mlp_bias=False,
+            attention_multiplier=0.015625,
+            embedding_multiplier=12.0,
+            residual_multiplier=0.22,
+            logits_scaling=8.0,
+            max_position_embeddings=4096,
+            rms_norm_eps=1e-6,
+            rope_scaling=None,
+            rope_theta=10000.0,
+            tie_word_embeddings=True,
+            torch_dtype="bfloat16",
+        ),
+        2_533_531_648,
+    ),  # granite-3.0-2b-instruct: card 2.5B; exact: transformers
+    (
+        "gemma2",
+        dict(
+            vocab_size=256000,
+            hidden_size=3584,
+            intermediate_size=14336,
+            num_hidden_layers=42,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=256,
+            hidden_activation="gelu_pytorch_tanh",
+            max_position_embeddings=8192,
+            rms_norm_eps=1e-6,
+            rope_theta=10000.0,
+            sliding_window=4096,
+            attn_logit_softcapping=50.0,
+            final_logit_softcapping=30.0,
+            query_pre_attn_scalar=256,
+        ),
+        9_241_705_984,
+    ),  # gemma-2-9b (model card: 9,241,705,984)
+    (
+        "gemma3_text",
+        dict(
+            vocab_size=262208,
+            hidden_size=2560,
+            intermediate_size=10240,
+            num_hidden_layers=34,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            head_dim=256,
+            sliding_window=1024,
+            rope_theta=1_000_000.0,
+        ),
+        3_880_263_168,
+    ),  # gemma-3-4b's language model (transformers' Gemma3ForCausalLM of its text_config)
+    (
+        "gemma3",
+        dict(
+            text_config=dict(
+                hidden_size=2560,
+                intermediate_size=10240,
+                num_hidden_layers=34,
+                sliding_window=1024,
+                rope_theta=1_000_000.0,
+            ),
+        ),
+        3_880_263_168,
+    ),  # gemma-3-4b-it as published: most text fields left to Gemma3TextConfig's defaults
 ]
 
 
@@ -257,4 +531,5 @@ def test_sliding_windows_are_read_as_transformers_reads_them(tmp_path, runner):
     none = write_config(tmp_path / "q28", "qwen2", dict(qwen, max_window_layers=28))
     assert load_config(str(none)).sliding_window is None
     some = write_config(tmp_path / "q4", "qwen2", dict(qwen, max_window_layers=4))
-    assert "windows layers 4 to 27 only" in _error_line(runner, some)
+    cfg = load_config(str(some))  # layers 4 and up local: the first four are global
+    assert (cfg.sliding_window, cfg.global_layers) == (1024, [0, 1, 2, 3])

@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-from llmcalc.config.schema import ModelConfig, llama_d_ff
+from llmcalc.config.schema import ModelConfig
+from llmcalc.config.sizes import llama_d_ff
 from llmcalc.errors import LLMCalcError
 from tests.conftest import tiny
 
@@ -84,3 +85,65 @@ def test_loading_a_config_does_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (tiny(position="learned", rope_theta=5e5), "'rope_theta' = 500000.0 has no effect with "),
+        (tiny(position="alibi", rope_fraction=0.5), "'rope_fraction' = 0.5 has no effect with "),
+        (tiny(norm="rmsnorm", norm_bias=False), "'norm_bias' = False has no effect with norm"),
+        (tiny(norm_bias=True), "norm = 'rmsnorm' (the default); remove one of them"),
+    ],
+)
+def test_a_field_stated_without_effect_is_a_conflict(data, message):
+    with pytest.raises(LLMCalcError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ModelConfig.from_dict(data)
+
+
+def test_defaults_that_have_no_effect_are_no_conflict_and_leave_to_dict():
+    cfg = ModelConfig.from_dict(tiny(position="learned", norm="rmsnorm"))
+    assert cfg.without_effect() == {
+        "norm_bias": "norm",
+        "rope_theta": "position",
+        "rope_fraction": "position",
+    }
+    assert not {"rope_theta", "rope_fraction", "norm_bias"} & set(cfg.to_dict())
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    # replace() states only its changes: the old rope_theta is no conflict under `learned`
+    rope = ModelConfig.from_dict(tiny(rope_theta=5e5))
+    assert rope.replace(position="learned").position == "learned"
+
+
+def test_set_and_the_preset_conflict_like_any_two_fields():
+    from llmcalc.config.presets import load_config
+
+    with pytest.raises(LLMCalcError, match=r"gpt2 \(with --set\): field 'rope_theta'"):
+        load_config("gpt2", {"rope_theta": 5.0})
+    with pytest.raises(LLMCalcError, match="'rope_theta' = 500000.0 has no effect"):
+        load_config("llama-3-8b", {"position": "learned"})
+
+
+def test_sizes_up_to_10_to_the_30_are_exact_and_past_it_refused():
+    big = 10**30
+    cfg = ModelConfig.from_dict(tiny(vocab_size=big, d_model=big, n_heads=1, d_ff=big))
+    assert cfg.head_dim == big
+    with pytest.raises(LLMCalcError, match="'d_model' = 1000000000000000000000000000001: at most"):
+        ModelConfig.from_dict(tiny(d_model=big + 1, n_heads=1))
+    with pytest.raises(LLMCalcError, match=r"d_ff derived by 4·d_model = .*: must be in 1 \.\. "):
+        ModelConfig.from_dict(tiny(d_model=big, n_heads=1, activation="gelu"))
+    with pytest.raises(LLMCalcError, match="'ffn_multiplier' = an integer of about 401 digits"):
+        ModelConfig.from_dict(tiny(ffn_multiplier=10**400))
+    with pytest.raises(LLMCalcError, match="d_ff derived by the LLaMA rule"):
+        ModelConfig.from_dict(tiny(ffn_multiplier=1e-9))  # rounds to 0
+
+
+def test_scaled_is_float_arithmetic_where_floats_reach_and_exact_past_them():
+    from llmcalc.config.sizes import scaled
+
+    for n in (80, 128, 4096, 11008, 2**52):
+        for factor in (0.25, 0.4, 0.5, 1.3, 1.0):
+            assert scaled(n, factor) == int(n * factor)
+    assert scaled(10**30, 0.5) == 5 * 10**29  # int(1e30 * 0.5) would be a float's neighbour
+    cfg = ModelConfig.from_dict(tiny(d_model=10**30, n_heads=1, rope_fraction=0.25, d_ff=8))
+    assert cfg.rotary_dim == 25 * 10**28

@@ -228,7 +228,7 @@ def test_long_seq_with_rope_warns_and_counts(runner):
             ["flops", "gpt2", "--tokens", "10", "--gpu", "a100", "--dtype", "fp8"],
             "no a100 peak for it",
         ),
-        (["flops", "gpt2", "--mfu", "1.5"], "--mfu 1.5: must be in (0, 1]"),
+        (["flops", "gpt2", "--mfu", "1.5"], "--mfu 1.5: must be in [1e-6, 1]"),
         (["flops", "gpt2", "--tokens", "1.5"], "--tokens '1.5': expected a whole number"),
         (["flops", "gpt2", "--tokens", "0T"], "--tokens '0T': must be positive"),
     ],

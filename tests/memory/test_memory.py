@@ -12,7 +12,7 @@ import torch
 from llmcalc.cli import app
 from llmcalc.config.presets import load_config
 from llmcalc.config.schema import ModelConfig
-from llmcalc.memory.activations import head_activations, layer_activations
+from llmcalc.memory.activations import saved_activations
 from llmcalc.memory.formula import (
     inference_memory,
     kv_cache_bytes,
@@ -63,6 +63,44 @@ def test_prefill_then_decode_equals_one_full_forward(position, n_kv_heads, impl)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+WINDOWS = {
+    "all local": dict(sliding_window=4),
+    "every 2nd global": dict(sliding_window=3, sliding_window_pattern=2),
+    "layer 0 global": dict(sliding_window=5, global_layers=[0], n_layers=3),
+    "softcaps": dict(attn_softcap=5.0, logit_softcap=3.0, sliding_window=4),
+    "gemma norms": dict(scale_embeddings=True, norm_offset=True, norm_position="sandwich"),
+}
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+@pytest.mark.parametrize("window", WINDOWS, ids=list(WINDOWS))
+def test_windowed_prefill_then_decode_equals_one_full_forward(window, impl):
+    """Past the window: a local layer's cache keeps W − 1 positions and decoding still
+    reproduces the full forward, where the mask keeps each query's last W keys."""
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_dict(tiny(n_kv_heads=2, **WINDOWS[window]))
+    model = build_model(cfg, "cpu", attention=impl).eval()
+    for param in model.parameters():  # Gemma's 1 + w starts at w = 0: make w matter
+        torch.nn.init.normal_(param, std=0.3)
+    tokens = torch.randint(0, cfg.vocab_size, (2, 12))
+    cache = KVCache(cfg, 2, 12, "cpu", torch.float32)
+    with torch.no_grad():
+        full = model(tokens)
+        steps = [model(tokens[:, :7], cache=cache), model(tokens[:, 7:9], cache=cache)]
+        steps += [model(tokens[:, i : i + 1], cache=cache) for i in range(9, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache.nbytes == kv_cache_bytes(cfg, 2, 12, 4)
+
+
+@pytest.mark.parametrize("seq", [1, 3, 4, 5, 9])
+def test_a_local_layer_holds_window_minus_one_positions(seq):
+    cfg = ModelConfig.from_dict(tiny(n_layers=2, sliding_window=4, sliding_window_pattern=2))
+    cache = KVCache(cfg, 1, seq, "cpu", torch.float32)
+    assert [k.shape[2] for k in cache.keys] == [min(seq, 3), seq]  # local, then global
+    per_position = 2 * cfg.n_kv_heads * cfg.head_dim * 4
+    assert kv_cache_bytes(cfg, 1, seq, 4) == per_position * (min(seq, 3) + seq)
+
+
 def test_eager_and_sdpa_attention_agree():
     torch.manual_seed(0)
     cfg = ModelConfig.from_dict(tiny(n_kv_heads=2))
@@ -88,8 +126,7 @@ def test_parameter_inventory_is_the_models(cfg):
 
 
 def _saved_by_formula(cfg, batch, seq, a, impl):
-    per_layer = sum(layer_activations(cfg, batch, seq, a, impl).values())
-    return cfg.n_layers * per_layer + sum(head_activations(cfg, batch, seq, a).values())
+    return saved_activations(cfg, batch, seq, a, impl)
 
 
 @pytest.mark.parametrize("cfg", GRID, ids=[c.name for c in GRID])
@@ -265,7 +302,7 @@ def test_bad_memory_input_is_one_error_line(runner, args, words):
 
 
 def test_a_cpu_run_larger_than_free_ram_is_refused(runner, monkeypatch):
-    monkeypatch.setattr("llmcalc.memory.measure.free_bytes", lambda device: 1024)
+    monkeypatch.setattr("llmcalc.memory.analysis.free_in_words", lambda device: (1024, "RAM"))
     result = runner.invoke(
         app, ["memory", "gpt2", "--seq", "64", "--measure", "--measure-on", "cpu"]
     )
@@ -275,7 +312,7 @@ def test_a_cpu_run_larger_than_free_ram_is_refused(runner, monkeypatch):
 def test_cuda_runs_are_refused_when_predicted_too_big_unless_forced(runner, monkeypatch):
     ran = []
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
-    monkeypatch.setattr("llmcalc.memory.measure.free_bytes", lambda device: 1024)
+    monkeypatch.setattr("llmcalc.memory.analysis.free_in_words", lambda device: (1024, "RAM"))
     monkeypatch.setattr(
         "llmcalc.memory.measure.build_for_training", lambda *a: ran.append(a) or _oom()
     )

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from llmcalc.config.schema import ModelConfig
+from llmcalc.config.window import cached_positions
 from llmcalc.memory.formula import kv_cache_bytes
 from llmcalc.model.attention import KVCache, eager_attention
 from llmcalc.model.transformer import build_model
@@ -37,7 +38,7 @@ def test_the_window_is_the_last_w_keys_itself_included():
     model = build_model(cfg, "cpu").eval()
     tokens = torch.randint(0, cfg.vocab_size, (1, 10))
     attention = model.layers[0].attn
-    mask = attention._mask(10, 0, 10, torch.float32, torch.device("cpu"))
+    mask = attention._mask(10, 0, 0, torch.float32, torch.device("cpu"))
     rows = [torch.nonzero(row).flatten().tolist() for row in mask]
     assert rows[0] == [0] and rows[3] == [0, 1, 2, 3] and rows[9] == [6, 7, 8, 9]
     with torch.no_grad():  # past the window the model differs from the unwindowed one
@@ -54,12 +55,12 @@ def test_sdpa_and_eager_agree_past_the_window():
     q, k, v = (torch.randn(2, 4, 9, 8) for _ in range(3))
     cfg = _windowed(3, n_kv_heads=4)
     model = build_model(cfg, "cpu", attention="eager")
-    mask = model.layers[0].attn._mask(9, 0, 9, torch.float32, torch.device("cpu"))
+    mask = model.layers[0].attn._mask(9, 0, 0, torch.float32, torch.device("cpu"))
     expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     torch.testing.assert_close(eager_attention(q, k, v, mask), expected)
 
 
 def test_cache_below_the_window_holds_every_token():
     cfg = _windowed(64)
-    assert cfg.cached_tokens(10) == 10 and cfg.cached_tokens(100) == 63
+    assert cached_positions(cfg, True, 10) == 10 and cached_positions(cfg, True, 100) == 63
     assert kv_cache_bytes(cfg, 1, 100, 2) == 2 * cfg.n_layers * cfg.kv_dim * 63 * 2

@@ -45,7 +45,13 @@ def configs(draw):
         lm_head_bias=draw(st.booleans()),
         position=position,
         tie_embeddings=draw(st.booleans()),
+        norm_affine=draw(st.booleans()),
+        embedding_norm=draw(st.booleans()),
     )
+    if position == "learned":
+        data["position_offset"] = draw(st.integers(0, 3))
+    if not data["norm_affine"] and data["qk_norm"] == "per_head":
+        data["qk_norm"] = "head"  # a weight per head needs weights
     if explicit_head_dim:
         data["head_dim"] = head_dim
     for part in ("qkv_bias", "out_bias", "mlp_bias"):
@@ -58,6 +64,8 @@ def configs(draw):
     elif ffn == "rule":
         data["multiple_of"] = draw(st.sampled_from([1, 8, 64]))
         data["ffn_multiplier"] = draw(st.sampled_from([None, 1.3, 0.7]))
+    if data["norm"] != "layernorm" or not data["norm_affine"]:
+        del data["norm_bias"]  # stated where it has no effect it would be a conflict
     return ModelConfig.from_dict(data)
 
 

@@ -31,10 +31,23 @@ PUBLISHED = {
     "llama-3-70b": 70_553_706_496,
     "llama-3.1-405b": 405_853_388_800,
     "llama-3.2-1b": 1_235_814_400,
-    # Mistral-7B-v0.1 (7.24B), Qwen2.5-7B (7.61B), Gemma-2B (2.51B, tied embeddings)
+    # Mistral-7B-v0.1 and v0.2 (7.24B: the window adds no parameter), Qwen2.5-7B (7.61B),
+    # Gemma-2B (2.51B, tied embeddings)
     "mistral-7b": 7_241_732_096,
+    "mistral-7b-v0.1": 7_241_732_096,
     "qwen2.5-7b": 7_615_616_512,
     "gemma-2b": 2_506_172_416,
+    # Gemma 2 9B model card: 9,241,705,984 (9.24B; also transformers' Gemma2ForCausalLM)
+    "gemma-2-9b": 9_241_705_984,
+    # Gemma 3 4B's language model: transformers' Gemma3ForCausalLM built from the model's
+    # text_config (the card's 4.3B includes the 417M vision tower and projector)
+    "gemma-3-4b": 3_880_263_168,
+    # Qwen3-8B (card: 8.2B, 6.95B non-embedding), Phi-3-mini-4k-instruct (3.8B), OLMo-1B-hf (1B):
+    # the cards round; the exact figures are transformers' models built from the same config.json
+    # (tests/config/test_hf.py has the config.json forms)
+    "qwen3-8b": 8_190_735_360,
+    "phi-3-mini": 3_821_079_552,
+    "olmo-1b": 1_176_764_416,
 }
 
 

@@ -5,7 +5,8 @@ import pytest
 import yaml
 
 from llmcalc.config.presets import builtin_names, load_config
-from llmcalc.config.schema import DERIVED, ModelConfig, llama_d_ff
+from llmcalc.config.schema import DERIVED, ModelConfig
+from llmcalc.config.sizes import llama_d_ff
 from llmcalc.views.report import config_yaml
 from tests.conftest import tiny
 

@@ -4,6 +4,7 @@ figures, the terminal chart, the PNG through the plot extra, and bad input."""
 import json
 import struct
 import sys
+import time
 
 import pytest
 
@@ -106,3 +107,47 @@ def test_plot_without_matplotlib_names_the_extra(runner, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
     line = _error(runner, "--vary", "seq=128", "--plot", str(tmp_path / "out.png"))
     assert "pip install 'llmcalc[plot]'" in line
+
+
+def test_messages_say_what_happened(runner):
+    assert "'n_layers=,,': no values; give one or more" in _error(runner, "--vary", "n_layers=,,")
+    line = _error(runner, "--vary", "name=a,b")
+    assert "'name' labels the model and changes no figure" in line and "did you mean" not in line
+    # the point is named by --vary; --set only when it was given
+    line = _error(runner, "--vary", "d_model=512,768")
+    assert line.startswith("Error: gpt2 with --vary d_model=512: d_model = 512 is not divisible")
+    line = _error(runner, "--vary", "d_model=512", "--set", "n_layers=2")
+    assert line.startswith("Error: gpt2 (with --set) with --vary d_model=512: ")
+    assert "positive integers up to 10**30; got 0" in _error(runner, "--vary", "batch=1,0")
+
+
+def test_a_sweep_past_max_points_is_refused_before_any_output(runner):
+    values = [",".join(str(v) for v in range(1, n + 1)) for n in (30, 40, 45)]
+    args = ["--vary", f"n_layers={values[0]}", "--vary", f"d_ff={values[1]}"]
+    args += ["--vary", f"seq={values[2]}"]
+    start = time.perf_counter()
+    line = _error(runner, *args)
+    assert "a sweep of 54,000 points (30 × 40 × 45) is more than --max-points 1,000" in line
+    assert time.perf_counter() - start < 2
+    small = runner.invoke(app, ["sweep", "gpt2", "--vary", "n_layers=1,2,3", "--max-points", "2"])
+    assert small.exit_code == 2 and small.stdout == ""
+    raised = ["sweep", "gpt2", "--vary", "n_layers=1,2,3", "--max-points", "3", "--json"]
+    assert len(json.loads(runner.invoke(app, raised).stdout)["points"]) == 3
+
+
+def test_a_billion_layers_is_a_point_like_any_other(runner):
+    data = _json(runner, "sweep", "gpt2", "--vary", "n_layers=12,1000000000")
+    small, big = (p["metrics"]["params"] for p in data["points"])
+    assert big - small == (10**9 - 12) * 7_087_872  # GPT-2's exact per-layer count
+
+
+def test_plot_to_a_folder_or_an_unwritable_path(runner, tmp_path):
+    folder = tmp_path / "chart.png"
+    folder.mkdir()
+    assert "is a folder" in _error(runner, "--vary", "seq=128", "--plot", str(folder))
+    line = _error(runner, "--vary", "seq=128", "--plot", "/proc/chart.png")
+    assert "/proc/chart.png: cannot write it" in line
+    from llmcalc.views.report import check_plot_path
+
+    assert check_plot_path(str(tmp_path / "new.png")) == tmp_path / "new.png"
+    assert not (tmp_path / "new.png").exists()  # the check writes nothing it leaves behind
