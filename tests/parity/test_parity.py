@@ -50,6 +50,56 @@ MODEL_TYPES = {
     "falcon": dict(SIZES, multi_query=True, parallel_attn=True, bias=False, alibi=False),
     "phi": dict(WIDE, partial_rotary_factor=0.5, tie_word_embeddings=False),
     "olmo2": dict(LLAMA, num_key_value_heads=2),
+    "qwen3": dict(LLAMA, num_key_value_heads=2, head_dim=64),
+    "phi3": dict(LLAMA, num_key_value_heads=2, pad_token_id=0),
+    "starcoder2": dict(
+        WIDE, num_key_value_heads=2, sliding_window=160, residual_dropout=0.0, embedding_dropout=0.0
+    ),
+    "olmo": dict(LLAMA),
+    "granite": dict(
+        LLAMA,
+        num_key_value_heads=2,
+        embedding_multiplier=12.0,
+        residual_multiplier=0.22,
+        attention_multiplier=0.0078125,
+        logits_scaling=8.0,
+    ),
+    "cohere": dict(LLAMA, num_key_value_heads=2, use_qk_norm=True, logit_scale=0.0625),
+    "stablelm": dict(WIDE, num_key_value_heads=2, use_qkv_bias=True, qk_layernorm=True),
+    "gptj": dict(
+        vocab_size=2048,
+        n_embd=256,
+        n_layer=2,
+        n_head=4,
+        n_positions=256,
+        rotary_dim=32,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    ),
+    "bloom": dict(vocab_size=2048, hidden_size=256, n_layer=2, n_head=4),
+    "opt": dict(
+        SIZES,
+        ffn_dim=1024,
+        max_position_embeddings=256,
+        word_embed_proj_dim=256,
+        dropout=0.0,
+        pad_token_id=1,
+    ),
+    "gpt_bigcode": dict(
+        vocab_size=2048,
+        n_embd=256,
+        n_layer=2,
+        n_head=4,
+        n_positions=256,
+        attn_pdrop=0.0,
+        embd_pdrop=0.0,
+        resid_pdrop=0.0,
+    ),
+    "gemma2": dict(LLAMA, num_key_value_heads=2, head_dim=64, sliding_window=160),
+    "gemma3_text": dict(
+        LLAMA, num_key_value_heads=2, head_dim=64, sliding_window=160, sliding_window_pattern=2
+    ),
 }
 BATCH, SEQ = 2, 128
 
@@ -63,6 +113,34 @@ MEMORY_GAPS = {
     "without enable_gqa; torch's math path keeps the T×T probabilities",
     ("falcon", "mixed"): "+6.08 %: as fp32 (SDPA's math path keeps the T×T probabilities)",
 }
+# Measured for the families of issue 12's second half; the likely cause is named, but unlike the
+# gaps above it is not yet confirmed tensor by tensor (open work, docs/parity.md).
+UNCONFIRMED = "likely cause, not yet confirmed tensor by tensor: "
+MEMORY_GAPS.update(
+    {
+        ("phi3", "fp32"): "+2.76 %; " + UNCONFIRMED + "the fused qkv_proj and gate_up_proj, whose "
+        "slices are views, so backward keeps the whole fused outputs",
+        ("phi3", "mixed"): "+1.38 %; " + UNCONFIRMED + "as fp32 (fused projections)",
+        ("olmo", "mixed"): "+1.33 %; " + UNCONFIRMED + "OlmoLayerNorm runs in fp32 on an fp32 copy",
+        ("cohere", "fp32"): "+5.79 %; " + UNCONFIRMED + "CohereLayerNorm computes mean and "
+        "variance op by op, and the per-head q/k norms keep their own copies",
+        ("cohere", "mixed"): "+9.05 %; " + UNCONFIRMED + "as fp32, its norms in fp32",
+        ("stablelm", "fp32"): "-1.37 %; " + UNCONFIRMED + "its per-head LayerNorms are one "
+        "module per head over slices, which keep less than one norm over (heads, head_dim)",
+        ("stablelm", "mixed"): "-0.70 %; " + UNCONFIRMED + "as fp32 (per-head norms)",
+        ("gptj", "fp32"): "+1.29 %; " + UNCONFIRMED + "transformers runs GPT-J eagerly only, with "
+        "fp32 scores and its interleaved rotary",
+        ("gptj", "mixed"): "+3.85 %; " + UNCONFIRMED + "as fp32 (eager attention, fp32 scores)",
+        ("bloom", "fp32"): "+4.39 %; " + UNCONFIRMED + "BLOOM's eager baddbmm with the ALiBi "
+        "bias keeps the T×T scores beside the probabilities",
+        ("bloom", "mixed"): "-0.62 %; " + UNCONFIRMED + "its softmax in fp32, cast back",
+        ("gemma2", "mixed"): "+2.24 %; " + UNCONFIRMED + "eager attention's softmax in fp32 keeps "
+        "fp32 probabilities",
+        ("gemma3_text", "fp32"): "-1.01 %; " + UNCONFIRMED + "transformers' sliding mask and "
+        "Gemma's q/k norms in fp32",
+        ("gemma3_text", "mixed"): "-0.51 %; " + UNCONFIRMED + "as fp32",
+    }
+)
 
 
 @pytest.fixture(scope="module")
