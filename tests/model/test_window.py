@@ -1,35 +1,19 @@
 """Sliding-window attention (Mistral): each query sees the last W keys, itself included, as
-transformers' sliding_window_overlay (kv_idx > q_idx - W); the KV cache keeps the last W - 1."""
+transformers' sliding_window_overlay (kv_idx > q_idx - W); the KV cache keeps the last W - 1.
+Decoding past the window, per layer kind, is tested in tests/memory/test_memory.py."""
 
-import pytest
 import torch
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.config.window import cached_positions
 from llmcalc.memory.formula import kv_cache_bytes
-from llmcalc.model.attention import KVCache, eager_attention
+from llmcalc.model.attention import eager_attention
 from llmcalc.model.transformer import build_model
 from tests.conftest import tiny
 
 
 def _windowed(window, **changes):
     return ModelConfig.from_dict(tiny(**{"n_kv_heads": 2, "sliding_window": window, **changes}))
-
-
-@pytest.mark.parametrize("impl", ["sdpa", "eager"])
-def test_prefill_then_decode_equals_one_full_forward_with_a_window(impl):
-    torch.manual_seed(0)
-    cfg = _windowed(5)
-    model = build_model(cfg, "cpu", attention=impl).eval()
-    tokens = torch.randint(0, cfg.vocab_size, (2, 14))
-    cache = KVCache(cfg, 2, 14, "cpu", torch.float32)
-    with torch.no_grad():
-        full = model(tokens)
-        steps = [model(tokens[:, :7], cache=cache), model(tokens[:, 7:10], cache=cache)]
-        steps += [model(tokens[:, i : i + 1], cache=cache) for i in range(10, 14)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
-    assert cache.nbytes == kv_cache_bytes(cfg, 2, 14, 4)  # the last W - 1 = 4 tokens
-    assert cache.keys[0].shape[2] == 4
 
 
 def test_the_window_is_the_last_w_keys_itself_included():

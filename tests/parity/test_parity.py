@@ -200,7 +200,7 @@ def test_a_windowed_cache_holds_the_last_w_minus_1_tokens(configs):
     assert f"is {2 * 2 * cfg.n_layers * cfg.kv_dim * 168 * 2:,} B" in check.note
 
 
-@pytest.mark.parametrize("model_type,precision", _memory_cases())
+@pytest.mark.parametrize("model_type,precision", list(_memory_cases()))
 def test_training_peak_is_within_half_a_percent(configs, model_type, precision):
     config, cfg, resolved = configs[model_type]
     causes = memory_causes(resolved, cfg, precision, SEQ)
