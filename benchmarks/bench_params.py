@@ -13,11 +13,13 @@ Run: python benchmarks/bench_params.py [--repeat N]
 
 from _bench import PY, llmcalc, main
 
+# issue 12's presets: params on each at most 1.3x import torch
+NEW_PRESETS = ("qwen3-8b", "phi-3-mini", "olmo-1b", "gemma-2-9b", "gemma-3-4b", "mistral-7b-v0.1")
 COMMANDS = {
     "import torch": [PY, "-c", "import torch"],
     "params llama-3.1-405b": llmcalc("params", "llama-3.1-405b"),
     "params llama-3.2-1b": llmcalc("params", "llama-3.2-1b"),
-    **{f"params {p}": llmcalc("params", p) for p in ("qwen3-8b", "phi-3-mini", "olmo-1b")},
+    **{f"params {p}": llmcalc("params", p) for p in NEW_PRESETS},
     "params pythia-160m (v5 json)": llmcalc("params", "tests/data/hf/pythia-160m-v5"),
 }
 TARGETS = [
@@ -32,7 +34,7 @@ TARGETS = [
     ),
     *[
         (f"{p} wall / import torch", f"params {p}", "import torch", "wall", 1.3)
-        for p in ("qwen3-8b", "phi-3-mini", "olmo-1b", "pythia-160m (v5 json)")
+        for p in (*NEW_PRESETS, "pythia-160m (v5 json)")
     ],
 ]
 
