@@ -101,6 +101,10 @@ def flops(
         peak = peak_flops_per_second(gpu, dtype)
     if (gpu is not None or peak_tflops is not None) and tokens is None:
         raise LLMCalcError("--gpu/--peak-tflops need --tokens D (the training tokens to time)")
+    if not no_count:  # a step the counters cannot run is refused before any warning about it
+        from llmcalc.model.limits import check_step
+
+        check_step(cfg, batch, cfg.max_seq_len if seq is None else seq)
     length = checked_seq(cfg, seq)
     if context is not None:  # a decode at position p takes positions 0..p
         warning = cfg.seq_warning("--context", context, positions=context + 1)

@@ -108,6 +108,10 @@ def memory(
         raise LLMCalcError(
             "--force: only with --measure-on cuda (a CPU run past free memory is refused)"
         )
+    if trace or measure:  # a step that cannot be traced is refused before any warning about it
+        from llmcalc.model.limits import check_step
+
+        check_step(cfg, batch, cfg.max_seq_len if seq is None else seq, attention)
     length = checked_seq(cfg, seq)
     memory_bytes = parse_size("--gpu-mem", gpu_mem) if gpu_mem is not None else None
     result = analyze_memory(

@@ -192,3 +192,9 @@ def test_huge_sizes_print_their_exact_digits():
     exact = 839829444885253906 * 2**40 + 2**38  # .25 TiB more
     assert format_bytes(exact) == "839829444885253906.25 TiB"
     assert format_bytes(1536) == "1.50 KiB" and format_bytes(1023) == "1023 B"
+
+
+def test_a_step_too_big_to_count_is_refused_without_a_warning_first(runner):
+    result = runner.invoke(app, ["flops", "llama-3-8b", "--seq", str(10**12)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ")
