@@ -17,7 +17,7 @@ from typing import Any
 
 from llmcalc.config.hf_fields import Fields as _Fields
 from llmcalc.config.hf_fields import typed, warn_unmodelled
-from llmcalc.config.hf_gpt import GPT_TYPES
+from llmcalc.config.hf_gpt import GPT_TYPES, gpt2_like
 from llmcalc.config.hf_llama import LLAMA_TYPES
 from llmcalc.config.hf_llama import llama_like as _llama_like
 from llmcalc.config.hf_window import nullable, qwen_window, window_fields
@@ -116,24 +116,6 @@ def _olmo2(f: _Fields) -> dict[str, Any]:
     return _llama_like(f, norm_position="output", qk_norm="full")
 
 
-def _gpt2(f: _Fields) -> dict[str, Any]:
-    d = f.need("n_embd", "hidden_size")
-    return {
-        "vocab_size": f.need("vocab_size"),
-        "d_model": d,
-        "n_layers": f.need("n_layer", "num_hidden_layers"),
-        "n_heads": f.need("n_head", "num_attention_heads"),
-        "d_ff": f.get("n_inner", 4 * d),
-        "activation": f.activation("activation_function", "gelu_new", glu=False),
-        "norm": "layernorm",
-        "norm_eps": f.get("layer_norm_epsilon", 1e-5),
-        "bias": True,
-        "position": "learned",
-        "max_seq_len": f.need("n_positions", "max_position_embeddings"),
-        "tie_embeddings": f.get("tie_word_embeddings", True),
-    }
-
-
 def _gpt_neox(f: _Fields) -> dict[str, Any]:
     parallel = f.get("use_parallel_residual", True)
     return {
@@ -228,7 +210,7 @@ MODEL_TYPES: dict[str, Callable[[_Fields], dict[str, Any]]] = {
     "gemma2": _gemma2,
     "gemma3_text": _gemma3_text,
     "gemma3": _gemma3,
-    "gpt2": _gpt2,
+    "gpt2": gpt2_like,
     "gpt_neox": _gpt_neox,
     "falcon": _falcon,
     "phi": _phi,

@@ -1,6 +1,6 @@
-"""config.json -> preset fields for the GPT-style model_types added for issue 12 (LayerNorm with
-bias, biases on the linears, a plain 2-matrix MLP): gptj, bloom, opt, gpt_bigcode (hf.py
-registers them in MODEL_TYPES).
+"""config.json -> preset fields for the GPT-style model_types (LayerNorm with bias, biases on
+the linears, a plain 2-matrix MLP): gpt2 (whose reader gpt_bigcode builds on) and those added
+for issue 12: gptj, bloom, opt, gpt_bigcode (hf.py registers them in MODEL_TYPES).
 
 Each function follows transformers' configuration_<type>.py (field names, and the class default
 where a field is missing) and modeling_<type>.py; a field that changes a count, a FLOP or a byte is
@@ -15,6 +15,26 @@ from typing import Any
 from llmcalc.config.hf_fields import Fields
 from llmcalc.config.sizes import scaled
 from llmcalc.errors import LLMCalcError, quote
+
+
+def gpt2_like(f: Fields, activation: str = "gelu_new") -> dict[str, Any]:
+    """GPT-2 (and gpt_bigcode's base): LayerNorm, biases everywhere, a 2-matrix MLP of n_inner
+    (4·d by default), learned positions, tied embeddings by default."""
+    d = f.need("n_embd", "hidden_size")
+    return {
+        "vocab_size": f.need("vocab_size"),
+        "d_model": d,
+        "n_layers": f.need("n_layer", "num_hidden_layers"),
+        "n_heads": f.need("n_head", "num_attention_heads"),
+        "d_ff": f.get("n_inner", 4 * d),
+        "activation": f.activation("activation_function", activation, glu=False),
+        "norm": "layernorm",
+        "norm_eps": f.get("layer_norm_epsilon", 1e-5),
+        "bias": True,
+        "position": "learned",
+        "max_seq_len": f.need("n_positions", "max_position_embeddings"),
+        "tie_embeddings": f.get("tie_word_embeddings", True),
+    }
 
 
 def _gptj(f: Fields) -> dict[str, Any]:
@@ -119,22 +139,9 @@ def _opt(f: Fields) -> dict[str, Any]:
 def _gpt_bigcode(f: Fields) -> dict[str, Any]:
     # GPT-2 with multi-query attention (multi_query, on by default: c_attn makes q and one k, v
     # head; counted as q_proj, k_proj, v_proj); scale_attn_weights false: scores unscaled
-    d = f.need("n_embd", "hidden_size")
-    cfg = {
-        "vocab_size": f.need("vocab_size"),
-        "d_model": d,
-        "n_layers": f.need("n_layer", "num_hidden_layers"),
-        "n_heads": f.need("n_head", "num_attention_heads"),
-        **({"n_kv_heads": 1} if f.get("multi_query", True) else {}),
-        "d_ff": f.get("n_inner", 4 * d),
-        "activation": f.activation("activation_function", "gelu_pytorch_tanh", glu=False),
-        "norm": "layernorm",
-        "norm_eps": f.get("layer_norm_epsilon", 1e-5),
-        "bias": True,
-        "position": "learned",
-        "max_seq_len": f.need("n_positions", "max_position_embeddings"),
-        "tie_embeddings": f.get("tie_word_embeddings", True),
-    }
+    cfg = gpt2_like(f, activation="gelu_pytorch_tanh")
+    if f.get("multi_query", True):
+        cfg["n_kv_heads"] = 1
     if not f.get("scale_attn_weights", True):
         cfg["attention_multiplier"] = 1.0
     return cfg
