@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 CONFLICTS: tuple[tuple[str, str, Any], ...] = (
     ("rope_theta", "position", lambda cfg: cfg.position != "rope"),
     ("rope_fraction", "position", lambda cfg: cfg.position != "rope"),
+    ("rope_concat", "position", lambda cfg: cfg.rope_concat and cfg.position != "rope"),
     ("norm_bias", "norm", lambda cfg: cfg.norm != "layernorm"),
     ("norm_offset", "norm", lambda cfg: cfg.norm_offset and cfg.norm != "rmsnorm"),
+    ("layernorm_compute", "norm", lambda cfg: cfg.norm != "layernorm"),
     ("sliding_window_pattern", "sliding_window", lambda cfg: cfg.sliding_window is None),
     ("global_layers", "sliding_window", lambda cfg: cfg.sliding_window is None),
     ("norm_bias", "norm_affine", lambda cfg: cfg.norm == "layernorm" and not cfg.norm_affine),

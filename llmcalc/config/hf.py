@@ -129,6 +129,7 @@ def _gpt_neox(f: _Fields) -> dict[str, Any]:
         "norm_eps": f.get("layer_norm_eps", 1e-5),
         "block": "parallel" if parallel else "serial",
         "bias": f.get("attention_bias", True),
+        "fused_qkv": True,  # query_key_value
         "mlp_bias": True,
         "position": "rope",
         # v4: rotary_emb_base (older) or rope_theta, rotary_pct; v5: rope_parameters
@@ -168,6 +169,7 @@ def _falcon(f: _Fields) -> dict[str, Any]:
         "norm_eps": f.get("layer_norm_epsilon", 1e-5),
         "block": block,
         "bias": f.get("bias", False),
+        "fused_qkv": True,  # query_key_value
         "position": "alibi" if alibi else "rope",
         **({} if alibi else f.rope()),
         "max_seq_len": f.get("max_position_embeddings", 2048),

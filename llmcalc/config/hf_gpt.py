@@ -31,6 +31,7 @@ def gpt2_like(f: Fields, activation: str = "gelu_new") -> dict[str, Any]:
         "norm": "layernorm",
         "norm_eps": f.get("layer_norm_epsilon", 1e-5),
         "bias": True,
+        "fused_qkv": True,  # c_attn
         "position": "learned",
         "max_seq_len": f.need("n_positions", "max_position_embeddings"),
         "tie_embeddings": f.get("tie_word_embeddings", True),
@@ -52,6 +53,7 @@ def _gptj(f: Fields) -> dict[str, Any]:
         "norm": "layernorm",
         "norm_eps": f.get("layer_norm_epsilon", 1e-5),
         "block": "parallel_shared_norm",
+        "attn_upcast": True,  # GPTJAttention._attn: q and k in fp32 for the scores
         "qkv_bias": False,
         "out_bias": False,
         "mlp_bias": True,
@@ -80,8 +82,8 @@ def _share(f: Fields, rotary: int, d: int, heads: int) -> float:
 
 def _bloom(f: Fields) -> dict[str, Any]:
     # a LayerNorm on the embeddings (word_embeddings_layernorm), ALiBi, LayerNorm with bias,
-    # biases on every linear (query_key_value: q, k and v fused, counted as q_proj, k_proj,
-    # v_proj), an MLP of 4·hidden_size always, tied embeddings by default
+    # biases on every linear (query_key_value: q, k and v fused), an MLP of 4·hidden_size
+    # always, tied embeddings by default
     f.refuse(
         "apply_residual_connection_post_layernorm",
         "the residual stream would carry the norms' outputs, not the blocks' inputs",
@@ -93,11 +95,12 @@ def _bloom(f: Fields) -> dict[str, Any]:
         "n_layers": f.need("n_layer", "num_hidden_layers"),
         "n_heads": f.need("n_head", "num_attention_heads"),
         "d_ff": 4 * d,
-        "activation": "gelu",
+        "activation": "gelu_recomputed",  # BloomGelu: GeLUFunction, Megatron's bias_gelu
         "norm": "layernorm",
         "norm_eps": f.get("layer_norm_epsilon", 1e-5),
         "embedding_norm": True,
         "bias": True,
+        "fused_qkv": True,
         "position": "alibi",
         "tie_embeddings": f.get("tie_word_embeddings", True),
     }
@@ -138,7 +141,7 @@ def _opt(f: Fields) -> dict[str, Any]:
 
 def _gpt_bigcode(f: Fields) -> dict[str, Any]:
     # GPT-2 with multi-query attention (multi_query, on by default: c_attn makes q and one k, v
-    # head; counted as q_proj, k_proj, v_proj); scale_attn_weights false: scores unscaled
+    # head); scale_attn_weights false: scores unscaled
     cfg = gpt2_like(f, activation="gelu_pytorch_tanh")
     if f.get("multi_query", True):
         cfg["n_kv_heads"] = 1

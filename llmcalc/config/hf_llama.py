@@ -63,8 +63,8 @@ def _qwen3(f: Fields) -> dict[str, Any]:
 
 
 def _phi3(f: Fields) -> dict[str, Any]:
-    # qkv_proj and gate_up_proj are q, k, v and gate, up fused into one matrix each: the same
-    # weights, counted under llmcalc's names; no biases anywhere (the modelling file has none);
+    # qkv_proj is q, k, v fused (fused_qkv); gate_up_proj is gate and up fused, counted as
+    # llmcalc's gate_proj and up_proj (its slices keep what the two outputs keep); no biases;
     # partial rotary from partial_rotary_factor (Phi-4-mini); sliding_window (2047 in
     # Phi-3-mini-4k) is every layer's window
     return llama_like(
@@ -73,6 +73,8 @@ def _phi3(f: Fields) -> dict[str, Any]:
         norm_cast="before_weight",  # LlamaRMSNorm's copy
         partial=1.0,
         norm_eps=f.get("rms_norm_eps", 1e-5),
+        fused_qkv=True,
+        rope_concat=True,  # Phi3's apply_rotary_pos_emb cats rotated and passed parts always
         qkv_bias=False,
         out_bias=False,
         mlp_bias=False,
@@ -85,7 +87,15 @@ def _olmo(f: Fields) -> dict[str, Any]:
         "clip_qkv",
         "clamping q, k and v adds element-wise work and saved tensors that llmcalc does not count",
     )
-    return llama_like(f, norm="layernorm", norm_affine=False, norm_eps=1e-5, mlp_bias=False)
+    # computed on an fp32 copy of its input (OlmoLayerNorm)
+    return llama_like(
+        f,
+        norm="layernorm",
+        norm_affine=False,
+        layernorm_compute="fp32",
+        norm_eps=1e-5,
+        mlp_bias=False,
+    )
 
 
 def _granite(f: Fields) -> dict[str, Any]:
@@ -116,6 +126,7 @@ def _cohere(f: Fields) -> dict[str, Any]:
         f,
         norm="layernorm",
         norm_bias=False,
+        layernorm_compute="ops",  # CohereLayerNorm: mean and variance op by op, in fp32
         norm_eps=f.get("layer_norm_eps", 1e-5),
         block="parallel_shared_norm",
         qk_norm="per_head" if f.get("use_qk_norm", False) else "none",

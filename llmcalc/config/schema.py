@@ -28,13 +28,15 @@ from llmcalc.config.sizes import (
 from llmcalc.config.window import check_window
 from llmcalc.errors import LLMCalcError, quote
 
-ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu", "swiglu", "geglu", "reglu")
+ACTIVATIONS = ("relu", "gelu", "gelu_new", "gelu_recomputed", "silu", "swiglu", "geglu", "reglu")
 GLU_ACTIVATIONS = ("swiglu", "geglu", "reglu")  # three matrices: gate, up, down
 NORMS = ("rmsnorm", "layernorm")
 NORM_POSITIONS = ("pre", "post", "sandwich", "output")
 BLOCKS = ("serial", "parallel", "parallel_shared_norm")
 QK_NORMS = ("none", "head", "full", "per_head")
 NORM_CASTS = ("after_weight", "before_weight")  # where RMSNorm returns to the activation dtype
+# how LayerNorm is computed: torch's kernel in the activation dtype, on an fp32 copy, or op by op
+LAYERNORM_COMPUTES = ("native", "fp32", "ops")
 POSITIONS = ("rope", "learned", "sinusoidal", "alibi", "none")
 
 # Fields whose value must be one of a fixed set of strings.
@@ -45,6 +47,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "block": BLOCKS,
     "qk_norm": QK_NORMS,
     "norm_cast": NORM_CASTS,
+    "layernorm_compute": LAYERNORM_COMPUTES,
     "position": POSITIONS,
     "dtype": tuple(DTYPE_BYTES),  # or null: none given
 }
@@ -83,10 +86,12 @@ class ModelConfig:
     norm_bias: bool = True  # LayerNorm's beta; rmsnorm has none
     norm_affine: bool = True  # False: norms without weight (or bias), OLMo 1's LayerNorm
     norm_eps: float = 1e-5
-    # RMSNorm in bf16: after_weight normalises and weights in fp32, then casts (torch's
-    # nn.RMSNorm, Gemma, OLMo 2); before_weight casts the normalised rows, then weights them in
-    # the activation dtype (Meta's LLaMA, transformers' Llama, Mistral, Qwen2)
+    # RMSNorm in bf16: after_weight weights in fp32, then casts (nn.RMSNorm, Gemma, OLMo 2);
+    # before_weight casts, then weights in the activation dtype (LLaMA, Mistral, Qwen2)
     norm_cast: str = "after_weight"
+    layernorm_compute: str = (
+        "native"  # LayerNorm's kernel, on an fp32 copy (OLMo), op by op (Cohere)
+    )
     qk_norm: str = "none"
     final_norm: bool = True
     embedding_norm: bool = False  # a norm right after the embeddings (BLOOM)
@@ -97,20 +102,23 @@ class ModelConfig:
     out_bias: bool | None = None
     mlp_bias: bool | None = None
     lm_head_bias: bool = False  # separate from `bias`: few models have one (phi-2)
+    fused_qkv: bool = False  # q, k, v as one matrix, its output sliced (GPT-2, GPT-NeoX, Phi-3)
 
     # --- positions and embeddings ---------------------------------------------------------------
     position: str = "rope"
     rope_theta: float = 10000.0
     rope_fraction: float = 1.0  # partial rotary: the leading share of head_dim that rotates
+    rope_concat: bool = False  # the rotated part joined by a cat even when it is all (Phi-3)
     position_offset: int = 0  # learned positions: extra leading rows of the table (OPT: 2)
     tie_embeddings: bool = False
     scale_embeddings: bool = False  # embeddings × sqrt(d_model) (Gemma): no parameter
 
-    # --- attention window and soft-capping (config/window.py) --------------------------------
+    # --- attention window, soft-capping (config/window.py), GPT-J's fp32 scores ---------------
     sliding_window: int | None = None  # W: a local layer sees the last W positions (itself too)
     sliding_window_pattern: int | None = None  # every p-th layer global; none given: all local
     global_layers: list[int] | None = None  # or the global layers' indices (other patterns)
     attn_softcap: float | None = None  # scores -> c·tanh(scores / c) (Gemma 2)
+    attn_upcast: bool = False
     logit_softcap: float | None = None  # final logits likewise
     norm_offset: bool = False  # RMSNorm scales by 1 + w (Gemma): the same parameters
 

@@ -20,7 +20,13 @@ from typing import Any
 
 from llmcalc.config.schema import ModelConfig
 
-_PROJECTIONS = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_o"}
+_PROJECTIONS = {
+    "q_proj": "attn_q",
+    "k_proj": "attn_k",
+    "v_proj": "attn_v",
+    "qkv_proj": "attn_qkv",
+    "o_proj": "attn_o",
+}
 
 # The counters cannot tell QKᵀ from softmax·V inside SDPA: they are compared as one component.
 ATTENTION_CORE = "attn_scores+values"

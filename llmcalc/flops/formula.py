@@ -31,6 +31,7 @@ MATMUL_COMPONENTS = (
     "attn_q",
     "attn_k",
     "attn_v",
+    "attn_qkv",
     "attn_scores",
     "attn_values",
     "attn_o",
@@ -93,10 +94,16 @@ def matmul_flops(cfg: ModelConfig, batch: int, seq: int, keys: int | None = None
     attention = (layers - local) * attention_flops(cfg, batch, seq, keys)
     if local:
         attention += local * attention_flops(cfg, batch, seq, min(keys, cfg.sliding_window))
+    q, kv = (
+        layers * 2 * tokens * cfg.d_model * cfg.q_dim,
+        layers * 2 * tokens * cfg.d_model * cfg.kv_dim,
+    )
+    fused = cfg.fused_qkv  # one matmul of q + 2·kv outputs: the same FLOPs as the three
     return {
-        "attn_q": layers * 2 * tokens * cfg.d_model * cfg.q_dim,
-        "attn_k": layers * 2 * tokens * cfg.d_model * cfg.kv_dim,
-        "attn_v": layers * 2 * tokens * cfg.d_model * cfg.kv_dim,
+        "attn_q": 0 if fused else q,
+        "attn_k": 0 if fused else kv,
+        "attn_v": 0 if fused else kv,
+        "attn_qkv": q + 2 * kv if fused else 0,
         "attn_scores": attention,
         "attn_values": attention,
         "attn_o": layers * 2 * tokens * cfg.q_dim * cfg.d_model,
@@ -114,7 +121,8 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
     """Element-wise work, 1 FLOP per element per elementary op (an approximation, stated as such):
     RMSNorm 4/element (square, mean, scale, weight), LayerNorm 5 (+1 with bias), one less each
     without norm_affine (no weight); softmax 5 per score (max, subtract, exp, sum, divide) over the
-    full T×T; activation 1 per element (2 with a gate product; 8 for gelu_new, written op by op);
+    full T×T; activation 1 per element (2 with a gate product; 8 for gelu_new, 9 for
+    gelu_recomputed, written op by op);
     bias add 1 per output; residual add
     1 per element; RoPE 3 per rotated element of q and k (two multiplies and an add), over the
     rotary_dim = int(head_dim · rope_fraction) features of each head that rotate (the rest pass
@@ -123,7 +131,8 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
     applies, so it adds none)."""
     tokens = batch * seq
     d, layers = cfg.d_model, cfg.n_layers
-    gelu_new = cfg.activation == "gelu_new"  # pow, 3 multiplies, 2 adds, tanh, product: 8
+    # gelu_new: pow, 3 multiplies, 2 adds, tanh, product; gelu_recomputed: x·x for the pow, 9
+    per_activation = {"gelu_new": 8, "gelu_recomputed": 9}.get(cfg.activation, 1)
     if cfg.norm_affine:
         per_norm = 4 if cfg.norm == "rmsnorm" else 5 + int(cfg.norm_bias)
     else:
@@ -143,7 +152,7 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
     result = {
         "norms": norms,
         "softmax": layers * 5 * batch * cfg.n_heads * seq * seq,
-        "activation": layers * tokens * cfg.d_ff * (2 if cfg.is_glu else 8 if gelu_new else 1),
+        "activation": layers * tokens * cfg.d_ff * (2 if cfg.is_glu else per_activation),
         "bias_adds": layers * tokens * bias_elems
         + (tokens * cfg.vocab_size if cfg.lm_head_bias else 0),
         "residual_adds": layers * tokens * 2 * d,  # attention and MLP outputs join x

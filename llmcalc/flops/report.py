@@ -19,6 +19,7 @@ LABELS = {
     "attn_q": "q projection",
     "attn_k": "k projection",
     "attn_v": "v projection",
+    "attn_qkv": "qkv projection (fused)",
     "attn_scores": "attention scores QKᵀ (full T×T)",
     "attn_values": "attention · V (full T×T)",
     "attn_o": "o projection",
@@ -53,6 +54,8 @@ def forward_table(result: FlopsAnalysis) -> Table:
     fwd = result.forward
     for component in MATMUL_COMPONENTS:
         value = fwd.matmul[component]
+        if value == 0 and component in PROJECTION_SPLIT:
+            continue
         table.add_row(
             LABELS[component],
             _n(value),
@@ -86,6 +89,10 @@ def forward_table(result: FlopsAnalysis) -> Table:
     return table
 
 
+# A fused model has no separate q, k, v rows, the others no fused row: their zeros are not shown
+PROJECTION_SPLIT = ("attn_q", "attn_k", "attn_v", "attn_qkv")
+
+
 def counted_table(result: FlopsAnalysis) -> RenderableType:
     counted = result.counted
     if counted is None:
@@ -100,6 +107,10 @@ def counted_table(result: FlopsAnalysis) -> RenderableType:
     for component, value in result.analytic_merged.items():
         fv = None if counted.fvcore_forward is None else counted.fvcore_forward.get(component)
         bad = [k for k in mismatches if k.endswith(":" + component)]
+        if component in PROJECTION_SPLIT and not (
+            value or bad or counted.torch_forward.get(component)
+        ):
+            continue
         verdict = Text("MISMATCH", style="red") if bad else Text("exact", style="green")
         table.add_row(
             LABELS[component], _n(value), _n(counted.torch_forward.get(component)), _n(fv), verdict

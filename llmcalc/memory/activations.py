@@ -22,8 +22,11 @@ class Saved:
     """Tensors kept for backward, by name; a tensor saved by two ops (a shared input) counts once."""
 
     bytes: dict[str, int] = field(default_factory=dict)
+    # a view's name -> the tensor it is a view of, and that tensor's size: keeping the view keeps it
+    views: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def add(self, name: str, size: int) -> None:
+        name, size = self.views.get(name, (name, size))
         self.bytes.setdefault(name, size)
 
     @property
@@ -42,21 +45,58 @@ def _norm(
     affine: bool | None = None,
 ) -> None:
     """What a norm over `width` features keeps. LayerNorm: its input, mean and rstd (in the input
-    dtype on CPU). RMSNorm: its input as fp32 (the input itself in fp32, a fresh copy in bf16),
+    dtype on CPU), run on an fp32 copy with layernorm_compute fp32 (and an fp32 copy of the
+    weight), or written op by op (ops: x − mean twice, 1/std and the normalised rows, all fp32,
+    and the fp32 weight copy). RMSNorm: its input as fp32 (the input itself in fp32, a fresh copy in bf16),
     the fp32 rsqrt and, where a weight multiplies them (norm_affine, or `affine`), the normalised
     rows (fp32; with norm_cast before_weight, in the activation dtype, as the weight multiplies
     them). Its output is kept by whoever consumes it."""
+    affine = cfg.norm_affine if affine is None else affine
+    weight_copy = affine and a != 4  # a bf16 weight made fp32 for the product
+    if cfg.norm == "layernorm" and cfg.layernorm_compute == "ops":
+        saved.add(f"{name}.centred", 2 * rows * width * 4)  # x − mean, computed twice
+        saved.add(f"{name}.rstd", rows * 4)
+        if affine:
+            saved.add(f"{name}.normalised", rows * width * 4)
+        if weight_copy:
+            saved.add(f"{name}.weight_fp32", width * 4)
+        return
+    if cfg.norm == "layernorm" and cfg.layernorm_compute == "fp32":
+        saved.add(source if a == 4 else f"{name}.input_fp32", rows * width * 4)
+        saved.add(f"{name}.stats", 2 * rows * 4)
+        if weight_copy:  # layer_norm keeps its weight and bias: here fp32 copies
+            saved.add(f"{name}.weight_fp32", width * 4 * (2 if cfg.norm_bias else 1))
+        return
     if cfg.norm == "layernorm":
         saved.add(source, rows * width * a)
         saved.add(f"{name}.stats", 2 * rows * a)
         return
     saved.add(source if a == 4 else f"{name}.input_fp32", rows * width * 4)
-    if cfg.norm_affine if affine is None else affine:
+    if affine:
         normalised = a if cfg.norm_cast == "before_weight" else 4
         saved.add(f"{name}.normalised", rows * width * normalised)
     saved.add(f"{name}.rsqrt", rows * 4)
     if cfg.norm_offset:  # Gemma's (1 + w), made in fp32 and kept by the product
         saved.add(f"{name}.one_plus_w", width * 4)
+
+
+def _per_head_norm(
+    saved: Saved, cfg: ModelConfig, name: str, source: str, n: int, heads: int, a: int
+) -> None:
+    """A per-head q or k norm (model.layers.PerHeadNorm) on (n, heads, d_h): native LayerNorm
+    runs once per head on a slice (each keeps the whole source and its own statistics); ops and
+    RMSNorm normalise without weight, then the (heads, d_h) weight multiplies and keeps the
+    normalised rows (ops: fp32, with an fp32 copy of a bf16 weight)."""
+    rows, width = n * heads, cfg.head_dim
+    if cfg.norm == "layernorm" and cfg.layernorm_compute == "native":
+        saved.add(source, rows * width * a)
+        saved.add(f"{name}.stats", 2 * rows * a)
+        return
+    _norm(saved, cfg, name, source, rows, width, a, affine=False)
+    ops = cfg.norm == "layernorm" and cfg.layernorm_compute == "ops"
+    saved.add(f"{name}.normalised", rows * width * (4 if ops else a))
+    if ops and a != 4:
+        saved.add(f"{name}.weight_fp32", heads * width * 4)
 
 
 def attention_impl(cfg: ModelConfig, impl: str) -> str:
@@ -73,15 +113,15 @@ def _attention(
     windowed = local and seq > cfg.sliding_window
     q_bytes, kv_bytes = n * cfg.q_dim * a, n * cfg.kv_dim * a
     q_name, k_name = f"{p}.q_proj", f"{p}.k_proj"
+    if cfg.fused_qkv:  # q, k and v are slices of one output: keeping any slice keeps all of it
+        fused = (f"{p}.qkv_proj", n * (cfg.q_dim + 2 * cfg.kv_dim) * a)
+        saved.views.update({f"{p}.{part}_proj": fused for part in "qkv"})
     if cfg.qk_norm == "per_head":
-        # a norm over head_dim without weight, then times the (heads, d_h) weight, which keeps
-        # the normalised q or k (in the activation dtype); q and k keep the projections' layout
         for norm, source, heads in (
             (f"{p}.q_norm", q_name, cfg.n_heads),
             (f"{p}.k_norm", k_name, cfg.n_kv_heads),
         ):
-            _norm(saved, cfg, norm, source, n * heads, cfg.head_dim, a, affine=False)
-            saved.add(f"{norm}.normalised", n * heads * cfg.head_dim * a)
+            _per_head_norm(saved, cfg, norm, source, n, heads, a)
         q_name, k_name = f"{p}.q_norm.out", f"{p}.k_norm.out"
     elif cfg.qk_norm != "none":
         width_q = cfg.head_dim if cfg.qk_norm == "head" else cfg.q_dim
@@ -92,13 +132,17 @@ def _attention(
         q_name, k_name = f"{p}.q_norm.out", f"{p}.k_norm.out"
     # q rewritten contiguous as (B, H, T, d_h): the output then needs a copy. A head-wise q/k
     # norm does that, unless it is element-wise ops (before_weight RMSNorm), which keep the layout
-    fused_norm = cfg.norm == "layernorm" or cfg.norm_cast == "after_weight"
+    # (Gemma's offset RMSNorm is element-wise ops too)
+    fused_norm = cfg.norm == "layernorm" or (
+        cfg.norm_cast == "after_weight" and not cfg.norm_offset
+    )
     head_major = cfg.qk_norm == "head" and fused_norm
     if cfg.position == "rope":
         # x·cos + rotate_half(x)·sin keeps the cos and sin made once per forward (counted in
-        # head_activations) and x's layout; a partial rotary's cat leaves q head-major
+        # head_activations) and x's layout; a partial rotary's cat (or rope_concat's) leaves q
+        # head-major
         q_name, k_name = f"{p}.q_rope", f"{p}.k_rope"
-        head_major = head_major or cfg.rotary_dim < cfg.head_dim
+        head_major = head_major or cfg.rotary_dim < cfg.head_dim or cfg.rope_concat
     v_name = f"{p}.v_proj"
     groups = cfg.n_heads // cfg.n_kv_heads
     if impl == "sdpa" and cfg.position == "alibi":
@@ -112,10 +156,21 @@ def _attention(
         saved.add(f"{p}.out_copy", q_bytes)
         return
     if impl == "eager":
-        saved.add(q_name, q_bytes)
-        saved.add(f"{p}.k_repeated" if groups > 1 else k_name, kv_bytes * groups)
+        # matmul copies a projection's (B, T, H, d_h) output to batch it per head, and keeps the
+        # copy, not the projection's output (which a fused qkv would keep whole)
+        q_name, k_name, v_name = (
+            f"{name}.copy" if name.endswith("_proj") else name for name in (q_name, k_name, v_name)
+        )
+        upcast = cfg.attn_upcast and a != 4  # q·kᵀ of fp32 copies of q and k (GPT-J)
+        score_a = 4 if upcast else a
+        saved.add(f"{p}.q_fp32" if upcast else q_name, n * cfg.q_dim * score_a)
+        k_kept = f"{p}.k_repeated" if groups > 1 else k_name
+        saved.add(f"{p}.k_fp32" if upcast else k_kept, n * cfg.kv_dim * groups * score_a)
         saved.add(f"{p}.v_repeated" if groups > 1 else v_name, kv_bytes * groups)
-        saved.add(f"{p}.probs", batch * cfg.n_heads * seq * seq * a)
+        # the softmax runs in fp32 and keeps its fp32 output; the product keeps them cast back
+        saved.add(f"{p}.probs_fp32", batch * cfg.n_heads * seq * seq * 4)
+        if a != 4:
+            saved.add(f"{p}.probs", batch * cfg.n_heads * seq * seq * a)
         if cfg.attn_softcap is not None:  # c·tanh(scores / c): tanh keeps its output
             saved.add(f"{p}.scores_tanh", batch * cfg.n_heads * seq * seq * a)
         if cfg.position != "alibi":
@@ -268,7 +323,10 @@ def block_backward_peak(
     # gelu_new's 0.5·x · (1 + tanh)) then makes two gradients from one; ReLU keeps its output
     # (it is its own saved tensor)
     two = cfg.is_glu or cfg.activation in ("relu", "gelu_new")
-    mlp = everything + (2 if two else 1) * n * cfg.d_ff * a
+    # gelu_recomputed's backward recomputes tanh: up to 5 n·f temporaries (model.transformer:
+    # GeluRecomputed) beside the incoming gradient, before the down projection's input goes
+    gradients = 6 if cfg.activation == "gelu_recomputed" else 2 if two else 1
+    mlp = everything + gradients * n * cfg.d_ff * a
     # the MLP was called last, so autograd runs its backward first, in parallel blocks too
     everything -= sum(v for k, v in saved.items() if k.startswith(MLP_STAGE))
     if impl == "eager":

@@ -116,7 +116,8 @@ def kv_variants(
             variants[kind] = None
             continue
         variant = with_kv_heads(cfg, n_kv)
-        components = param_formula(variant).components
+        # a fused qkv matrix's k and v rows count as the separate k and v projections do
+        components = param_formula(variant.replace(fused_qkv=False)).components
         variants[kind] = KVVariant(
             kind=kind,
             n_kv_heads=n_kv,

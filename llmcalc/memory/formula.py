@@ -92,7 +92,10 @@ def parameter_groups(cfg: ModelConfig) -> list[tuple[list[int], int]]:
     pre = cfg.norm_position in ("pre", "sandwich")
     out = cfg.norm_position in ("sandwich", "output")
     shared = cfg.block == "parallel_shared_norm"
-    attn = linear(d, cfg.q_dim, cfg.qkv_bias) + 2 * linear(d, cfg.kv_dim, cfg.qkv_bias)
+    if cfg.fused_qkv:
+        attn = linear(d, cfg.q_dim + 2 * cfg.kv_dim, cfg.qkv_bias)
+    else:
+        attn = linear(d, cfg.q_dim, cfg.qkv_bias) + 2 * linear(d, cfg.kv_dim, cfg.qkv_bias)
     attn += linear(cfg.q_dim, d, cfg.out_bias)
     if cfg.qk_norm == "per_head":  # one (heads, head_dim) weight each, no bias
         attn += [cfg.q_dim, cfg.kv_dim]
@@ -219,8 +222,12 @@ def training_memory(
     fp32_logits = n * vocab * 4 if a != 4 else 0  # cross-entropy runs in fp32
 
     loss = 4  # the fp32 loss itself
-    # forward's local variable holds the last hidden state; counted already where it is saved
-    unsaved_hidden = cfg.final_norm and cfg.norm == "rmsnorm" and a != 4
+    # forward's local variable holds the last hidden state; counted already where the final
+    # norm saves it, not where it saves a copy (RMSNorm or an fp32 LayerNorm in bf16) or only
+    # what it computes from it (an op-by-op LayerNorm)
+    ops = cfg.norm == "layernorm" and cfg.layernorm_compute == "ops"
+    fp32_copy = cfg.norm == "rmsnorm" or cfg.layernorm_compute == "fp32"
+    unsaved_hidden = cfg.final_norm and (ops or (fp32_copy and a != 4))
     hidden = n * d * a if unsaved_hidden else 0
     forward = _phase(
         "log-softmax",
@@ -347,9 +354,10 @@ def prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> tuple[i
 
 def block_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int:
     """A block's forward without autograd, in its MLP: input, mid-stream, norm output, and
-    the hidden tensors (three of n·f while a GLU multiplies, four inside gelu_new, else two)."""
+    the hidden tensors (three of n·f while a GLU multiplies, four inside gelu_new, five inside
+    gelu_recomputed, else two)."""
     n = batch * seq
-    hidden = 3 if cfg.is_glu else 4 if cfg.activation == "gelu_new" else 2
+    hidden = 3 if cfg.is_glu else {"gelu_new": 4, "gelu_recomputed": 5}.get(cfg.activation, 2)
     return 3 * n * cfg.d_model * a + hidden * n * cfg.d_ff * a
 
 

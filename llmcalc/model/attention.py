@@ -69,9 +69,12 @@ class Attention(nn.Module):
         # soft-capped scores need them spelled out: SDPA has no softcap (as in transformers)
         self.impl = "eager" if cfg.attn_softcap is not None else impl
         self.local = is_local(cfg, layer)
-        self.q_proj = Linear(cfg.d_model, cfg.q_dim, bias=cfg.qkv_bias)
-        self.k_proj = Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
-        self.v_proj = Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
+        if cfg.fused_qkv:  # one matrix, its output sliced into q, k and v (views)
+            self.qkv_proj = Linear(cfg.d_model, cfg.q_dim + 2 * cfg.kv_dim, bias=cfg.qkv_bias)
+        else:
+            self.q_proj = Linear(cfg.d_model, cfg.q_dim, bias=cfg.qkv_bias)
+            self.k_proj = Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
+            self.v_proj = Linear(cfg.d_model, cfg.kv_dim, bias=cfg.qkv_bias)
         self.o_proj = Linear(cfg.q_dim, cfg.d_model, bias=cfg.out_bias)
         if cfg.qk_norm == "head":  # one norm over head_dim, shared by all heads (Qwen3, Gemma 3)
             self.q_norm = make_norm(cfg, cfg.head_dim)
@@ -95,7 +98,10 @@ class Attention(nn.Module):
         cfg = self.cfg
         batch, seq, _ = x.shape
         start = cache.length if cache is not None else 0  # position of this chunk's first token
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if cfg.fused_qkv:
+            q, k, v = self.qkv_proj(x).split((cfg.q_dim, cfg.kv_dim, cfg.kv_dim), dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if cfg.qk_norm == "full":
             q, k = self.q_norm(q), self.k_norm(k)
         q = q.view(batch, seq, cfg.n_heads, cfg.head_dim)
@@ -107,14 +113,14 @@ class Attention(nn.Module):
         if cfg.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            q, k = apply_rope(q, *rope, cfg.rope_concat), apply_rope(k, *rope, cfg.rope_concat)
         first_key = 0  # position of the first key attended to
         if cache is not None:
             k, v, first_key = cache.update(self.layer, k, v)
 
         mask = self._mask(seq, start, first_key, q.dtype, q.device)
         if self.impl == "eager":
-            out = eager_attention(q, k, v, mask, self.scale, cfg.attn_softcap)
+            out = eager_attention(q, k, v, mask, self.scale, cfg.attn_softcap, cfg.attn_upcast)
         else:
             gqa = cfg.n_kv_heads != cfg.n_heads
             causal = mask is None and start == 0  # SDPA's own causal mask is exact then
@@ -153,13 +159,20 @@ def eager_attention(
     mask: torch.Tensor,
     scale: float | None = None,
     softcap: float | None = None,
+    upcast: bool = False,
 ) -> torch.Tensor:
     """softmax(q kᵀ / sqrt(head_dim) + mask) v (or q kᵀ · scale), spelled out: the (B, heads,
     T, T) scores and probabilities are real tensors, and GQA's shared k and v are copied to every
-    query head. With a softcap c the scores become c·tanh(scores / c) first (Gemma 2)."""
+    query head. With a softcap c the scores become c·tanh(scores / c) first (Gemma 2). The
+    softmax runs in fp32 and its probabilities return to q's dtype, as transformers' eager
+    attention writes it (eager_attention_forward in its Llama and every family since). With
+    `upcast`, q and k are cast to fp32 first and the scores are fp32 (GPT-J)."""
+    dtype = q.dtype
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    if upcast:
+        q, k = q.float(), k.float()
     if scale is None:
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
     else:
@@ -170,4 +183,4 @@ def eager_attention(
         scores = scores.masked_fill(~mask, float("-inf"))
     else:
         scores = scores + mask
-    return scores.softmax(dim=-1) @ v
+    return scores.softmax(dim=-1, dtype=torch.float32).to(dtype) @ v

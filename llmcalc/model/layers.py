@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from llmcalc.config.schema import ModelConfig
@@ -66,6 +67,39 @@ class OffsetRMSNorm(nn.Module):
         return (h * (1.0 + self.weight.float())).type_as(x)
 
 
+class Fp32LayerNorm(nn.LayerNorm):
+    """LayerNorm run on an fp32 copy of its input and cast back (transformers' OLMo): in bf16
+    its backward keeps the fp32 copy and fp32 statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        out = F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps)
+        return out.to(x.dtype)
+
+
+def ops_layer_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """LayerNorm over the last dimension written op by op in fp32, mean and variance apart, then
+    weighted in fp32 and cast back (transformers' CohereLayerNorm; the weight may broadcast over
+    more than the last dimension). Its backward keeps x − mean twice, the normalised rows and
+    1/std: three fp32 copies of x where torch's kernel keeps x."""
+    h = x.float()
+    mean = h.mean(-1, keepdim=True)
+    variance = (h - mean).pow(2).mean(-1, keepdim=True)
+    h = (h - mean) * torch.rsqrt(variance + eps)
+    if weight is not None:
+        h = weight.float() * h
+    return h.to(x.dtype)
+
+
+class OpsLayerNorm(nn.LayerNorm):
+    """LayerNorm as ops_layer_norm computes it (Cohere), with nn.LayerNorm's parameters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = ops_layer_norm(x, self.weight, self.eps)
+        return out if self.bias is None else out + self.bias.float().to(x.dtype)
+
+
 def make_norm(cfg: ModelConfig, size: int | None = None, affine: bool | None = None) -> nn.Module:
     """The config's norm over `size` features (d_model); without weight and bias where
     norm_affine is false (OLMo 1's LayerNorm), or where `affine` says so."""
@@ -77,23 +111,36 @@ def make_norm(cfg: ModelConfig, size: int | None = None, affine: bool | None = N
         return CastRMSNorm(size, cfg.norm_eps)
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(size, eps=cfg.norm_eps, elementwise_affine=affine)
-    return nn.LayerNorm(size, eps=cfg.norm_eps, elementwise_affine=affine, bias=cfg.norm_bias)
+    layer_norm = {"native": nn.LayerNorm, "fp32": Fp32LayerNorm, "ops": OpsLayerNorm}
+    cls = layer_norm[cfg.layernorm_compute]
+    return cls(size, eps=cfg.norm_eps, elementwise_affine=affine, bias=cfg.norm_bias)
 
 
 class PerHeadNorm(nn.Module):
     """A norm over head_dim with its own weight for each head, and no bias: a weight of shape
-    (heads, head_dim), on q or k laid out (B, T, heads, head_dim). StableLM's qk_layernorm (one
-    LayerNorm without bias per head) and Cohere's use_qk_norm (one bias-free LayerNorm weight of
-    that shape); with norm: rmsnorm, the RMSNorm of each head."""
+    (heads, head_dim), on q or k laid out (B, T, heads, head_dim). StableLM's qk_layernorm: one
+    LayerNorm without bias per head, each on its slice, joined by a cat. Cohere's use_qk_norm
+    (layernorm_compute: ops): one op-by-op LayerNorm whose weight has that shape. With norm:
+    rmsnorm, the RMSNorm of each head times the weight."""
 
     def __init__(self, cfg: ModelConfig, heads: int) -> None:
         super().__init__()
+        self.cfg = cfg
         self.norm = make_norm(cfg, cfg.head_dim, affine=False)
         self.weight = nn.Parameter(torch.empty(heads, cfg.head_dim))
         if not self.weight.is_meta:
             nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.norm == "layernorm" and cfg.layernorm_compute == "ops":
+            return ops_layer_norm(x, self.weight, cfg.norm_eps)
+        if cfg.norm == "layernorm" and cfg.layernorm_compute == "native":
+            heads = [
+                F.layer_norm(x[:, :, head], (cfg.head_dim,), self.weight[head], None, cfg.norm_eps)
+                for head in range(x.shape[2])
+            ]
+            return torch.stack(heads, dim=2)
         return self.norm(x) * self.weight
 
 
@@ -127,14 +174,17 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, concat: bool = False
+) -> torch.Tensor:
     """x·cos + rotate_half(x)·sin on x of shape (B, heads, T, head_dim), the leading
     rotary_dim features of each head (partial rotary: the rest pass through, joined back by a
     cat). Written as transformers writes it: the element-wise result keeps x's memory layout, so
     a (B, T, heads, head_dim) projection stays in that order through attention and the output's
-    transpose back is a view, not a copy."""
+    transpose back is a view, not a copy. With `concat` the result is joined by a cat even when
+    every feature rotates (transformers' Phi-3), which writes it head-major instead."""
     rotary = cos.shape[-1]
-    if rotary == x.shape[-1]:
+    if rotary == x.shape[-1] and not concat:
         return x * cos + rotate_half(x) * sin
     rotated = x[..., :rotary]
     return torch.cat((rotated * cos + rotate_half(rotated) * sin, x[..., rotary:]), dim=-1)

@@ -14,6 +14,7 @@ final_norm, lm_head.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,36 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
     )
 
 
-_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_new": gelu_new, "silu": F.silu}
+SQRT_2_OVER_PI = 0.79788456  # the rounded constants of Megatron-DeepSpeed's bias_gelu
+
+
+class GeluRecomputed(torch.autograd.Function):
+    """GELU's tanh approximation as BLOOM trained it (Megatron-DeepSpeed's bias_gelu, without the
+    bias; transformers' GeLUFunction): forward keeps only x, and backward recomputes the tanh
+    and writes the derivative out op by op,
+        d/dx = 0.5·x·(1 − tanh²)·(√(2/π) + 3·0.044715·√(2/π)·x²) + 0.5·(1 + tanh),
+    in the order below, so at most 5 tensors of x's size are alive beside the incoming one."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x * 0.5 * (1.0 + torch.tanh(SQRT_2_OVER_PI * x * (1 + 0.044715 * x * x)))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        tanh = torch.tanh(SQRT_2_OVER_PI * x * (1 + 0.044715 * x * x))
+        slope = 0.5 * x * ((1 - tanh * tanh) * (SQRT_2_OVER_PI + 0.1070322243 * x * x))
+        return (slope + 0.5 * (1 + tanh)) * grad
+
+
+_ACTIVATIONS = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_new": gelu_new,
+    "gelu_recomputed": GeluRecomputed.apply,
+    "silu": F.silu,
+}
 _GLU_GATES = {"swiglu": F.silu, "geglu": F.gelu, "reglu": F.relu}  # Shazeer 2020, GLU variants
 
 

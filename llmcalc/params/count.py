@@ -24,6 +24,7 @@ _COMPONENT_OF_MODULE = {
     "q_proj": "attn_q",
     "k_proj": "attn_k",
     "v_proj": "attn_v",
+    "qkv_proj": "attn_qkv",
     "o_proj": "attn_o",
     "gate_proj": "mlp",
     "up_proj": "mlp",

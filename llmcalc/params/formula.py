@@ -42,6 +42,7 @@ COMPONENTS = (
     "attn_q",
     "attn_k",
     "attn_v",
+    "attn_qkv",
     "attn_o",
     "mlp",
     "block_norms",
@@ -49,13 +50,13 @@ COMPONENTS = (
     "final_norm",
     "lm_head",
 )
-PER_LAYER = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp", "block_norms", "qk_norm")
+PER_LAYER = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp", "block_norms", "qk_norm")
 
 # The summary groups shown to users (and their keys in --json).
 GROUPS = {
     "token_embedding": ("token_embedding",),
     "position_embedding": ("position_embedding",),
-    "attention": ("attn_q", "attn_k", "attn_v", "attn_o"),
+    "attention": ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o"),
     "mlp": ("mlp",),
     "norms": ("embedding_norm", "block_norms", "qk_norm", "final_norm"),
     "lm_head": ("lm_head",),
@@ -124,13 +125,26 @@ def param_terms(cfg: ModelConfig) -> dict[str, Expr]:
         lm_head = s["V"] * d + s["V"] if cfg.lm_head_bias else s["V"] * d
 
     rows = grouped(s["P"] + s["o"]) if cfg.position_offset else s["P"]
+    q, k, v = (
+        _linear(d, q_width, cfg.qkv_bias),
+        _linear(d, kv_width, cfg.qkv_bias),
+        _linear(d, kv_width, cfg.qkv_bias),
+    )
+    # fused: one matrix of q + 2·kv rows, the same count as the three
+    qkv_rows = s["h"] * s["d_h"] + const(2) * s["h_kv"] * s["d_h"]
+    qkv = _linear(d, qkv_rows, cfg.qkv_bias)
+    if cfg.fused_qkv:
+        q = k = v = ZERO
+    else:
+        qkv = ZERO
     return {
         "token_embedding": s["V"] * d,
         "position_embedding": rows * d if cfg.position == "learned" else ZERO,
         "embedding_norm": _with_width(width, d) if cfg.embedding_norm else ZERO,
-        "attn_q": _linear(d, q_width, cfg.qkv_bias),
-        "attn_k": _linear(d, kv_width, cfg.qkv_bias),
-        "attn_v": _linear(d, kv_width, cfg.qkv_bias),
+        "attn_q": q,
+        "attn_k": k,
+        "attn_v": v,
+        "attn_qkv": qkv,
         "attn_o": _linear(q_width, d, cfg.out_bias),
         "mlp": mlp,
         "block_norms": block_norms,

@@ -31,6 +31,7 @@ COMPONENT_LABELS = {
     "attn_q": "q projection",
     "attn_k": "k projection",
     "attn_v": "v projection",
+    "attn_qkv": "qkv projection (fused)",
     "attn_o": "o projection",
     "mlp": "MLP",
     "block_norms": "block norms",

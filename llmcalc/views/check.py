@@ -38,7 +38,19 @@ _GRID_AXES: list[dict] = [
     {"qk_norm": "full"},
     {"qk_norm": "full", "norm": "layernorm", "n_kv_heads": 2},
     *[{"position": p} for p in ("learned", "sinusoidal", "alibi", "none")],
-    *[{"activation": a} for a in ("relu", "gelu", "gelu_new", "silu", "geglu", "reglu")],
+    *[
+        {"activation": a}
+        for a in ("relu", "gelu", "gelu_new", "gelu_recomputed", "silu", "geglu", "reglu")
+    ],
+    {"fused_qkv": True},  # GPT-2's c_attn: no rotation, q, k, v all slices
+    {"fused_qkv": True, "n_kv_heads": 2, "rope_fraction": 0.5},  # GPT-NeoX
+    {"fused_qkv": True, "n_kv_heads": 2, "rope_concat": True},  # Phi-3
+    {"fused_qkv": True, "qk_norm": "head", "qkv_bias": True},
+    {"norm": "layernorm", "layernorm_compute": "fp32", "norm_affine": False},  # OLMo 1
+    {"norm": "layernorm", "layernorm_compute": "fp32", "qk_norm": "head"},
+    {"norm": "layernorm", "layernorm_compute": "ops", "norm_bias": False},  # Cohere
+    {"norm": "layernorm", "layernorm_compute": "ops", "qk_norm": "per_head", "n_kv_heads": 2},
+    {"attn_upcast": True, "n_kv_heads": 2},  # GPT-J (in eager attention)
     {"n_kv_heads": 2},
     {"n_kv_heads": 1},
     {"n_kv_heads": 2, "sliding_window": 8},  # CHECK_SEQ 16: past the window
@@ -66,6 +78,7 @@ _GRID_AXES: list[dict] = [
     {"sliding_window": 8, "sliding_window_pattern": 2, "n_kv_heads": 2},
     {"sliding_window": 8, "attn_softcap": 30.0, "logit_softcap": 20.0},
     {"scale_embeddings": True, "norm_offset": True, "norm_position": "sandwich"},
+    {"norm_offset": True, "qk_norm": "head"},  # Gemma 3: its offset norm keeps q's layout
 ]
 
 

@@ -276,18 +276,24 @@ def check_training_memory(
     from llmcalc.memory.trace import trace_module_training, trace_training
     from llmcalc.memory.train_step import precision_dtype
 
+    ran = []  # the attention transformers runs: SDPA, or eager where the family has no SDPA
+
     def build() -> Any:
-        return build_hf_model(config, "sdpa", precision_dtype(precision)).train()
+        model = build_hf_model(config, "sdpa", precision_dtype(precision)).train()
+        ran.append(model.config._attn_implementation)
+        return model
 
     with one_sequence_per_row():
         traced = trace_module_training(
             build, cfg.vocab_size, batch, seq, precision, "adamw", loss_fn=hf_loss
         )
-    predicted = training_memory(cfg, batch, seq, precision, "adamw", "none", "sdpa")
-    ours = trace_training(cfg, batch, seq, precision, "adamw", "none", "sdpa").peak
+    impl = "eager" if ran[0] == "eager" else "sdpa"  # predicted for the attention it ran
+    predicted = training_memory(cfg, batch, seq, precision, "adamw", "none", impl)
+    ours = trace_training(cfg, batch, seq, precision, "adamw", "none", impl).peak
     saved = traced.saved - predicted.activations
     notes = [
-        f"training step (AdamW, SDPA), transformers' peak in {traced.peak_phase} (llmcalc's: "
+        f"training step (AdamW, {impl.upper() if impl == 'sdpa' else impl}), transformers' "
+        f"peak in {traced.peak_phase} (llmcalc's: "
         f"{predicted.peak_phase}); llmcalc's own trace "
         f"{ours:,} ({traced.peak - ours:+,} B to transformers'); saved for backward "
         f"{saved:+,} B ({saved / max(predicted.activations, 1):+.2%})",

@@ -43,25 +43,16 @@ def _gelu_fast(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int)
     )
 
 
-def _fused_qkv_view(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int) -> str | None:
-    if data.get("model_type") != "gpt_neox":
-        return None
-    return (
-        "GPT-NeoX projects q, k, v with one fused linear and v is a view of its output, so "
-        "backward keeps the whole q|k|v output (3·n·d per layer) where llmcalc's separate "
-        "v_proj keeps n·d (RoPE makes q and k new tensors, so only v holds it)"
-    )
-
-
 def _falcon_mqa(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int) -> str | None:
     if data.get("model_type") != "falcon" or data.get("new_decoder_architecture"):
         return None
     if cfg.n_kv_heads == cfg.n_heads:
         return None
     return (
-        "Falcon hands SDPA one key/value head for all query heads without enable_gqa, so "
-        "torch runs its math path and keeps the T×T probabilities per head (llmcalc's model "
-        "passes enable_gqa and keeps O(T) per head)"
+        "transformers' Falcon always materialises its causal mask (allow_is_causal_skip=False) "
+        "and hands SDPA one key/value head for all query heads without enable_gqa, so torch "
+        "runs its math path: it keeps the T×T probabilities and k and v repeated per head "
+        "(llmcalc's model passes is_causal and enable_gqa and keeps O(T) per head)"
     )
 
 
@@ -84,7 +75,6 @@ def _window_mask(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: in
 CAUSES: list[Callable[[dict[str, Any], ModelConfig, str, int], str | None]] = [
     _dropout,
     _gelu_fast,
-    _fused_qkv_view,
     _falcon_mqa,
     _window_mask,
 ]

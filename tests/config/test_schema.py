@@ -65,7 +65,7 @@ def test_round_trip_through_dict():
         ),
         (
             tiny(activation="tanh"),
-            "allowed values are relu, gelu, gelu_new, silu, swiglu, geglu, reglu",
+            "allowed values are relu, gelu, gelu_new, gelu_recomputed, silu, swiglu, geglu, reglu",
         ),
         (tiny(norm_position=3), "expected one of pre, post, sandwich, output"),
         (tiny(norm_eps=0), "'norm_eps' = 0.0: must be a positive finite number"),
@@ -107,8 +107,11 @@ def test_defaults_that_have_no_effect_are_no_conflict_and_leave_to_dict():
         "norm_bias": "norm",
         "rope_theta": "position",
         "rope_fraction": "position",
+        "layernorm_compute": "norm",
     }
-    assert not {"rope_theta", "rope_fraction", "norm_bias"} & set(cfg.to_dict())
+    assert not {"rope_theta", "rope_fraction", "norm_bias", "layernorm_compute"} & set(
+        cfg.to_dict()
+    )
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     # replace() states only its changes: the old rope_theta is no conflict under `learned`
     rope = ModelConfig.from_dict(tiny(rope_theta=5e5))

@@ -30,6 +30,7 @@ FAMILIES = {
             SMALL,
             norm="layernorm",
             norm_bias=False,
+            layernorm_compute="ops",
             block="parallel_shared_norm",
             qk_norm="per_head",
             logit_scale=0.0625,

@@ -105,42 +105,17 @@ BATCH, SEQ = 2, 128
 
 # Training peaks that miss 0.5 %, measured at BATCH x SEQ, with what transformers' model keeps
 # that llmcalc's does not (found tensor by tensor; the check's note prints the same cause).
-MEMORY_GAPS = {
-    ("gpt_neox", "fp32"): "+2.24 %: GPT-NeoX's fused query_key_value; v is a view of it, so "
-    "backward keeps the whole q|k|v output (3·n·d per layer, llmcalc n·d). Mixed passes: its "
-    "peak is the optimizer step, where activations are gone",
-    ("falcon", "fp32"): "+5.04 %: Falcon hands SDPA 1 key/value head for 4 query heads "
-    "without enable_gqa; torch's math path keeps the T×T probabilities",
-    ("falcon", "mixed"): "+6.08 %: as fp32 (SDPA's math path keeps the T×T probabilities)",
-}
-# Measured for the families of issue 12's second half; the likely cause is named, but unlike the
-# gaps above it is not yet confirmed tensor by tensor (open work, docs/parity.md).
-UNCONFIRMED = "likely cause, not yet confirmed tensor by tensor: "
-MEMORY_GAPS.update(
-    {
-        ("phi3", "fp32"): "+2.76 %; " + UNCONFIRMED + "the fused qkv_proj and gate_up_proj, whose "
-        "slices are views, so backward keeps the whole fused outputs",
-        ("phi3", "mixed"): "+1.38 %; " + UNCONFIRMED + "as fp32 (fused projections)",
-        ("olmo", "mixed"): "+1.33 %; " + UNCONFIRMED + "OlmoLayerNorm runs in fp32 on an fp32 copy",
-        ("cohere", "fp32"): "+5.79 %; " + UNCONFIRMED + "CohereLayerNorm computes mean and "
-        "variance op by op, and the per-head q/k norms keep their own copies",
-        ("cohere", "mixed"): "+9.05 %; " + UNCONFIRMED + "as fp32, its norms in fp32",
-        ("stablelm", "fp32"): "-1.37 %; " + UNCONFIRMED + "its per-head LayerNorms are one "
-        "module per head over slices, which keep less than one norm over (heads, head_dim)",
-        ("stablelm", "mixed"): "-0.70 %; " + UNCONFIRMED + "as fp32 (per-head norms)",
-        ("gptj", "fp32"): "+1.29 %; " + UNCONFIRMED + "transformers runs GPT-J eagerly only, with "
-        "fp32 scores and its interleaved rotary",
-        ("gptj", "mixed"): "+3.85 %; " + UNCONFIRMED + "as fp32 (eager attention, fp32 scores)",
-        ("bloom", "fp32"): "+4.39 %; " + UNCONFIRMED + "BLOOM's eager baddbmm with the ALiBi "
-        "bias keeps the T×T scores beside the probabilities",
-        ("bloom", "mixed"): "-0.62 %; " + UNCONFIRMED + "its softmax in fp32, cast back",
-        ("gemma2", "mixed"): "+2.24 %; " + UNCONFIRMED + "eager attention's softmax in fp32 keeps "
-        "fp32 probabilities",
-        ("gemma3_text", "fp32"): "-1.01 %; " + UNCONFIRMED + "transformers' sliding mask and "
-        "Gemma's q/k norms in fp32",
-        ("gemma3_text", "mixed"): "-0.51 %; " + UNCONFIRMED + "as fp32",
-    }
+FALCON_MATH_PATH = (
+    "transformers' Falcon always materialises its causal mask (allow_is_causal_skip=False) and "
+    "hands SDPA 1 key/value head for 4 query heads without enable_gqa, so torch takes the math "
+    "path, which keeps the T×T probabilities and head-expanded k and v; llmcalc predicts the "
+    "fused kernel that causal attention with no materialised mask runs, as transformers' other "
+    "families do"
 )
+MEMORY_GAPS = {
+    ("falcon", "fp32"): "+3.17 %: " + FALCON_MATH_PATH,
+    ("falcon", "mixed"): "+5.14 %: " + FALCON_MATH_PATH,
+}
 
 
 @pytest.fixture(scope="module")
