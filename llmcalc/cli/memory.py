@@ -43,7 +43,10 @@ def memory(
         str, typer.Option("--checkpointing", help="Activation checkpointing: none, full.")
     ] = "none",
     attention: Annotated[
-        str, typer.Option("--attention", help="sdpa (fused, O(T)) or eager (T×T scores).")
+        str,
+        typer.Option(
+            "--attention", help="sdpa (fused, O(T)), eager (T×T scores) or math (SDPA's math path)."
+        ),
     ] = "sdpa",
     dtype: Annotated[
         str | None,

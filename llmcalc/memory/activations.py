@@ -145,9 +145,9 @@ def _attention(
         head_major = head_major or cfg.rotary_dim < cfg.head_dim or cfg.rope_concat
     v_name = f"{p}.v_proj"
     groups = cfg.n_heads // cfg.n_kv_heads
-    if impl == "sdpa" and cfg.position == "alibi":
-        # An additive bias sends torch's CPU SDPA to its math path, which works in fp32 and
-        # keeps scaled copies of q, k, v (k and v repeated per query head) and the T x T
+    if impl == "math" or (impl == "sdpa" and cfg.position == "alibi"):
+        # SDPA's math path (taken for an additive bias on the CPU, or asked for) works in fp32
+        # and keeps scaled copies of q, k, v (k and v repeated per query head) and the T x T
         # probabilities, like eager attention.
         saved.add(f"{p}.q_scaled", n * cfg.q_dim * 4)
         saved.add(f"{p}.k_scaled", n * cfg.q_dim * 4)

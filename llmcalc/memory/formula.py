@@ -17,7 +17,9 @@ from llmcalc.params.formula import param_formula
 PRECISIONS = ("fp32", "bf16", "mixed")
 OPTIMIZERS = ("adamw", "sgd", "sgd-momentum")
 CHECKPOINTING = ("none", "full")
-ATTENTION_IMPLS = ("sdpa", "eager")
+# sdpa: torch's fused kernel; eager: written out; math: SDPA's math path (the scores and
+# probabilities materialised), what torch runs when no fused kernel takes the call
+ATTENTION_IMPLS = ("sdpa", "eager", "math")
 CATEGORIES = ("weights", "gradients", "optimizer", "activations", "other")  # of training memory
 
 

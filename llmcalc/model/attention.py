@@ -61,7 +61,9 @@ class Attention(nn.Module):
     (MHA when equal, MQA at 1, GQA between) and an explicit head_dim.
 
     impl 'sdpa' calls torch's fused scaled_dot_product_attention (it keeps O(T) per head for the
-    backward pass); 'eager' spells the same maths out and materialises the T x T scores."""
+    backward pass); 'eager' spells the same maths out and materialises the T x T scores; 'math'
+    runs SDPA's math path, which torch takes when no fused kernel accepts the call (transformers'
+    Falcon: a materialised mask and one key/value head broadcast to every query head)."""
 
     def __init__(self, cfg: ModelConfig, layer: int = 0, impl: str = "sdpa") -> None:
         super().__init__()
@@ -119,11 +121,15 @@ class Attention(nn.Module):
             k, v, first_key = cache.update(self.layer, k, v)
 
         mask = self._mask(seq, start, first_key, q.dtype, q.device)
-        if self.impl == "eager":
+        gqa = cfg.n_kv_heads != cfg.n_heads
+        causal = mask is None and start == 0  # SDPA's own causal mask is exact then
+        if self.impl == "math":  # SDPA's math path, taken explicitly (see memory/activations.py)
+            out = torch.ops.aten._scaled_dot_product_attention_math(
+                q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale, enable_gqa=gqa
+            )[0]
+        elif self.impl == "eager":
             out = eager_attention(q, k, v, mask, self.scale, cfg.attn_softcap, cfg.attn_upcast)
         else:
-            gqa = cfg.n_kv_heads != cfg.n_heads
-            causal = mask is None and start == 0  # SDPA's own causal mask is exact then
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa, scale=self.scale
             )

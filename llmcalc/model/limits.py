@@ -63,7 +63,7 @@ def step_tensors(
         "the causal mask": ("seq × seq", seq * seq, 4 if cfg.position == "alibi" else 1),
         "the KV cache of a layer": ("batch × seq × n_kv_heads·head_dim", n * cfg.kv_dim, 4),
     }
-    if attention == "eager" or cfg.position == "alibi":
+    if attention in ("eager", "math") or cfg.position == "alibi":
         tensors["the causal mask"] = ("n_heads × seq × seq", cfg.n_heads * seq * seq, 4)
     if cfg.position == "sinusoidal":
         tensors["the position table"] = ("seq × d_model", seq * cfg.d_model, 4)

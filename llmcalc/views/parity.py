@@ -269,6 +269,20 @@ def hf_loss(model: Any, tokens: Any, targets: Any) -> Any:
     return model(input_ids=tokens, labels=tokens, use_cache=False).loss
 
 
+def transformers_attention(cfg: ModelConfig, config: Any, implementation: str) -> str:
+    """The attention transformers' model runs, as llmcalc's `--attention` names it: eager where
+    the family has no SDPA path; SDPA's math path for Falcon with fewer key/value heads than
+    query heads (the old architecture: it always materialises its mask and broadcasts its one
+    key/value head without enable_gqa, which no fused kernel takes: modeling_falcon.py); else
+    the fused SDPA."""
+    if implementation == "eager":
+        return "eager"
+    old_falcon = config.model_type == "falcon" and not config.new_decoder_architecture
+    if old_falcon and cfg.n_kv_heads != cfg.n_heads:
+        return "math"
+    return "sdpa"
+
+
 def check_training_memory(
     config: Any, cfg: ModelConfig, precision: str, batch: int, seq: int, causes: list[str]
 ) -> ParityCheck:
@@ -287,7 +301,7 @@ def check_training_memory(
         traced = trace_module_training(
             build, cfg.vocab_size, batch, seq, precision, "adamw", loss_fn=hf_loss
         )
-    impl = "eager" if ran[0] == "eager" else "sdpa"  # predicted for the attention it ran
+    impl = transformers_attention(cfg, config, ran[0])  # predicted for the attention it runs
     predicted = training_memory(cfg, batch, seq, precision, "adamw", "none", impl)
     ours = trace_training(cfg, batch, seq, precision, "adamw", "none", impl).peak
     saved = traced.saved - predicted.activations

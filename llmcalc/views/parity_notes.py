@@ -51,8 +51,8 @@ def _falcon_mqa(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int
     return (
         "transformers' Falcon always materialises its causal mask (allow_is_causal_skip=False) "
         "and hands SDPA one key/value head for all query heads without enable_gqa, so torch "
-        "runs its math path: it keeps the T×T probabilities and k and v repeated per head "
-        "(llmcalc's model passes is_causal and enable_gqa and keeps O(T) per head)"
+        "runs its math path, which keeps the T×T probabilities: predicted with --attention "
+        "math (the fused kernel, --attention sdpa, keeps O(T) per head)"
     )
 
 

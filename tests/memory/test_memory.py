@@ -131,7 +131,8 @@ def _saved_by_formula(cfg, batch, seq, a, impl):
 
 @pytest.mark.parametrize("cfg", GRID, ids=[c.name for c in GRID])
 def test_saved_activations_equal_the_trace_exactly(cfg):
-    for precision, impl in (("fp32", "sdpa"), ("bf16", "sdpa"), ("fp32", "eager")):
+    cases = (("fp32", "sdpa"), ("bf16", "sdpa"), ("fp32", "eager"), ("bf16", "math"))
+    for precision, impl in cases:
         a = 4 if precision == "fp32" else 2
         traced = trace_training(cfg, 2, 16, precision=precision, attention=impl)
         assert _saved_by_formula(cfg, 2, 16, a, impl) == traced.saved, (precision, impl)

@@ -103,19 +103,9 @@ MODEL_TYPES = {
 }
 BATCH, SEQ = 2, 128
 
-# Training peaks that miss 0.5 %, measured at BATCH x SEQ, with what transformers' model keeps
-# that llmcalc's does not (found tensor by tensor; the check's note prints the same cause).
-FALCON_MATH_PATH = (
-    "transformers' Falcon always materialises its causal mask (allow_is_causal_skip=False) and "
-    "hands SDPA 1 key/value head for 4 query heads without enable_gqa, so torch takes the math "
-    "path, which keeps the T×T probabilities and head-expanded k and v; llmcalc predicts the "
-    "fused kernel that causal attention with no materialised mask runs, as transformers' other "
-    "families do"
-)
-MEMORY_GAPS = {
-    ("falcon", "fp32"): "+3.17 %: " + FALCON_MATH_PATH,
-    ("falcon", "mixed"): "+5.14 %: " + FALCON_MATH_PATH,
-}
+# Training peaks that miss 0.5 % (model_type, precision) -> measured gap and cause: none today
+# (docs/parity.md keeps the history of the gaps found and closed).
+MEMORY_GAPS: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="module")
