@@ -107,10 +107,10 @@ def attention_impl(cfg: ModelConfig, impl: str) -> str:
 def _attention(
     saved: Saved, cfg: ModelConfig, p: str, batch: int, seq: int, a: int, impl: str, local: bool
 ) -> None:
-    """Inside attention: the q/k/v projections' input is kept by the caller. A local layer
-    whose window bites (seq > W) is masked explicitly."""
+    """Inside attention: the q/k/v projections' input is kept by the caller. A local layer with
+    W keys or more (seq ≥ W) is masked explicitly."""
     n = batch * seq
-    windowed = local and seq > cfg.sliding_window
+    windowed = local and seq >= cfg.sliding_window  # masked from T = W on (model/attention.py)
     q_bytes, kv_bytes = n * cfg.q_dim * a, n * cfg.kv_dim * a
     q_name, k_name = f"{p}.q_proj", f"{p}.k_proj"
     if cfg.fused_qkv:  # q, k and v are slices of one output: keeping any slice keeps all of it
@@ -177,14 +177,17 @@ def _attention(
             saved.add(f"{p}.causal_mask", seq * seq)  # bool (with the window, when local)
         saved.add(f"{p}.out_copy", q_bytes)  # (B, H, T, d_h) -> (B, T, H·d_h)
         return
-    # fused SDPA keeps q, k, v, its output and the fp32 log-sum-exp: O(T) per head
+    # fused SDPA keeps q, k, v, its output and the fp32 log-sum-exp: O(T) per head; with a mask
+    # (a window that bites) k and v repeated per query head, as transformers hands them
+    if windowed and groups > 1:
+        k_name, v_name, kv_bytes = f"{p}.k_repeated", f"{p}.v_repeated", kv_bytes * groups
     saved.add(q_name, q_bytes)
     saved.add(k_name, kv_bytes)
     saved.add(v_name, kv_bytes)
     saved.add(f"{p}.out", q_bytes)
     saved.add(f"{p}.logsumexp", batch * cfg.n_heads * seq * 4)
-    if windowed:  # the boolean window mask, turned by SDPA into an additive one in q's dtype
-        saved.add(f"{p}.window_mask", seq * seq * a)
+    if windowed:  # the (B, 1, T, T) window mask, turned by SDPA into an additive one in q's dtype
+        saved.add(f"{p}.window_mask", batch * seq * seq * a)
     if head_major:
         saved.add(f"{p}.out_copy", q_bytes)
 

@@ -130,6 +130,14 @@ class Attention(nn.Module):
         elif self.impl == "eager":
             out = eager_attention(q, k, v, mask, self.scale, cfg.attn_softcap, cfg.attn_upcast)
         else:
+            if mask is not None and mask.dtype == torch.bool:
+                # as transformers hands it a mask: one per sequence, (B, 1, T, keys), and k and v
+                # repeated for every query head (it uses enable_gqa only without a mask)
+                mask = mask.expand(batch, 1, *mask.shape)
+                if gqa:
+                    groups = cfg.n_heads // cfg.n_kv_heads
+                    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+                    gqa = False
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa, scale=self.scale
             )
@@ -143,7 +151,8 @@ class Attention(nn.Module):
         position 0 within the window, or one decode query seeing all its keys); a boolean mask
         (True = attend) or, for ALiBi, an additive bias otherwise."""
         cfg, alibi = self.cfg, self.cfg.position == "alibi"
-        window_bites = self.local and start + seq - first_key > cfg.sliding_window
+        # from W keys on, as transformers (it skips the mask only below the window's size)
+        window_bites = self.local and start + seq - first_key >= cfg.sliding_window
         if not alibi and self.impl == "sdpa" and not window_bites and (start == 0 or seq == 1):
             return None
         query_pos = torch.arange(start, start + seq, device=device).view(-1, 1)

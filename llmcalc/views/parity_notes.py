@@ -56,27 +56,10 @@ def _falcon_mqa(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int
     )
 
 
-def _window_mask(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int) -> str | None:
-    if cfg.sliding_window is None or seq < cfg.sliding_window:
-        return None
-    repeat = (
-        " and, a mask given, repeats k and v for every query head (SDPA's enable_gqa is used "
-        "only without one): +2·n·(h − h_kv)·d_h·a per layer"
-        if cfg.n_kv_heads != cfg.n_heads
-        else ""
-    )
-    return (
-        "from T = W on, transformers hands SDPA one (B, 1, T, T) sliding-window mask, which "
-        "torch's CPU kernel keeps per layer as a float mask (llmcalc's model: none at T = W, "
-        f"(T, T) past it: +(B − 1)·T²·a per layer or more){repeat}"
-    )
-
-
 CAUSES: list[Callable[[dict[str, Any], ModelConfig, str, int], str | None]] = [
     _dropout,
     _gelu_fast,
     _falcon_mqa,
-    _window_mask,
 ]
 
 
