@@ -334,6 +334,8 @@ def block_backward_peak(
     everything -= sum(v for k, v in saved.items() if k.startswith(MLP_STAGE))
     if impl == "eager":
         in_flight = 2 * batch * cfg.n_heads * seq * seq * a
+    elif impl == "math" or cfg.position == "alibi":  # SDPA's math path: its T×T gradients, fp32
+        in_flight = 2 * batch * cfg.n_heads * seq * seq * 4
     else:
         in_flight = 2 * n * (cfg.q_dim + cfg.kv_dim) * a
     return stream + max(mlp, everything + in_flight)
