@@ -135,8 +135,7 @@ class Attention(nn.Module):
                 # repeated for every query head (it uses enable_gqa only without a mask)
                 mask = mask.expand(batch, 1, *mask.shape)
                 if gqa:
-                    groups = cfg.n_heads // cfg.n_kv_heads
-                    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+                    k, v = repeat_kv(k, v, cfg.n_heads // cfg.n_kv_heads)
                     gqa = False
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa, scale=self.scale
@@ -167,6 +166,13 @@ class Attention(nn.Module):
         return bias.masked_fill(~allowed, float("-inf"))
 
 
+def repeat_kv(k: torch.Tensor, v: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """GQA's shared key/value heads copied to each of their `groups` query heads (new tensors)."""
+    if groups == 1:
+        return k, v
+    return k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+
+
 def eager_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -183,9 +189,7 @@ def eager_attention(
     attention writes it (eager_attention_forward in its Llama and every family since). With
     `upcast`, q and k are cast to fp32 first and the scores are fp32 (GPT-J)."""
     dtype = q.dtype
-    groups = q.shape[1] // k.shape[1]
-    if groups > 1:
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    k, v = repeat_kv(k, v, q.shape[1] // k.shape[1])
     if upcast:
         q, k = q.float(), k.float()
     if scale is None:

@@ -271,16 +271,13 @@ def hf_loss(model: Any, tokens: Any, targets: Any) -> Any:
 
 def transformers_attention(cfg: ModelConfig, config: Any, implementation: str) -> str:
     """The attention transformers' model runs, as llmcalc's `--attention` names it: eager where
-    the family has no SDPA path; SDPA's math path for Falcon with fewer key/value heads than
-    query heads (the old architecture: it always materialises its mask and broadcasts its one
-    key/value head without enable_gqa, which no fused kernel takes: modeling_falcon.py); else
-    the fused SDPA."""
+    the family has no SDPA path; SDPA's math path where torch falls back to it (parity_notes:
+    takes_math_path); else the fused SDPA."""
+    from llmcalc.views.parity_notes import takes_math_path
+
     if implementation == "eager":
         return "eager"
-    old_falcon = config.model_type == "falcon" and not config.new_decoder_architecture
-    if old_falcon and cfg.n_kv_heads != cfg.n_heads:
-        return "math"
-    return "sdpa"
+    return "math" if takes_math_path(config.to_dict(), cfg) else "sdpa"
 
 
 def check_training_memory(

@@ -43,10 +43,16 @@ def _gelu_fast(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int)
     )
 
 
+def takes_math_path(data: dict[str, Any], cfg: ModelConfig) -> bool:
+    """transformers' Falcon of the old architecture with fewer key/value heads than query heads:
+    it always materialises its mask and broadcasts the key/value head without enable_gqa, which
+    no fused SDPA kernel takes (modeling_falcon.py), so torch runs its math path."""
+    falcon = data.get("model_type") == "falcon" and not data.get("new_decoder_architecture")
+    return falcon and cfg.n_kv_heads != cfg.n_heads
+
+
 def _falcon_mqa(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int) -> str | None:
-    if data.get("model_type") != "falcon" or data.get("new_decoder_architecture"):
-        return None
-    if cfg.n_kv_heads == cfg.n_heads:
+    if not takes_math_path(data, cfg):
         return None
     return (
         "transformers' Falcon always materialises its causal mask (allow_is_causal_skip=False) "
