@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmcalc.config.conflicts import CONFLICTS, check_conflicts
 from llmcalc.config.dtypes import DTYPE_BYTES
+from llmcalc.config.experts import ROUTER_SCORES, check_experts, check_latent
+from llmcalc.config.field_types import check_type, likeness
 from llmcalc.config.sizes import (
     MAX_SIZE,
     check_positive_number,
@@ -49,6 +50,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "norm_cast": NORM_CASTS,
     "layernorm_compute": LAYERNORM_COMPUTES,
     "position": POSITIONS,
+    "router_score": ROUTER_SCORES,
     "dtype": tuple(DTYPE_BYTES),  # or null: none given
 }
 
@@ -128,6 +130,31 @@ class ModelConfig:
     attention_multiplier: float | None = None  # the score scale in place of 1/sqrt(head_dim)
     logit_scale: float | None = None  # the logits times this (Cohere; Granite 1/logits_scaling)
 
+    # --- mixture of experts (config/experts.py); n_experts 0: every layer dense -----------------
+    n_experts: int = 0  # routed experts in each MoE layer
+    experts_per_token: int | None = None  # top-k: routed experts per token
+    n_shared_experts: int = 0  # experts every token passes (DeepSeek, Qwen2-MoE, Llama 4)
+    d_ff_expert: int | None = None  # a routed expert's hidden size; None -> d_ff
+    d_ff_shared: int | None = None  # the shared experts' hidden size; None -> n_shared · d_ff_expert
+    shared_expert_gate: bool = False  # sigmoid(x·w) scales the shared experts (Qwen2-MoE)
+    first_dense_layers: int = 0  # the first k layers dense (DeepSeek's first_k_dense_replace)
+    moe_every: int = 1  # layer i is MoE when (i + 1) % moe_every == 0 (Qwen, Llama 4)
+    moe_layers: list[int] | None = None  # or the MoE layers' indices
+    router_score: str = "softmax"  # softmax | sigmoid, over all experts or the top-k (topk_*)
+    normalize_topk: bool = False  # the top-k weights divided by their sum
+    routed_scaling: float | None = None  # the routed experts' weights × this (DeepSeek)
+    router_bias: bool = False
+    expert_bias: bool = False  # biases on every expert's matrices (gpt-oss)
+    score_correction_bias: bool = False  # DeepSeek-V3's selection bias: a buffer, as transformers
+
+    # --- multi-head latent attention (DeepSeek-V2/V3; config/experts.py): kv_lora_rank = MLA ----
+    q_lora_rank: int | None = None  # None: one q projection; else q through a normed rank-r latent
+    kv_lora_rank: int | None = None  # the cached latent: keys and values decompressed from it
+    qk_nope_head_dim: int | None = None  # per-head q, k features without RoPE
+    qk_rope_head_dim: int | None = None  # per-head q features with RoPE; k's are one shared head
+    v_head_dim: int | None = None
+    attention_sinks: bool = False  # a learned logit per head joins each softmax (gpt-oss)
+
     # --- the published weights -----------------------------------------------------------------
     dtype: str | None = None  # fp32, bf16, fp16 (config.json torch_dtype): memory's --dtype default
 
@@ -154,11 +181,13 @@ class ModelConfig:
         for key, value in data.items():
             if key not in names:
                 near = difflib.get_close_matches(str(key)[:100], names, n=3, cutoff=0.5)
-                if near and _likeness(str(key), near[0]) >= 0.85:  # one clear match: only it
+                if near and likeness(str(key), near[0]) >= 0.85:  # one clear match: only it
                     near = near[:1]
                 hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
                 raise LLMCalcError(f"{origin}: unknown field {quote(key)}{hint}")
-            values[key] = _check_type(origin, key, value, types[key])
+            values[key] = check_type(
+                origin, key, value, types[key], ENUMS.get(key), key in _OPTIONAL
+            )
         for required in ("vocab_size", "d_model", "n_layers", "n_heads"):
             if required not in values:
                 raise LLMCalcError(f"{origin}: missing required field {required!r}")
@@ -197,13 +226,14 @@ class ModelConfig:
                 "norm_affine = false leaves none: use qk_norm 'head'"
             )
 
+        latent_head_dim = check_latent(self)
         n_kv = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
         if self.n_heads % n_kv:
             raise LLMCalcError(
                 f"{where}: field 'n_kv_heads' = {n_kv} must divide n_heads = {self.n_heads} "
                 f"(1 = MQA, n_heads = MHA, a divisor in between = GQA)"
             )
-        head_dim = self.head_dim
+        head_dim = self.head_dim if latent_head_dim is None else latent_head_dim
         if head_dim is None:
             if self.d_model % self.n_heads:
                 raise LLMCalcError(
@@ -212,14 +242,15 @@ class ModelConfig:
                 )
             head_dim = self.d_model // self.n_heads
 
-        if self.position == "rope" and head_dim % 2:
+        if self.position == "rope" and head_dim % 2 and latent_head_dim is None:
             raise LLMCalcError(
                 f"{where}: position 'rope' needs an even head_dim (features rotate in pairs); "
                 f"head_dim = {head_dim}"
             )
         rotary = scaled(head_dim, self.rope_fraction)
         fraction_ok = 0 < self.rope_fraction <= 1
-        if not fraction_ok or (self.position == "rope" and (rotary % 2 or rotary == 0)):
+        rotary_bad = self.position == "rope" and (rotary % 2 or rotary == 0)
+        if not fraction_ok or (rotary_bad and latent_head_dim is None):
             raise LLMCalcError(
                 f"{where}: field 'rope_fraction' = {self.rope_fraction!r}: must be in (0, 1] and "
                 f"rotate an even, non-zero number of the {head_dim} head features "
@@ -245,6 +276,9 @@ class ModelConfig:
                 f"{where}: d_ff derived by {how} = {quote(d_ff)}: must be in 1 .. 10**30"
             )
         object.__setattr__(self, "d_ff", d_ff)
+        d_ff_expert, d_ff_shared = check_experts(self)
+        object.__setattr__(self, "d_ff_expert", d_ff_expert)
+        object.__setattr__(self, "d_ff_shared", d_ff_shared)
         for part in ("qkv_bias", "out_bias", "mlp_bias"):
             if getattr(self, part) is None:
                 object.__setattr__(self, part, self.bias)
@@ -277,7 +311,10 @@ class ModelConfig:
 
     @property
     def rotary_dim(self) -> int:
-        """Head features that RoPE rotates (all of them unless rope_fraction < 1)."""
+        """Head features that RoPE rotates (all of them unless rope_fraction < 1; with latent
+        attention the qk_rope_head_dim part)."""
+        if self.qk_rope_head_dim is not None:
+            return self.qk_rope_head_dim
         return scaled(self.head_dim, self.rope_fraction)
 
     @property
@@ -353,46 +390,9 @@ DERIVED = {
     "qkv_bias": "bias",
     "out_bias": "bias",
     "mlp_bias": "bias",
+    "d_ff_expert": "d_ff",
+    "d_ff_shared": "n_shared_experts · d_ff_expert",
 }
-
-
-_YAML_EXPONENT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
-
-
-def _likeness(a: str, b: str) -> float:
-    return difflib.SequenceMatcher(None, a, b).ratio()
-
-
-def _check_type(where: str, name: str, value: Any, kind: str) -> Any:
-    """The value if it is of the field's kind (ints are accepted for floats), else an error."""
-    if value is None and name in _OPTIONAL:
-        return None
-    if kind == "float" and isinstance(value, str) and _YAML_EXPONENT.fullmatch(value):
-        value = float(value)  # YAML 1.1 reads 1e-5 (an exponent, no dot) as a string
-    integer = isinstance(value, int) and not isinstance(value, bool)
-    ok = {
-        "int": integer,
-        "list[int]": isinstance(value, list)
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
-        "float": isinstance(value, int | float) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-    }[kind]
-    if not ok:
-        expected = {
-            "int": "an integer",
-            "list[int]": "a list of integers",
-            "float": "a number",
-            "bool": "true or false",
-        }.get(kind, "a string")
-        if name in ENUMS:
-            expected = f"one of {', '.join(ENUMS[name])}"
-        raise LLMCalcError(
-            f"{where}: field {name!r} = {quote(value)} ({type(value).__name__}): expected {expected}"
-        )
-    if kind == "float" and isinstance(value, int) and abs(value) > 2**1023:
-        raise LLMCalcError(f"{where}: field {name!r} = {quote(value)}: must be a finite number")
-    return float(value) if kind == "float" else value
 
 
 _OPTIONAL = {

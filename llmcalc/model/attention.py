@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmcalc.config.schema import ModelConfig
+from llmcalc.config.experts import cached_sizes
 from llmcalc.config.window import cached_positions, is_local
 from llmcalc.model.layers import Linear, PerHeadNorm, alibi_slopes, apply_rope, make_norm
 
@@ -20,7 +21,10 @@ class KVCache:
     every position; a local layer (sliding window W) the last W − 1, as transformers' sliding
     cache does: all the next token needs beside its own. Its bytes are exactly
     2 · batch · n_kv_heads · head_dim · element size · Σ positions held
-    (memory/formula.py: kv_cache_bytes): with GQA or MQA only the n_kv_heads shared heads."""
+    (memory/formula.py: kv_cache_bytes): with GQA or MQA only the n_kv_heads shared heads. With
+    latent attention it holds what DeepSeek's inference code and transformers 5 hold: the
+    normed latent (kv_lora_rank) as the "key" and the one shared RoPE key head
+    (qk_rope_head_dim) as the "value", per position."""
 
     def __init__(
         self, cfg: ModelConfig, batch: int, max_len: int, device: str, dtype: torch.dtype
@@ -28,9 +32,15 @@ class KVCache:
         self.sizes = [
             cached_positions(cfg, is_local(cfg, layer), max_len) for layer in range(cfg.n_layers)
         ]
-        shapes = [(batch, cfg.n_kv_heads, size, cfg.head_dim) for size in self.sizes]
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for shape in shapes]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for shape in shapes]
+        heads, key_dim, value_dim = cached_sizes(cfg)
+        self.keys = [
+            torch.zeros((batch, heads, size, key_dim), device=device, dtype=dtype)
+            for size in self.sizes
+        ]
+        self.values = [
+            torch.zeros((batch, heads, size, value_dim), device=device, dtype=dtype)
+            for size in self.sizes
+        ]
         self.length = 0  # tokens already stored; the next token's position
 
     def update(
@@ -67,10 +77,7 @@ class Attention(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer: int = 0, impl: str = "sdpa") -> None:
         super().__init__()
-        self.cfg, self.layer = cfg, layer
-        # soft-capped scores need them spelled out: SDPA has no softcap (as in transformers)
-        self.impl = "eager" if cfg.attn_softcap is not None else impl
-        self.local = is_local(cfg, layer)
+        self._setup(cfg, layer, impl)
         if cfg.fused_qkv:  # one matrix, its output sliced into q, k and v (views)
             self.qkv_proj = Linear(cfg.d_model, cfg.q_dim + 2 * cfg.kv_dim, bias=cfg.qkv_bias)
         else:
@@ -87,6 +94,16 @@ class Attention(nn.Module):
         elif cfg.qk_norm == "per_head":  # over head_dim, a weight per head (StableLM, Cohere)
             self.q_norm = PerHeadNorm(cfg, cfg.n_heads)
             self.k_norm = PerHeadNorm(cfg, cfg.n_kv_heads)
+
+    def _setup(self, cfg: ModelConfig, layer: int, impl: str) -> None:
+        """What every attention shares: its layer, window, implementation and sinks."""
+        self.cfg, self.layer = cfg, layer
+        # soft-capped scores and sinks need them spelled out: SDPA has neither (transformers)
+        spelled_out = cfg.attn_softcap is not None or cfg.attention_sinks
+        self.impl = "eager" if spelled_out else impl
+        self.local = is_local(cfg, layer)
+        if cfg.attention_sinks:  # gpt-oss: one learned logit per head joins its softmax
+            self.sinks = nn.Parameter(torch.zeros(cfg.n_heads))
         # the scores' scale: attention_multiplier (Granite), else SDPA's own 1/sqrt(head_dim)
         self.scale = cfg.attention_multiplier
 
@@ -119,7 +136,16 @@ class Attention(nn.Module):
         first_key = 0  # position of the first key attended to
         if cache is not None:
             k, v, first_key = cache.update(self.layer, k, v)
+        out = self._attend(q, k, v, start, first_key)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, cfg.q_dim))
 
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, first_key: int
+    ) -> torch.Tensor:
+        """softmax(q kᵀ · scale + mask) v over (B, heads, T, dims) with the mask this layer needs
+        and its implementation: (B, heads, T, v's dims)."""
+        cfg = self.cfg
+        batch, _, seq, _ = q.shape
         mask = self._mask(seq, start, first_key, q.dtype, q.device)
         gqa = cfg.n_kv_heads != cfg.n_heads
         causal = mask is None and start == 0  # SDPA's own causal mask is exact then
@@ -128,7 +154,10 @@ class Attention(nn.Module):
                 q, k, v, attn_mask=mask, is_causal=causal, scale=self.scale, enable_gqa=gqa
             )[0]
         elif self.impl == "eager":
-            out = eager_attention(q, k, v, mask, self.scale, cfg.attn_softcap, cfg.attn_upcast)
+            sinks = getattr(self, "sinks", None)
+            out = eager_attention(
+                q, k, v, mask, self.scale, cfg.attn_softcap, cfg.attn_upcast, sinks
+            )
         else:
             if mask is not None and mask.dtype == torch.bool:
                 # as transformers hands it a mask: one per sequence, (B, 1, T, keys), and k and v
@@ -140,7 +169,7 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa, scale=self.scale
             )
-        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, cfg.q_dim))
+        return out
 
     def _mask(
         self, seq: int, start: int, first_key: int, dtype: torch.dtype, device: torch.device
@@ -181,13 +210,15 @@ def eager_attention(
     scale: float | None = None,
     softcap: float | None = None,
     upcast: bool = False,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax(q kᵀ / sqrt(head_dim) + mask) v (or q kᵀ · scale), spelled out: the (B, heads,
     T, T) scores and probabilities are real tensors, and GQA's shared k and v are copied to every
     query head. With a softcap c the scores become c·tanh(scores / c) first (Gemma 2). The
     softmax runs in fp32 and its probabilities return to q's dtype, as transformers' eager
     attention writes it (eager_attention_forward in its Llama and every family since). With
-    `upcast`, q and k are cast to fp32 first and the scores are fp32 (GPT-J)."""
+    `upcast`, q and k are cast to fp32 first and the scores are fp32 (GPT-J). With `sinks` (one
+    logit per head, gpt-oss) each row's softmax has one more column, dropped after it."""
     dtype = q.dtype
     k, v = repeat_kv(k, v, q.shape[1] // k.shape[1])
     if upcast:
@@ -202,4 +233,8 @@ def eager_attention(
         scores = scores.masked_fill(~mask, float("-inf"))
     else:
         scores = scores + mask
-    return scores.softmax(dim=-1, dtype=torch.float32).to(dtype) @ v
+    if sinks is None:
+        return scores.softmax(dim=-1, dtype=torch.float32).to(dtype) @ v
+    sink = sinks.to(scores.dtype).view(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+    probs = torch.cat((scores, sink), dim=-1).softmax(dim=-1, dtype=torch.float32)
+    return probs[..., :-1].to(dtype) @ v

@@ -1,20 +1,20 @@
 """The one configurable decoder-only Transformer that every llmcalc figure is counted from.
 
-The model reads top to bottom across three files: layers.py (linears that skip init on meta,
-norms, position tables), attention.py (the KV cache and attention), and this file: the MLP, the
-block (where norm_position and the serial/parallel layout live), the full model and `build_model`.
+The model reads top to bottom: layers.py (linears that skip init on meta, norms, position
+tables), attention.py (the KV cache and attention), latent_attention.py (DeepSeek's MLA), mlp.py
+(the dense MLP and its activations), experts.py (mixture of experts: router, routed and shared
+experts), and this file: the block (where norm_position and the serial/parallel layout live), the
+full model and `build_model`.
 Each config field maps to one branch; to add a variant: a field in config/schema.py, a branch
 here, a term in each formula it touches, a test (docs/architecture.md).
 
 Parameter names are part of the output (the per-tensor table) and are mapped to components in
-params/count.py: tok_embeddings, pos_embeddings, layers.N.{attn,mlp}.*, layers.N.*_norm,
+params/count.py: tok_embeddings, pos_embeddings, layers.N.{attn,mlp}.* (an MoE layer's
+mlp.router, mlp.experts, mlp.shared_experts), layers.N.*_norm,
 final_norm, lm_head.
 """
 
 from __future__ import annotations
-
-import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,72 +22,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from llmcalc.config.schema import ModelConfig
+from llmcalc.config.experts import is_latent, is_moe_layer
 from llmcalc.model.attention import Attention, KVCache
+from llmcalc.model.experts import MoE
+from llmcalc.model.latent_attention import LatentAttention
 from llmcalc.model.layers import Embedding, Linear, maybe_norm, rope_tables, sinusoidal_table
+from llmcalc.model.mlp import MLP
 from llmcalc.model.limits import check_buildable
-
-# --- MLP -------------------------------------------------------------------------------------
-
-
-def gelu_new(x: torch.Tensor) -> torch.Tensor:
-    """GELU's tanh approximation as GPT-2's code writes it (transformers' gelu_new), op by op and
-    in its order: backward keeps x, 0.5·x, the tanh and 1 + tanh, where torch's fused F.gelu
-    keeps x; without autograd at most 4 tensors of x's size are alive at once."""
-    return (
-        0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
-    )
-
-
-SQRT_2_OVER_PI = 0.79788456  # the rounded constants of Megatron-DeepSpeed's bias_gelu
-
-
-class GeluRecomputed(torch.autograd.Function):
-    """GELU's tanh approximation as BLOOM trained it (Megatron-DeepSpeed's bias_gelu, without the
-    bias; transformers' GeLUFunction): forward keeps only x, and backward recomputes the tanh
-    and writes the derivative out op by op,
-        d/dx = 0.5·x·(1 − tanh²)·(√(2/π) + 3·0.044715·√(2/π)·x²) + 0.5·(1 + tanh),
-    in the order below, so at most 5 tensors of x's size are alive beside the incoming one."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x * 0.5 * (1.0 + torch.tanh(SQRT_2_OVER_PI * x * (1 + 0.044715 * x * x)))
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        tanh = torch.tanh(SQRT_2_OVER_PI * x * (1 + 0.044715 * x * x))
-        slope = 0.5 * x * ((1 - tanh * tanh) * (SQRT_2_OVER_PI + 0.1070322243 * x * x))
-        return (slope + 0.5 * (1 + tanh)) * grad
-
-
-_ACTIVATIONS = {
-    "relu": F.relu,
-    "gelu": F.gelu,
-    "gelu_new": gelu_new,
-    "gelu_recomputed": GeluRecomputed.apply,
-    "silu": F.silu,
-}
-_GLU_GATES = {"swiglu": F.silu, "geglu": F.gelu, "reglu": F.relu}  # Shazeer 2020, GLU variants
-
-
-class MLP(nn.Module):
-    """down(act(up(x))) with two matrices, or down(act(gate(x)) * up(x)) with three for *GLU."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.glu = cfg.is_glu
-        self.act = _GLU_GATES[cfg.activation] if self.glu else _ACTIVATIONS[cfg.activation]
-        if self.glu:
-            self.gate_proj = Linear(cfg.d_model, cfg.d_ff, bias=cfg.mlp_bias)
-        self.up_proj = Linear(cfg.d_model, cfg.d_ff, bias=cfg.mlp_bias)
-        self.down_proj = Linear(cfg.d_ff, cfg.d_model, bias=cfg.mlp_bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.glu:
-            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
-        return self.down_proj(self.act(self.up_proj(x)))
-
 
 # --- the block: norm_position x block layout -------------------------------------------------
 
@@ -113,10 +54,11 @@ class Block(nn.Module):
         has_output = position in ("sandwich", "output")
 
         self.attn_norm = maybe_norm(cfg, has_input)
-        self.attn = Attention(cfg, layer, attention)
+        latent = is_latent(cfg)
+        self.attn = (LatentAttention if latent else Attention)(cfg, layer, attention)
         self.attn_out_norm = maybe_norm(cfg, has_output)
         self.mlp_norm = self.attn_norm if shared else maybe_norm(cfg, has_input)
-        self.mlp = MLP(cfg)
+        self.mlp = MoE(cfg) if is_moe_layer(cfg, layer) else MLP(cfg)
         self.mlp_out_norm = maybe_norm(cfg, has_output and not shared)
         self.residual_multiplier = cfg.residual_multiplier
         if self.parallel:

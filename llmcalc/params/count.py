@@ -26,6 +26,14 @@ _COMPONENT_OF_MODULE = {
     "v_proj": "attn_v",
     "qkv_proj": "attn_qkv",
     "o_proj": "attn_o",
+    "q_a_proj": "attn_q_a",
+    "q_b_proj": "attn_q_b",
+    "kv_a_proj": "attn_kv_a",
+    "kv_b_proj": "attn_kv_b",
+    "q_a_norm": "latent_norms",
+    "kv_a_norm": "latent_norms",
+    "router": "router",
+    "experts": "experts",
     "gate_proj": "mlp",
     "up_proj": "mlp",
     "down_proj": "mlp",
@@ -38,6 +46,11 @@ _COMPONENT_OF_MODULE = {
 
 def component_of(param_name: str) -> str:
     module = param_name.rsplit(".", 2)[-2] if "." in param_name else param_name
+    for part in ("shared_experts", "shared_gate"):  # a shared expert's MLP and its gate
+        if f".mlp.{part}." in param_name:
+            return "shared_experts"
+    if param_name.endswith(".attn.sinks"):
+        return "attn_sinks"
     if module in _COMPONENT_OF_MODULE:
         return _COMPONENT_OF_MODULE[module]
     if param_name.startswith("layers.") and module.endswith("_norm"):

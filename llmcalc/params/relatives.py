@@ -6,6 +6,7 @@ No torch here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.params.expr import Expr
@@ -81,22 +82,47 @@ def per_layer_polynomial(cfg: ModelConfig) -> Expr:
             return size // cfg.d_model, ("d",)
         return 1, (name,)
 
+    values = {"d": cfg.d_model, "d_h": cfg.head_dim}
+
+    def size(value: int, name: str) -> tuple[int, Monomial]:
+        values[name] = value
+        return as_multiple_of_d(value, name)
+
     d = (1, ("d",))
-    f = as_multiple_of_d(cfg.d_ff, "f")
-    q = as_multiple_of_d(cfg.q_dim, "(h·d_h)")
-    kv = as_multiple_of_d(cfg.kv_dim, "(h_kv·d_h)")
+    q = size(cfg.q_dim, "(h·d_h)")
+    kv = size(cfg.kv_dim, "(h_kv·d_h)")
     width = norm_width(cfg).value
-    add(2, d, q)
-    add(2, d, kv)
-    if cfg.qkv_bias:
-        add(1, q)
-        add(2, kv)
+    matrices = 3 if cfg.is_glu else 2
+
+    def mlp(f: tuple[int, Monomial], bias: bool, copies: int = 1) -> None:
+        add(copies * matrices, d, f)
+        if bias:
+            add(copies * (matrices - 1), f)
+            add(copies, d)
+
+    if cfg.kv_lora_rank is not None:
+        _latent_polynomial(cfg, add, size, width)
+    else:
+        add(2, d, q)
+        add(2, d, kv)
+        if cfg.qkv_bias:
+            add(1, q)
+            add(2, kv)
     if cfg.out_bias:
         add(1, d)
-    add(3 if cfg.is_glu else 2, d, f)
-    if cfg.mlp_bias:
-        add(2 if cfg.is_glu else 1, f)
-        add(1, d)
+    if cfg.attention_sinks:
+        add(cfg.n_heads)
+    if cfg.n_experts:  # the representative layer of a model with experts is an MoE layer
+        add(cfg.n_experts, d)
+        if cfg.router_bias:
+            add(cfg.n_experts)
+        mlp(size(cfg.d_ff_expert, "f_e"), cfg.expert_bias, cfg.n_experts)
+        if cfg.n_shared_experts:
+            mlp(size(cfg.d_ff_shared, "f_s"), cfg.mlp_bias)
+        if cfg.shared_expert_gate:
+            add(1, d)
+    else:
+        mlp(size(cfg.d_ff, "f"), cfg.mlp_bias)
     add(norms_per_layer(cfg) * width, d)
     if cfg.qk_norm == "head":
         add(2 * width, (1, ("d_h",)))
@@ -107,13 +133,6 @@ def per_layer_polynomial(cfg: ModelConfig) -> Expr:
         add(1, q)
         add(1, kv)
 
-    values = {
-        "d": cfg.d_model,
-        "f": cfg.d_ff,
-        "(h·d_h)": cfg.q_dim,
-        "(h_kv·d_h)": cfg.kv_dim,
-        "d_h": cfg.head_dim,
-    }
     sym_parts, num_parts, total = [], [], 0
     for monomial, coefficient in sorted(poly.items(), key=lambda kv: (-len(kv[0]), kv[0])):
         if coefficient == 0:
@@ -125,6 +144,31 @@ def per_layer_polynomial(cfg: ModelConfig) -> Expr:
         sym_parts.append(_monomial_text(coefficient, monomial))
         num_parts.append(_monomial_text(coefficient, tuple(str(values[n]) for n in monomial)))
     return Expr(" + ".join(sym_parts) or "0", " + ".join(num_parts) or "0", total)
+
+
+def _latent_polynomial(cfg: ModelConfig, add: Any, size: Any, width: int) -> None:
+    """Multi-head latent attention's matrices, biases and latent norms (o's bias is the
+    caller's): q through r_q (or one matrix), d -> r_kv + r, r_kv -> h·(n + d_v), h·d_v -> d."""
+    d = (1, ("d",))
+    heads = cfg.n_heads
+    q_heads = size(heads * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim), "(h·(n + r))")
+    if cfg.q_lora_rank is None:
+        add(1, d, q_heads)
+        if cfg.qkv_bias:
+            add(1, q_heads)
+    else:
+        r_q = size(cfg.q_lora_rank, "r_q")
+        add(1, d, r_q)
+        add(1, r_q, q_heads)
+        add(width + int(cfg.qkv_bias), r_q)
+    r_kv = size(cfg.kv_lora_rank, "r_kv")
+    kv_a = size(cfg.kv_lora_rank + cfg.qk_rope_head_dim, "(r_kv + r)")
+    add(1, d, kv_a)
+    if cfg.qkv_bias:
+        add(1, kv_a)
+    add(1, r_kv, size(heads * (cfg.qk_nope_head_dim + cfg.v_head_dim), "(h·(n + d_v))"))
+    add(width, r_kv)
+    add(1, size(heads * cfg.v_head_dim, "(h·d_v)"), d)
 
 
 def _monomial_text(coefficient: int, factors: tuple[str, ...]) -> str:

@@ -13,7 +13,7 @@ from rich.text import Text
 from llmcalc.config.schema import ModelConfig
 from llmcalc.params.analysis import ParamsAnalysis
 from llmcalc.params.count import layer_index
-from llmcalc.params.formula import COMPONENTS, PER_LAYER, ParamFormula
+from llmcalc.params.formula import COMPONENTS, PER_LAYER, ParamFormula, shown_components
 
 GROUP_LABELS = {
     "token_embedding": "token embedding",
@@ -201,7 +201,7 @@ def params_json(result: ParamsAnalysis) -> dict[str, Any]:
         "per_layer": counted.per_layer[0] if counted.per_layer else 0,
         "n_layers": cfg.n_layers,
         "components": result.groups,
-        "components_detail": formula.components,
+        "components_detail": shown_components(formula.components),
         "formula": {
             "total": formula.total.value,
             "per_layer": formula.per_layer.value,

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmcalc.config.reading import shown, stat_or_none
+from llmcalc.config.experts import dormant_fields
 from llmcalc.config.schema import DERIVED, ModelConfig
 from llmcalc.errors import LLMCalcError, RunFailed
 from llmcalc.memory.formula import CATEGORIES
@@ -264,7 +265,10 @@ def config_yaml(cfg: ModelConfig) -> str:
 
     given = cfg.given_dict()
     lines = []
+    dormant = dormant_fields(cfg)  # a dense model's expert fields, MLA's sizes without MLA
     for name, value in cfg.to_dict().items():
+        if name in dormant:
+            continue
         text = yaml.safe_dump({name: value}, sort_keys=False, allow_unicode=True)
         if name in given:
             lines.append(text)
@@ -275,6 +279,8 @@ def config_yaml(cfg: ModelConfig) -> str:
     lines += [
         f"# {name}: no effect with {other} {getattr(cfg, other)}\n" for name, other in idle.items()
     ]
+    if dormant:
+        lines.append(f"# at their defaults, without effect here: {', '.join(dormant)}\n")
     derived = (
         f"# derived: attention {cfg.attention_kind} ({cfg.n_heads} query heads, "
         f"{cfg.n_kv_heads} kv heads), q width h·d_h = {cfg.q_dim}, kv width h_kv·d_h = "
