@@ -135,7 +135,9 @@ class ModelConfig:
     experts_per_token: int | None = None  # top-k: routed experts per token
     n_shared_experts: int = 0  # experts every token passes (DeepSeek, Qwen2-MoE, Llama 4)
     d_ff_expert: int | None = None  # a routed expert's hidden size; None -> d_ff
-    d_ff_shared: int | None = None  # the shared experts' hidden size; None -> n_shared · d_ff_expert
+    d_ff_shared: int | None = (
+        None  # the shared experts' hidden size; None -> n_shared · d_ff_expert
+    )
     shared_expert_gate: bool = False  # sigmoid(x·w) scales the shared experts (Qwen2-MoE)
     first_dense_layers: int = 0  # the first k layers dense (DeepSeek's first_k_dense_replace)
     moe_every: int = 1  # layer i is MoE when (i + 1) % moe_every == 0 (Qwen, Llama 4)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmcalc.config.schema import ModelConfig
 from llmcalc.config.experts import cached_sizes
+from llmcalc.config.schema import ModelConfig
 from llmcalc.config.window import cached_positions, is_local
 from llmcalc.model.layers import Linear, PerHeadNorm, alibi_slopes, apply_rope, make_norm
 

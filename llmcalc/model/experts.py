@@ -88,7 +88,9 @@ class Experts(nn.Module):
             if not weight.is_meta:
                 nn.init.normal_(weight, std=0.02)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor
+    ) -> torch.Tensor:
         """x (N, d), weights and experts (N, k) -> Σ over each token's k experts of weight ·
         expert(x), (N, d)."""
         cfg, k = self.cfg, experts.shape[-1]

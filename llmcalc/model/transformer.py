@@ -21,14 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from llmcalc.config.schema import ModelConfig
 from llmcalc.config.experts import is_latent, is_moe_layer
+from llmcalc.config.schema import ModelConfig
 from llmcalc.model.attention import Attention, KVCache
 from llmcalc.model.experts import MoE
 from llmcalc.model.latent_attention import LatentAttention
 from llmcalc.model.layers import Embedding, Linear, maybe_norm, rope_tables, sinusoidal_table
-from llmcalc.model.mlp import MLP
 from llmcalc.model.limits import check_buildable
+from llmcalc.model.mlp import MLP
 
 # --- the block: norm_position x block layout -------------------------------------------------
 

@@ -14,8 +14,8 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from llmcalc.config.reading import shown, stat_or_none
 from llmcalc.config.experts import dormant_fields
+from llmcalc.config.reading import shown, stat_or_none
 from llmcalc.config.schema import DERIVED, ModelConfig
 from llmcalc.errors import LLMCalcError, RunFailed
 from llmcalc.memory.formula import CATEGORIES
