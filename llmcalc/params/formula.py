@@ -4,8 +4,8 @@ Symbols: V vocab_size, P max_seq_len, d d_model, L n_layers, h n_heads, h_kv n_k
 d_h head_dim, f d_ff, o position_offset; with experts E n_experts, k experts_per_token, f_e
 d_ff_expert, f_s d_ff_shared, L_moe and L_dense the MoE and dense layers; with latent attention
 r_q q_lora_rank, r_kv kv_lora_rank, n qk_nope_head_dim, r qk_rope_head_dim, d_v v_head_dim.
-A linear layer a -> b has a·b weights and b biases; an RMSNorm over n has n weights, a LayerNorm 2·n with its bias (Zhang & Sennrich 2019; Ba et al.
-2016), and either none without norm_affine.
+A linear layer a -> b has a·b weights and b biases; an RMSNorm over n has n weights, a LayerNorm
+2·n with its bias (Zhang & Sennrich 2019; Ba et al. 2016), and either none without norm_affine.
 
 Every figure is an `Expr` (expr.py), so what is printed is what is summed. No torch here.
 relatives.py sets the famous 12·d² and the per-layer polynomial beside these terms.
