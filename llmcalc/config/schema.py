@@ -91,9 +91,7 @@ class ModelConfig:
     # RMSNorm in bf16: after_weight weights in fp32, then casts (nn.RMSNorm, Gemma, OLMo 2);
     # before_weight casts, then weights in the activation dtype (LLaMA, Mistral, Qwen2)
     norm_cast: str = "after_weight"
-    layernorm_compute: str = (
-        "native"  # LayerNorm's kernel, on an fp32 copy (OLMo), op by op (Cohere)
-    )
+    layernorm_compute: str = "native"  # or on an fp32 copy (OLMo), op by op (Cohere)
     qk_norm: str = "none"
     final_norm: bool = True
     embedding_norm: bool = False  # a norm right after the embeddings (BLOOM)

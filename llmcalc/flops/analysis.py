@@ -8,12 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from llmcalc.config.experts import is_latent
 from llmcalc.config.schema import ModelConfig
 from llmcalc.flops.conventions import Convention, conventions
 from llmcalc.flops.formula import (
     ForwardFlops,
     PrefillFlops,
     StepFlops,
+    absorbed_decode_flops,
     decode_flops,
     forward_flops,
     prefill_flops,
@@ -58,6 +60,8 @@ class FlopsAnalysis:
     decode_position: int
     decode: int  # matmul FLOPs of generating the token at decode_position, one sequence
     budget: Budget | None
+    # latent attention: the same decode step with kv_b absorbed into q and o (None without MLA)
+    decode_absorbed: int | None = None
 
     @property
     def step_causal(self) -> StepFlops:
@@ -148,4 +152,5 @@ def analyze_flops(
         decode_position=position,
         decode=decode_flops(cfg, position),
         budget=budget,
+        decode_absorbed=absorbed_decode_flops(cfg, position) if is_latent(cfg) else None,
     )

@@ -30,19 +30,28 @@ def conventions(
     layers, d = cfg.n_layers, cfg.d_model
     d_attn = cfg.q_dim
     rows = [
-        Convention("6N (all parameters)", 6 * n_total * tokens, "common rule of thumb"),
+        Convention(
+            "6N (all parameters)",
+            6 * n_total * tokens,
+            "common rule of thumb",
+            "N every expert: each token uses k of E" if cfg.n_experts else "",
+        ),
         Convention(
             "6N (non-embedding)",
             6 * n_non_embedding * tokens,
             "Kaplan et al. 2020, section 2.1 (C ≈ 6N)",
         ),
+        *_active_rows(cfg, tokens),
         Convention(
             "6N + 12·L·H·Q·T",
             (6 * n_titan + 12 * layers * cfg.n_heads * cfg.head_dim * seq) * tokens,
             "Chowdhery et al. 2022 (PaLM), appendix B; torchtitan, models/utils.py",
-            "N all parameters: the tied table is the LM head's matmul"
-            if cfg.tie_embeddings
-            else "N without the embedding tables",
+            ("N active (k of E experts), " if cfg.n_experts else "")
+            + (
+                "N all parameters: the tied table is the LM head's matmul"
+                if cfg.tie_embeddings
+                else "N without the embedding tables"
+            ),
         ),
         Convention(
             "3 × (2N + 2·L·T·d_attn)",
@@ -82,6 +91,25 @@ def conventions(
     return rows
 
 
+def _active_rows(cfg: ModelConfig, tokens: int) -> list[Convention]:
+    """6·N_active for a model with experts: N the parameters one token uses (k of the E routed
+    experts in each MoE layer), with the input embedding (as Mixtral, Qwen and Llama 4 publish
+    it) and without it (DeepSeek-V3, gpt-oss)."""
+    if not cfg.n_experts:
+        return []
+    params = param_formula(cfg)
+    cite = "Fedus et al. 2022 (Switch), DeepSeek-V3 report §4.2: 6 × activated parameters"
+    return [
+        Convention("6·N_active", 6 * params.active * tokens, cite, "N_active with the embedding"),
+        Convention(
+            "6·N_active (no input embedding)",
+            6 * params.active_without_input_embedding * tokens,
+            cite,
+            "N_active without the input embedding table (a lookup)",
+        ),
+    ]
+
+
 def torchtitan_matmul_params(cfg: ModelConfig) -> int:
     """N in torchtitan's 6N + 12·L·H·Q·T, as torchtitan/models/utils.py,
     get_dense_model_nparams_and_flops has it (since pytorch/torchtitan#3225, "Fix weight tying
@@ -92,11 +120,11 @@ def torchtitan_matmul_params(cfg: ModelConfig) -> int:
     Untied, the embedding tables (token, and a learned position table: both are nn.Embedding
     children here) are lookups and go; tied, nothing goes, since the one table is also the LM
     head's matmul weight (a learned position table then stays in N too, as that code has it)."""
-    params = param_formula(cfg)
+    params = param_formula(cfg)  # with experts, torchtitan's MoE models count the active ones
     if cfg.tie_embeddings:
-        return params.total.value
+        return params.active
     embeddings = params.components["token_embedding"] + params.components["position_embedding"]
-    return params.total.value - embeddings
+    return params.active - embeddings
 
 
 def korthikanti(

@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
+from llmcalc.config.experts import dense_layer_count, is_latent, moe_layer_count
 from llmcalc.config.schema import ModelConfig
 
 _PROJECTIONS = {
@@ -26,6 +27,17 @@ _PROJECTIONS = {
     "v_proj": "attn_v",
     "qkv_proj": "attn_qkv",
     "o_proj": "attn_o",
+    "q_a_proj": "attn_q_a",
+    "q_b_proj": "attn_q_b",
+    "kv_a_proj": "attn_kv_a",
+    "kv_b_proj": "attn_kv_b",
+}
+# an MoE layer's children (model/experts.py) -> components
+_EXPERT_PARTS = {
+    "router": "router",
+    "experts": "experts",
+    "shared_experts": "shared_experts",
+    "shared_gate": "shared_experts",
 }
 
 # The counters cannot tell QKᵀ from softmax·V inside SDPA: they are compared as one component.
@@ -52,24 +64,64 @@ def merge_attention_core(components: dict[str, int]) -> dict[str, int]:
     return merged
 
 
-def _components(per_module: dict[str, int], cfg: ModelConfig, layers_traced: int) -> dict[str, int]:
-    """Hierarchical per-module FLOPs (names relative to the model) -> components, whole model."""
-    scale = cfg.n_layers // layers_traced
-    result = dict.fromkeys([*_PROJECTIONS.values(), ATTENTION_CORE, "mlp", "lm_head"], 0)
+def _components(per_module: dict[str, int], cfg: ModelConfig, scales: list[int]) -> dict[str, int]:
+    """Hierarchical per-module FLOPs (names relative to the model) -> components, whole model;
+    `scales[i]`: how many of the model's layers traced layer i stands for."""
+    result = dict.fromkeys(component_names(cfg), 0)
     for name, flops in per_module.items():
         parts = name.split(".")
         if parts[0] == "lm_head" and len(parts) == 1:
             result["lm_head"] += flops
-        elif parts[0] == "layers" and len(parts) == 3 and parts[2] == "mlp":
-            result["mlp"] += flops * scale
-        elif parts[0] == "layers" and len(parts) == 3 and parts[2] == "attn":
-            result[ATTENTION_CORE] += flops * scale  # children subtracted below
-        elif parts[0] == "layers" and len(parts) == 4 and parts[2] == "attn":
+            continue
+        if parts[0] != "layers" or len(parts) < 3:
+            continue
+        scaled = flops * scales[int(parts[1])]
+        if len(parts) == 3 and parts[2] == "mlp":
+            if f"{name}.router" not in per_module:  # an MoE layer's parts are counted apart
+                result["mlp"] += scaled
+        elif len(parts) == 4 and parts[2] == "mlp" and parts[3] in _EXPERT_PARTS:
+            result[_EXPERT_PARTS[parts[3]]] += scaled
+        elif len(parts) == 3 and parts[2] == "attn":
+            result[ATTENTION_CORE] += scaled  # children subtracted below
+        elif len(parts) == 4 and parts[2] == "attn":
             # every child (projections, and q/k norms, which fvcore counts) leaves the core
-            result[ATTENTION_CORE] -= flops * scale
+            result[ATTENTION_CORE] -= scaled
             if parts[3] in _PROJECTIONS:
-                result[_PROJECTIONS[parts[3]]] += flops * scale
+                result[_PROJECTIONS[parts[3]]] += scaled
     return result
+
+
+def component_names(cfg: ModelConfig) -> list[str]:
+    """The counters' components for this model: the projections it has, the attention core,
+    the MLP, the experts' parts where it has experts, and the LM head."""
+    names = [*list(_PROJECTIONS.values())[:5], ATTENTION_CORE, "mlp", "lm_head"]
+    if is_latent(cfg):
+        names[5:5] = list(_PROJECTIONS.values())[5:]
+    if cfg.n_experts:
+        names[-1:-1] = ["router", "experts", "shared_experts"]
+    return names
+
+
+def probe_layers(cfg: ModelConfig) -> tuple[ModelConfig, list[int]]:
+    """The model traced for one_block, and how many layers each of its layers stands for: one
+    layer of a model whose layers are all alike, else one dense layer and one MoE layer."""
+    moe, dense = moe_layer_count(cfg), dense_layer_count(cfg)
+    if not moe or not dense:
+        return cfg.replace(n_layers=1, **_one_kind(cfg)), [cfg.n_layers]
+    probe = cfg.replace(n_layers=2, moe_layers=[1], first_dense_layers=0, moe_every=1)
+    if cfg.global_layers is not None:
+        probe = probe.replace(sliding_window=None, global_layers=None)
+    return probe, [dense, moe]
+
+
+def _one_kind(cfg: ModelConfig) -> dict[str, object]:
+    """Fields that name layers beyond the first, reset for a one-layer probe: an all-MoE model's
+    MoE layers, and the global layers of a windowed one (a window masks scores that the counters
+    count all the same: the matmuls are T×T in every layer)."""
+    reset: dict[str, object] = {"moe_layers": None, "moe_every": 1} if cfg.n_experts else {}
+    if cfg.global_layers is not None:
+        reset |= {"sliding_window": None, "global_layers": None}
+    return reset
 
 
 def count_flops(
@@ -86,58 +138,61 @@ def count_flops(
     torch._dynamo's config, so the recompute traces run with the real one."""
     from llmcalc.model.limits import check_buildable, check_step
 
+    probe, scales = probe_layers(cfg) if one_block else (cfg, [1] * cfg.n_layers)
     # before torch is imported: a model or a step torch cannot represent is refused in a blink
-    check_buildable(cfg.replace(n_layers=1) if one_block else cfg)
+    check_buildable(probe)
     check_step(cfg, batch, seq)
 
     from llmcalc.flops.defer_dynamo import run_deferring_dynamo
 
-    model, tokens = _probe(cfg, batch, seq, one_block)  # builds without a meta op: no dynamo
+    model, tokens = _probe(probe, batch, seq)  # builds without a meta op: no dynamo
     counted, probe_backward = run_deferring_dynamo(
-        lambda: _count(model, tokens, cfg), failed=lambda result: bool(result[0].fvcore_error)
+        lambda: _count(model, tokens, cfg, scales),
+        failed=lambda result: bool(result[0].fvcore_error),
     )
     if not recompute:
         return counted
-    scale = cfg.n_layers // counted.blocks_traced
-    every_op, early_stop = _recomputed(model, tokens, probe_backward, scale)
+    every_op, early_stop = _recomputed(model, tokens, probe_backward, scales)
     return replace(counted, torch_recompute=every_op, torch_recompute_early_stop=early_stop)
 
 
-def _probe(cfg: ModelConfig, batch: int, seq: int, one_block: bool) -> tuple[Any, Any]:
-    """The model to trace (one block of it with one_block, on meta: shapes only) and its tokens."""
+def _probe(probe: ModelConfig, batch: int, seq: int) -> tuple[Any, Any]:
+    """The model to trace (on meta: shapes only) and its tokens."""
     import torch
 
     from llmcalc.model.transformer import build_model
 
     tokens = torch.zeros(batch, seq, dtype=torch.long, device="meta")
-    return build_model(cfg.replace(n_layers=1) if one_block else cfg), tokens
+    return build_model(probe), tokens
 
 
-def _count(model: Any, tokens: Any, cfg: ModelConfig) -> tuple[CountedFlops, int]:
+def _count(
+    model: Any, tokens: Any, cfg: ModelConfig, scales: list[int]
+) -> tuple[CountedFlops, int]:
     """The counts for the whole model, and the traced model's own backward FLOPs."""
     batch, seq = tokens.shape
-    layers_traced = len(model.layers)
     per_module, probe_backward = _trace_torch(model, tokens)
     backward_total = probe_backward
-    if layers_traced < cfg.n_layers:
-        backward_total += _block_backward(model.layers[0], batch, seq, cfg) * (cfg.n_layers - 1)
-    torch_forward = _components(per_module, cfg, layers_traced)
+    for layer, scale in zip(model.layers, scales, strict=True):
+        if scale > 1:
+            backward_total += _block_backward(layer, batch, seq, cfg) * (scale - 1)
+    torch_forward = _components(per_module, cfg, scales)
 
     fvcore_forward, fvcore_error = None, None
     try:
-        fvcore_forward = _fvcore_components(model, tokens, cfg, layers_traced)
+        fvcore_forward = _fvcore_components(model, tokens, cfg, scales)
     except Exception as exc:  # fvcore's JIT trace depends on the torch version
         fvcore_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     counted = CountedFlops(
-        torch_forward, backward_total, None, None, fvcore_forward, fvcore_error, layers_traced
+        torch_forward, backward_total, None, None, fvcore_forward, fvcore_error, len(scales)
     )
     return counted, probe_backward
 
 
-def _recomputed(model: Any, tokens: Any, plain_backward: int, scale: int) -> tuple[int, int]:
+def _recomputed(model: Any, tokens: Any, plain_backward: int, scales: list[int]) -> tuple[int, int]:
     """Backward FLOPs with the model's checkpointing on, minus those without (plain_backward):
-    the rerun forward, without and with torch's early stop (the default), times scale (layers
-    per traced layer)."""
+    the rerun forward, without and with torch's early stop (the default), for the whole model
+    (`scales`: layers per traced layer)."""
     from torch.utils.checkpoint import set_checkpoint_early_stop
 
     model.checkpointing = True
@@ -147,6 +202,9 @@ def _recomputed(model: Any, tokens: Any, plain_backward: int, scale: int) -> tup
         _, early_stop = _trace_torch(model, tokens)
     finally:
         model.checkpointing = False
+    if len(set(scales)) > 1:  # one dense and one MoE layer: rerun each kind apart
+        return _recomputed_by_layer(model, tokens, plain_backward, scales)
+    scale = scales[0]
     return (every_op - plain_backward) * scale, (early_stop - plain_backward) * scale
 
 
@@ -168,20 +226,45 @@ def _trace_torch(model: Any, tokens: Any) -> tuple[dict[str, int], int]:
     return per_module, backward.get_total_flops()
 
 
-def _block_backward(block: object, batch: int, seq: int, cfg: ModelConfig) -> int:
+def _block_backward(
+    block: Any, batch: int, seq: int, cfg: ModelConfig, checkpointed: bool = False
+) -> int:
     """Backward FLOPs of one block: gradients for its weights and its input, as every block
-    of the full model computes them (the embedding below it is trainable)."""
+    of the full model computes them (the embedding below it is trainable); `checkpointed`: the
+    block run under torch.utils.checkpoint as the model runs it, its rerun included."""
     import torch
+    from torch.utils.checkpoint import checkpoint
     from torch.utils.flop_counter import FlopCounterMode
 
     from llmcalc.model.layers import rope_tables
 
     x = torch.empty(batch, seq, cfg.d_model, device="meta", requires_grad=True)
     rope = rope_tables(cfg, 0, seq, x.device, x.dtype) if cfg.position == "rope" else None
-    out = block(x, None, rope)
+    if checkpointed:
+        out = checkpoint(block, x, None, rope, use_reentrant=False)
+    else:
+        out = block(x, None, rope)
     with FlopCounterMode(display=False) as backward:
         out.backward(torch.empty_like(out))
     return backward.get_total_flops()
+
+
+def _recomputed_by_layer(
+    model: Any, tokens: Any, plain_backward: int, scales: list[int]
+) -> tuple[int, int]:
+    """_recomputed for a probe whose layers stand for different numbers of layers: each traced
+    layer's rerun measured on its own, block by block, times its scale."""
+    from torch.utils.checkpoint import set_checkpoint_early_stop
+
+    batch, seq = tokens.shape
+    cfg = model.cfg
+    every_op = early_stop = 0
+    for layer, scale in zip(model.layers, scales, strict=True):
+        plain = _block_backward(layer, batch, seq, cfg)
+        with set_checkpoint_early_stop(False):
+            every_op += (_block_backward(layer, batch, seq, cfg, True) - plain) * scale
+        early_stop += (_block_backward(layer, batch, seq, cfg, True) - plain) * scale
+    return every_op, early_stop
 
 
 def _sdpa_macs(inputs: list, outputs: list) -> int:
@@ -196,7 +279,7 @@ def _sdpa_macs(inputs: list, outputs: list) -> int:
 
 
 def _fvcore_components(
-    model: object, tokens: object, cfg: ModelConfig, layers: int
+    model: object, tokens: object, cfg: ModelConfig, scales: list[int]
 ) -> dict[str, int]:
     from fvcore.nn import FlopCountAnalysis
 
@@ -208,4 +291,4 @@ def _fvcore_components(
         analysis.uncalled_modules_warnings(False)
         macs = analysis.by_module()
     per_module = {name: 2 * value for name, value in macs.items() if name}  # MACs -> FLOPs
-    return _components(per_module, cfg, layers)
+    return _components(per_module, cfg, scales)

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmcalc.config.experts import dense_layer_count, is_latent, moe_layer_count
 from llmcalc.config.schema import ModelConfig
 from llmcalc.config.window import local_layer_count, windowed_pairs
 from llmcalc.params.formula import norms_per_layer
 
 # Matmul components, in forward order. "attn_scores" is QKᵀ, "attn_values" is softmax(QKᵀ)·V.
+# A model without latent attention or experts has only the first nine (LATENT and MOE are
+# listed where the model has them).
 MATMUL_COMPONENTS = (
     "attn_q",
     "attn_k",
@@ -38,7 +41,8 @@ MATMUL_COMPONENTS = (
     "mlp",
     "lm_head",
 )
-PER_LAYER_MATMULS = MATMUL_COMPONENTS[:-1]
+LATENT = ("attn_q_a", "attn_q_b", "attn_kv_a", "attn_kv_b")
+MOE = ("router", "experts", "shared_experts")
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,22 @@ class ForwardFlops:
         return self.matmul_total + sum(self.non_matmul.values())
 
 
-def attention_flops(cfg: ModelConfig, batch: int, queries: int, keys: int) -> int:
-    """QKᵀ (or equally softmax·V): every query head scores every key, d_h MACs each. GQA does not
-    change it: the h_kv key heads are shared, not fewer scores."""
-    return 2 * batch * cfg.n_heads * queries * keys * cfg.head_dim
+def attention_flops(
+    cfg: ModelConfig, batch: int, queries: int, keys: int, dim: int | None = None
+) -> int:
+    """QKᵀ (or softmax·V with `dim` the value head size): every query head scores every key,
+    d_h MACs each. GQA does not change it: the h_kv key heads are shared, not fewer scores."""
+    return 2 * batch * cfg.n_heads * queries * keys * (cfg.head_dim if dim is None else dim)
+
+
+def value_dim(cfg: ModelConfig) -> int:
+    """A value head's size: head_dim, or latent attention's v_head_dim."""
+    return cfg.head_dim if cfg.v_head_dim is None else cfg.v_head_dim
+
+
+def pair_flops(cfg: ModelConfig, batch: int) -> int:
+    """Scores and values of one query-key pair in every head and sequence."""
+    return attention_flops(cfg, batch, 1, 1) + attention_flops(cfg, batch, 1, 1, value_dim(cfg))
 
 
 def matmul_flops(cfg: ModelConfig, batch: int, seq: int, keys: int | None = None) -> dict[str, int]:
@@ -90,26 +106,90 @@ def matmul_flops(cfg: ModelConfig, batch: int, seq: int, keys: int | None = None
     keys = seq if keys is None else keys
     tokens = batch * seq
     layers = cfg.n_layers
-    mlp_matrices = 3 if cfg.is_glu else 2
-    attention = (layers - local) * attention_flops(cfg, batch, seq, keys)
-    if local:
-        attention += local * attention_flops(cfg, batch, seq, min(keys, cfg.sliding_window))
+    # keys each layer attends over (and, with latent attention, decompresses), summed
+    key_layers = (layers - local) * keys + local * min(keys, cfg.sliding_window or keys)
     q, kv = (
         layers * 2 * tokens * cfg.d_model * cfg.q_dim,
         layers * 2 * tokens * cfg.d_model * cfg.kv_dim,
     )
     fused = cfg.fused_qkv  # one matmul of q + 2·kv outputs: the same FLOPs as the three
-    return {
+    result = {
         "attn_q": 0 if fused else q,
         "attn_k": 0 if fused else kv,
         "attn_v": 0 if fused else kv,
         "attn_qkv": q + 2 * kv if fused else 0,
-        "attn_scores": attention,
-        "attn_values": attention,
-        "attn_o": layers * 2 * tokens * cfg.q_dim * cfg.d_model,
-        "mlp": layers * mlp_matrices * 2 * tokens * cfg.d_model * cfg.d_ff,
+        "attn_scores": attention_flops(cfg, batch, seq, key_layers),
+        "attn_values": attention_flops(cfg, batch, seq, key_layers, value_dim(cfg)),
+        "attn_o": layers * 2 * tokens * cfg.n_heads * value_dim(cfg) * cfg.d_model,
+        "mlp": dense_layer_count(cfg) * mlp_flops(cfg, tokens, cfg.d_ff),
         "lm_head": 2 * tokens * cfg.d_model * cfg.vocab_size,
     }
+    if is_latent(cfg):
+        result |= latent_flops(cfg, batch, seq, key_layers)
+    if cfg.n_experts:
+        result |= expert_flops(cfg, tokens)
+    return {name: result[name] for name in FORWARD_ORDER if name in result}
+
+
+FORWARD_ORDER = (*MATMUL_COMPONENTS[:4], *LATENT, *MATMUL_COMPONENTS[4:8], *MOE, "lm_head")
+
+
+def mlp_flops(cfg: ModelConfig, tokens: int, width: int) -> int:
+    """One MLP of hidden size `width` over `tokens` rows: 3 matrices with a GLU, else 2."""
+    return (3 if cfg.is_glu else 2) * 2 * tokens * cfg.d_model * width
+
+
+def expert_flops(cfg: ModelConfig, tokens: int) -> dict[str, int]:
+    """The MoE layers' matmuls: the router's d -> E logits for every token, the routed experts
+    on k rows per token (T·k rows in all, however the router spreads them: Shazeer et al. 2017;
+    the counted model sends them by the balanced rule, model/experts.py), and the shared experts
+    (and Qwen2-MoE's d -> 1 gate) on every token."""
+    layers = moe_layer_count(cfg)
+    shared = 0
+    if cfg.n_shared_experts:
+        shared = mlp_flops(cfg, tokens, cfg.d_ff_shared)
+        shared += 2 * tokens * cfg.d_model if cfg.shared_expert_gate else 0
+    return {
+        "router": layers * 2 * tokens * cfg.d_model * cfg.n_experts,
+        "experts": layers * mlp_flops(cfg, tokens * cfg.experts_per_token, cfg.d_ff_expert),
+        "shared_experts": layers * shared,
+    }
+
+
+def latent_flops(cfg: ModelConfig, batch: int, seq: int, key_layers: int) -> dict[str, int]:
+    """Latent attention's projections as trained (DeepSeek-V2, section 2.1; transformers): q
+    through its rank-r_q latent (or attn_q, one matrix), d -> r_kv + r for every new token, and
+    the decompression r_kv -> h·(n + d_v) of every key attended, cached ones included
+    (`key_layers`: keys summed over layers)."""
+    tokens, layers, d = batch * seq, cfg.n_layers, cfg.d_model
+    result = dict.fromkeys(("attn_q", "attn_k", "attn_v", "attn_q_a", "attn_q_b"), 0)
+    if cfg.q_lora_rank is None:
+        result["attn_q"] = layers * 2 * tokens * d * cfg.q_dim
+    else:
+        result["attn_q_a"] = layers * 2 * tokens * d * cfg.q_lora_rank
+        result["attn_q_b"] = layers * 2 * tokens * cfg.q_lora_rank * cfg.q_dim
+    heads_kv = cfg.n_heads * (cfg.qk_nope_head_dim + cfg.v_head_dim)
+    result["attn_kv_a"] = layers * 2 * tokens * d * (cfg.kv_lora_rank + cfg.qk_rope_head_dim)
+    result["attn_kv_b"] = 2 * batch * key_layers * cfg.kv_lora_rank * heads_kv
+    return result
+
+
+def absorbed_decode_flops(cfg: ModelConfig, position: int, batch: int = 1) -> int:
+    """Matmul FLOPs of one latent-attention decode step with the up-projections absorbed
+    (DeepSeek-V2, section 2.1.3; FlashMLA, vLLM and SGLang decode so): each query's nope part goes
+    into the latent space through W_UK (h·n·r_kv MACs), scores the cached latent and RoPE key
+    directly (h·S·(r_kv + r)), sums the latent values (h·S·r_kv) and leaves through W_UV
+    (h·r_kv·d_v); no cached key is decompressed. The other matmuls as in decode_flops."""
+    as_trained = matmul_flops(cfg, batch, 1, keys=position + 1)
+    keys = as_trained["attn_kv_b"] // (2 * batch * cfg.kv_lora_rank)
+    keys //= cfg.n_heads * (cfg.qk_nope_head_dim + cfg.v_head_dim)  # Σ over layers of S
+    heads, rank = cfg.n_heads, cfg.kv_lora_rank
+    per_layer_token = 2 * heads * rank * (cfg.qk_nope_head_dim + cfg.v_head_dim)
+    absorbed = batch * (
+        cfg.n_layers * per_layer_token + 2 * heads * keys * (2 * rank + cfg.qk_rope_head_dim)
+    )
+    replaced = as_trained["attn_kv_b"] + as_trained["attn_scores"] + as_trained["attn_values"]
+    return sum(as_trained.values()) - replaced + absorbed
 
 
 def causal_pairs(seq: int) -> int:
@@ -143,23 +223,32 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
         norms += layers * tokens * per_qk * (cfg.q_dim + cfg.kv_dim)
     norms += tokens * per_norm * d * (int(cfg.final_norm) + int(cfg.embedding_norm))
     bias_elems = 0
-    if cfg.qkv_bias:
-        bias_elems += cfg.q_dim + 2 * cfg.kv_dim
+    if cfg.qkv_bias:  # with latent attention the q and kv_a projections'
+        bias_elems += cfg.q_dim + 2 * cfg.kv_dim if not is_latent(cfg) else _latent_biases(cfg)
     if cfg.out_bias:
         bias_elems += d
     if cfg.mlp_bias:
         bias_elems += (2 if cfg.is_glu else 1) * cfg.d_ff + d
+    if is_latent(cfg):  # the norms over the q and kv latents
+        norms += layers * tokens * per_norm * (cfg.kv_lora_rank + (cfg.q_lora_rank or 0))
+    # activations: each dense layer's d_ff, each MoE layer's k routed and its shared widths
+    hidden = dense_layer_count(cfg) * cfg.d_ff
+    if cfg.n_experts:
+        routed = cfg.experts_per_token * cfg.d_ff_expert
+        hidden += moe_layer_count(cfg) * (routed + (cfg.d_ff_shared or 0))
+    rope_heads = cfg.n_heads + (1 if is_latent(cfg) else cfg.n_kv_heads)
     result = {
         "norms": norms,
         "softmax": layers * 5 * batch * cfg.n_heads * seq * seq,
-        "activation": layers * tokens * cfg.d_ff * (2 if cfg.is_glu else per_activation),
+        "activation": tokens * hidden * (2 if cfg.is_glu else per_activation),
         "bias_adds": layers * tokens * bias_elems
         + (tokens * cfg.vocab_size if cfg.lm_head_bias else 0),
         "residual_adds": layers * tokens * 2 * d,  # attention and MLP outputs join x
-        "rope": layers * tokens * 3 * (cfg.n_heads + cfg.n_kv_heads) * cfg.rotary_dim
-        if cfg.position == "rope"
-        else 0,
+        "rope": layers * tokens * 3 * rope_heads * cfg.rotary_dim if cfg.position == "rope" else 0,
     }
+    if cfg.n_experts:  # scores (5 per logit, as softmax), weighting and summing k rows
+        k, moe_layers = cfg.experts_per_token, moe_layer_count(cfg)
+        result["routing"] = moe_layers * tokens * (5 * cfg.n_experts + 2 * k * d)
     if cfg.position in ("learned", "sinusoidal"):
         result["position_add"] = tokens * d
     if cfg.scale_embeddings:
@@ -180,9 +269,14 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
     return result
 
 
+def _latent_biases(cfg: ModelConfig) -> int:
+    q = cfg.q_dim if cfg.q_lora_rank is None else cfg.q_lora_rank
+    return q + cfg.kv_lora_rank + cfg.qk_rope_head_dim
+
+
 def forward_flops(cfg: ModelConfig, batch: int, seq: int) -> ForwardFlops:
     matmul = matmul_flops(cfg, batch, seq)
-    per_pair = 2 * attention_flops(cfg, batch, 1, 1)  # scores and values of one query-key pair
+    per_pair = pair_flops(cfg, batch)  # scores and values of one query-key pair
     causal = cfg.n_layers * per_pair * causal_pairs(seq)
     local, windowed = local_layer_count(cfg), None
     if local:
@@ -233,7 +327,13 @@ def _early_stop_skips(cfg: ModelConfig, forward: ForwardFlops) -> int:
     With post, sandwich or output norms a norm saves that output, so the rerun goes to the end."""
     if cfg.norm_position != "pre":
         return 0
-    return cfg.n_layers * 2 * forward.batch * forward.seq * cfg.d_ff * cfg.d_model
+    tokens = forward.batch * forward.seq
+    skipped = dense_layer_count(cfg) * 2 * tokens * cfg.d_ff * cfg.d_model
+    # an MoE layer ends in the routed output weighted (saved) or the shared experts: their
+    # down projection is skipped unless a gate multiplies (and saves) it
+    if cfg.n_shared_experts and not cfg.shared_expert_gate:
+        skipped += moe_layer_count(cfg) * 2 * tokens * cfg.d_ff_shared * cfg.d_model
+    return skipped
 
 
 # --- inference ------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from rich.text import Text
 
 from llmcalc.flops.analysis import FlopsAnalysis
 from llmcalc.flops.count import ATTENTION_CORE
-from llmcalc.flops.formula import MATMUL_COMPONENTS
 
 LABELS = {
     "attn_q": "q projection",
@@ -26,6 +25,13 @@ LABELS = {
     "mlp": "MLP",
     "lm_head": "LM head",
     ATTENTION_CORE: "attention QKᵀ + ·V",
+    "attn_q_a": "q latent (d -> r_q)",
+    "attn_q_b": "q from latent (r_q -> h·(n + r))",
+    "attn_kv_a": "kv latent + RoPE key (d -> r_kv + r)",
+    "attn_kv_b": "k, v from latent, every key (r_kv -> h·(n + d_v))",
+    "router": "router (d -> E)",
+    "experts": "routed experts (k per token)",
+    "shared_experts": "shared experts",
 }
 
 
@@ -52,8 +58,7 @@ def forward_table(result: FlopsAnalysis) -> Table:
     ):
         table.add_column(name, justify=justify)
     fwd = result.forward
-    for component in MATMUL_COMPONENTS:
-        value = fwd.matmul[component]
+    for component, value in fwd.matmul.items():
         if value == 0 and component in PROJECTION_SPLIT:
             continue
         table.add_row(
@@ -100,6 +105,8 @@ def counted_table(result: FlopsAnalysis) -> RenderableType:
     title = "Counted on the real model (meta device), forward matmul FLOPs"
     if counted.blocks_traced == 1 and result.config.n_layers > 1:
         title += f": one block traced, × {result.config.n_layers} layers (identical blocks)"
+    elif counted.blocks_traced == 2 and result.config.n_layers > 2:
+        title += ": one dense and one MoE block traced, each × its layers"
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
     for name in ("component", "analytic", "FlopCounterMode", "fvcore × 2", "result"):
         table.add_column(name, justify="left" if name in ("component", "result") else "right")
@@ -212,6 +219,12 @@ def inference_panel(result: FlopsAnalysis) -> Panel:
         decode += f"{_n(batch * result.decode)} for the batch of {batch}"
     else:
         decode += f": {_n(result.decode)} FLOPs"
+    if result.decode_absorbed is not None:
+        decode += (
+            f" as trained (every cached latent decompressed again, as transformers does);\n  "
+            f"{_n(result.decode_absorbed)} per sequence with kv_b absorbed into q and o (no key "
+            "decompressed: DeepSeek-V2 §2.1.3, FlashMLA, vLLM, SGLang)"
+        )
     lines: list[RenderableType] = [
         Text(
             f"prefill of {shape} (full T×T attention), FLOPs:\n"
@@ -303,6 +316,11 @@ def flops_json(result: FlopsAnalysis) -> dict[str, Any]:
             "decode_position": result.decode_position,
             "decode_per_sequence": result.decode,
             "decode_batch": result.batch * result.decode,
+            **(
+                {}
+                if result.decode_absorbed is None
+                else {"decode_per_sequence_absorbed": result.decode_absorbed}
+            ),
         },
         "budget": None
         if budget is None

@@ -100,7 +100,7 @@ class Experts(nn.Module):
         if has_values(flat):
             counts = torch.bincount(flat, minlength=cfg.n_experts).tolist()
         else:
-            counts = balanced_counts(flat.shape[0], cfg.n_experts)
+            counts = balanced_counts(int(flat.shape[0]), cfg.n_experts)  # int: under a JIT trace
         rows = x[token]  # (N·k, d), grouped by expert
         outputs, start = [], 0
         for first, n, each in equal_runs(counts):
