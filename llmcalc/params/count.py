@@ -74,6 +74,7 @@ class ParamCount:
     components: dict[str, int]  # component -> count
     per_layer: list[int]  # parameters of each layer
     layers_identical: bool  # every layer has layer 0's names and shapes
+    layer_twins: list[int]  # for each layer, the first layer with its names and shapes
     aliases: dict[str, str]  # tied parameter name -> the name it is counted under
     fvcore_total: int
 
@@ -104,6 +105,8 @@ def count_params(model: nn.Module) -> ParamCount:
             layer_rows.setdefault(index, []).append((match.group(2), row.shape))
             per_layer[index] = per_layer.get(index, 0) + row.numel
     signatures = list(layer_rows.values())
+    first_with: dict[tuple, int] = {}
+    twins = [first_with.setdefault(tuple(layer_rows[i]), i) for i in sorted(layer_rows)]
     return ParamCount(
         rows=rows,
         total=sum(r.numel for r in rows),
@@ -111,6 +114,7 @@ def count_params(model: nn.Module) -> ParamCount:
         components=components,
         per_layer=[per_layer[i] for i in sorted(per_layer)],
         layers_identical=all(sig == signatures[0] for sig in signatures),
+        layer_twins=twins,
         aliases=aliases,
         fvcore_total=int(parameter_count(model)[""]),
     )

@@ -19,24 +19,46 @@ class TwelveD2:
     exact_per_layer: int
     rel_error: float  # (12·d² − exact) / exact
     attn_matrices_d2: float  # attention matrices in units of d²
-    mlp_matrices_d2: float
-    rest: int  # biases and norms in one layer
+    mlp_matrices_d2: float  # an MoE layer's: router, every expert and the shared experts
+    rest: int  # biases, norms and sinks in one layer
     exact_when: str
+    here: str  # what this layer's matrices are, in units of d²
 
 
 def twelve_d2(cfg: ModelConfig) -> TwelveD2:
     """The classic per-layer estimate 12·d² (Kaplan et al. 2020, section 2.1, with d_attn = d and
-    d_ff = 4d): 4·d² of attention matrices plus 8·d² of MLP matrices."""
-    d2 = cfg.d_model**2
-    attn = 2 * cfg.d_model * cfg.q_dim + 2 * cfg.d_model * cfg.kv_dim
-    mlp = (3 if cfg.is_glu else 2) * cfg.d_model * cfg.d_ff
+    d_ff = 4d): 4·d² of attention matrices plus 8·d² of MLP matrices. In a model with experts
+    the layer compared is an MoE layer, whose MLP is E experts (k of them used per token)."""
+    d, d2, matrices = cfg.d_model, cfg.d_model**2, 3 if cfg.is_glu else 2
+    attn = _attention_matrices(cfg)
     exact = param_formula(cfg).per_layer.value
     ideal_ff = "8/3·d" if cfg.is_glu else "4·d"
     exact_when = (
         f"12·d² counts the matrices exactly when attention is MHA with h·d_h = d (4·d²) and "
-        f"d_ff = {ideal_ff} for a {'3' if cfg.is_glu else '2'}-matrix MLP (8·d²); biases and "
+        f"d_ff = {ideal_ff} for a {matrices}-matrix MLP (8·d²); biases and "
         f"norms add lower-order terms in d"
     )
+    if cfg.n_experts:
+        expert = matrices * d * cfg.d_ff_expert
+        shared = matrices * d * (cfg.d_ff_shared or 0) + (d if cfg.shared_expert_gate else 0)
+        mlp = d * cfg.n_experts + cfg.n_experts * expert + shared
+        here = (
+            f"attention matrices {attn / d2:.4g}·d²; MLP: {cfg.n_experts} experts of "
+            f"{expert / d2:.4g}·d² (f_e = {cfg.d_ff_expert / d:.4g}·d), {cfg.experts_per_token} "
+            f"used per token ({cfg.experts_per_token * expert / d2:.4g}·d²), router "
+            f"{cfg.n_experts / d:.4g}·d², shared experts {shared / d2:.4g}·d²"
+        )
+        exact_when += (
+            f". An MoE layer stores every expert: 12·d² stands for its attention and one dense "
+            f"MLP, so it undercounts the stored layer, and matches the active one only when "
+            f"k·f_e + f_s = {ideal_ff}"
+        )
+    else:
+        mlp = matrices * d * cfg.d_ff
+        here = (
+            f"attention matrices {attn / d2:.4g}·d², MLP matrices {mlp / d2:.4g}·d² (f = "
+            f"{cfg.d_ff / d:.4g}·d)"
+        )
     return TwelveD2(
         approx_per_layer=12 * d2,
         exact_per_layer=exact,
@@ -45,7 +67,19 @@ def twelve_d2(cfg: ModelConfig) -> TwelveD2:
         mlp_matrices_d2=mlp / d2,
         rest=exact - attn - mlp,
         exact_when=exact_when,
+        here=here,
     )
+
+
+def _attention_matrices(cfg: ModelConfig) -> int:
+    """One layer's attention weight matrices (no biases, norms or sinks)."""
+    d = cfg.d_model
+    if cfg.kv_lora_rank is None:
+        return 2 * d * cfg.q_dim + 2 * d * cfg.kv_dim
+    q = d * cfg.q_dim if cfg.q_lora_rank is None else cfg.q_lora_rank * (d + cfg.q_dim)
+    kv = d * (cfg.kv_lora_rank + cfg.qk_rope_head_dim)
+    kv += cfg.kv_lora_rank * cfg.n_heads * (cfg.qk_nope_head_dim + cfg.v_head_dim)
+    return q + kv + cfg.n_heads * cfg.v_head_dim * d
 
 
 def bias_variants(cfg: ModelConfig) -> dict[str, Expr]:

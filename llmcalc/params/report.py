@@ -10,6 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from llmcalc.config.experts import dense_layer_count, moe_layer_count
 from llmcalc.config.schema import ModelConfig
 from llmcalc.params.analysis import ParamsAnalysis
 from llmcalc.params.count import layer_index
@@ -20,6 +21,9 @@ GROUP_LABELS = {
     "position_embedding": "position embedding",
     "attention": "attention (q, k, v, o)",
     "mlp": "MLP",
+    "router": "router",
+    "experts": "routed experts",
+    "shared_experts": "shared experts",
     "norms": "norms",
     "lm_head": "LM head",
 }
@@ -33,9 +37,18 @@ COMPONENT_LABELS = {
     "attn_v": "v projection",
     "attn_qkv": "qkv projection (fused)",
     "attn_o": "o projection",
+    "attn_q_a": "q latent",
+    "attn_q_b": "q from latent",
+    "attn_kv_a": "kv latent + RoPE key",
+    "attn_kv_b": "k, v from latent",
+    "attn_sinks": "attention sinks",
     "mlp": "MLP",
+    "router": "router",
+    "experts": "routed experts (all E)",
+    "shared_experts": "shared experts",
     "block_norms": "block norms",
     "qk_norm": "q/k norms",
+    "latent_norms": "latent norms",
     "final_norm": "final norm",
     "lm_head": "LM head",
 }
@@ -60,20 +73,21 @@ def tensor_table(result: ParamsAnalysis, full: bool) -> Table:
     table.add_column("Shape")
     table.add_column("#Params", justify="right")
     table.add_column("Trainable")
-    fold = not full and counted.layers_identical and len(counted.per_layer) > 1
-    folded_done = False
+    fold = not full and len(counted.per_layer) > 1
+    twins, folded = counted.layer_twins, set()
     for row in counted.rows:
         index = layer_index(row.name)
-        if fold and index is not None and index > 0:
-            if not folded_done:
-                n_more = len(counted.per_layer) - 1
+        if fold and index is not None and twins[index] != index:
+            first = twins[index]
+            if first not in folded:  # one row for every later layer shaped as `first`
+                same = [i for i, twin in enumerate(twins) if twin == first and i != first]
                 table.add_row(
-                    Text(f"layers.1 .. layers.{n_more}", style="italic"),
-                    Text(f"{n_more} × layer 0", style="italic"),
-                    Text(f"{n_more} × {_n(counted.per_layer[0])}", style="italic"),
+                    Text(_layer_span(same), style="italic"),
+                    Text(f"{len(same)} × layer {first}", style="italic"),
+                    Text(f"{len(same)} × {_n(counted.per_layer[first])}", style="italic"),
                     Text("(identical; --full lists every row)", style="italic"),
                 )
-                folded_done = True
+                folded.add(first)
             continue
         table.add_row(row.name, str(row.shape), _n(row.numel), str(row.trainable))
     for alias, target in counted.aliases.items():
@@ -89,21 +103,56 @@ def tensor_table(result: ParamsAnalysis, full: bool) -> Table:
     return table
 
 
+def _layer_span(indices: list[int]) -> str:
+    """layers.1 .. layers.31, or layers.2, 4 .. 46 for every other layer, else a list."""
+    first, last = indices[0], indices[-1]
+    if indices == list(range(first, last + 1)):
+        return f"layers.{first} .. layers.{last}"
+    step = indices[1] - first
+    if len(indices) > 2 and indices == list(range(first, last + 1, step)):
+        return f"layers.{first}, {first + step} .. {last}"
+    return "layers." + ", ".join(str(i) for i in indices)
+
+
 def component_table(result: ParamsAnalysis) -> Table:
     table = Table(box=box.SIMPLE_HEAD, title="Parameters per component", title_justify="left")
     table.add_column("Component")
     table.add_column("#Params", justify="right")
     table.add_column("Share", justify="right")
-    total = result.formula.total.value
+    formula, cfg = result.formula, result.config
+    moe = bool(cfg.n_experts)
+    if moe:
+        table.add_column(f"Active per token (k = {cfg.experts_per_token} of E = {cfg.n_experts})")
+    total = formula.total.value
+    active = active_groups(result)
     for key, count in result.groups.items():
-        table.add_row(GROUP_LABELS[key], _n(count), f"{100 * count / total:.2f}%")
+        row = [GROUP_LABELS[key], _n(count), f"{100 * count / total:.2f}%"]
+        table.add_row(*row, *([_n(active[key])] if moe else []))
     table.add_section()
-    table.add_row("total", _n(total), "100.00%")
-    non_emb = result.formula.non_embedding
+    table.add_row("total", _n(total), "100.00%", *([_n(formula.active)] if moe else []))
+    non_emb = formula.non_embedding
     table.add_row(
         "non-embedding (no V·d, P·d matrices)", _n(non_emb), f"{100 * non_emb / total:.2f}%"
     )
+    if moe:
+        without = formula.active_without_input_embedding
+        table.add_row("active, with the input embedding", "", "", _n(formula.active))
+        table.add_row("active, without the input embedding", "", "", _n(without))
+        table.caption = (
+            "Active: the parameters one token uses, every component but the routed experts "
+            "whole. Mixtral, Qwen and Llama 4 publish it with the input embedding; DeepSeek-V3 "
+            "and gpt-oss without (a lookup, no matmul); the LM head is in both."
+        )
+        table.caption_justify = "left"
     return table
+
+
+def active_groups(result: ParamsAnalysis) -> dict[str, int]:
+    """Group -> parameters one token uses: k of E routed experts, everything else whole."""
+    cfg, groups = result.config, dict(result.groups)
+    if cfg.n_experts:
+        groups["experts"] = groups["experts"] * cfg.experts_per_token // cfg.n_experts
+    return groups
 
 
 def symbols_line(cfg: ModelConfig) -> str:
@@ -118,14 +167,28 @@ def _total_line(formula: ParamFormula, cfg: ModelConfig) -> tuple[str, str]:
     for c in COMPONENTS:
         if c in PER_LAYER:
             if c == PER_LAYER[0]:
-                parts_sym.append("L·(per layer)")
-                parts_num.append(f"{cfg.n_layers}·{_n(formula.per_layer.value)}")
+                for symbol, layers, expr in layer_kinds(formula, cfg):
+                    parts_sym.append(f"{symbol}·({'per layer' if symbol == 'L' else expr})")
+                    parts_num.append(f"{layers}·{_n(_kind_value(formula, expr))}")
             continue
         term = formula.terms[c]
         if term.value:
             parts_sym.append(term.sym)
             parts_num.append(_n(term.value))
     return " + ".join(parts_sym), " + ".join(parts_num)
+
+
+def layer_kinds(formula: ParamFormula, cfg: ModelConfig) -> list[tuple[str, int, str]]:
+    """(symbol, layers, kind) for each kind of layer: L of one kind, or L_dense and L_moe."""
+    moe, dense = moe_layer_count(cfg), dense_layer_count(cfg)
+    if not moe:
+        return [("L", cfg.n_layers, "per layer")]
+    kinds = [("L_dense", dense, "dense layer")] if dense else []
+    return [*kinds, ("L_moe", moe, "MoE layer")]
+
+
+def _kind_value(formula: ParamFormula, kind: str) -> int:
+    return formula.dense_layer.value if kind == "dense layer" else formula.per_layer.value
 
 
 def formula_panel(result: ParamsAnalysis) -> Panel:
@@ -135,12 +198,18 @@ def formula_panel(result: ParamsAnalysis) -> Panel:
     terms.add_column("closed form")
     terms.add_column("substituted")
     terms.add_column("params", justify="right")
+    moe = bool(cfg.n_experts)
     for c in PER_LAYER:
         term = formula.terms[c]
         if term.value:
-            terms.add_row(COMPONENT_LABELS[c], term.sym, term.num, _n(term.value))
+            label = COMPONENT_LABELS[c] + (" (dense layers)" if moe and c == "mlp" else "")
+            terms.add_row(label, term.sym, term.num, _n(term.value))
     poly = result.layer_polynomial
-    terms.add_row(Text("one layer", style="bold"), poly.sym, poly.num, _n(poly.value))
+    one = "one MoE layer" if moe else "one layer"
+    terms.add_row(Text(one, style="bold"), poly.sym, poly.num, _n(poly.value))
+    if moe and formula.dense_layer.value and dense_layer_count(cfg):
+        dense = formula.dense_layer
+        terms.add_row(Text("one dense layer", style="bold"), "", "", _n(dense.value))
 
     total_sym, total_num = _total_line(formula, cfg)
     lines: list[RenderableType] = [
@@ -165,11 +234,7 @@ def formula_panel(result: ParamsAnalysis) -> Panel:
             f"; 12·L·d² = {_n(cfg.n_layers * twelve.approx_per_layer)} vs non-embedding "
             f"{_n(formula.non_embedding)}"
         ),
-        Text(
-            f"   here: attention matrices {twelve.attn_matrices_d2:.4g}·d², MLP matrices "
-            f"{twelve.mlp_matrices_d2:.4g}·d² (f = {cfg.d_ff / cfg.d_model:.4g}·d), "
-            f"biases and norms {_n(twelve.rest)}"
-        ),
+        Text(f"   here: {twelve.here}, biases and norms {_n(twelve.rest)}"),
         Text(f"   {twelve.exact_when}", style="dim"),
         Text("\ncounted on the real model vs formula:", style="bold"),
         Text(
@@ -198,6 +263,18 @@ def params_json(result: ParamsAnalysis) -> dict[str, Any]:
         "total": counted.total,
         "trainable": counted.trainable,
         "non_embedding": formula.non_embedding,
+        **(
+            {
+                "active": formula.active,
+                "active_without_input_embedding": formula.active_without_input_embedding,
+                "active_components": active_groups(result),
+                "layers_dense": dense_layer_count(cfg),
+                "layers_moe": moe_layer_count(cfg),
+                "dense_layer": formula.dense_layer.value,
+            }
+            if cfg.n_experts
+            else {}
+        ),
         "per_layer": counted.per_layer[0] if counted.per_layer else 0,
         "n_layers": cfg.n_layers,
         "components": result.groups,
