@@ -84,4 +84,4 @@ def print_table(renderables: list[Any]) -> None:
     if console.width < MIN_WIDTH:  # COLUMNS=0 or 10: too narrow to keep a number whole
         console = _console(MIN_WIDTH)
     for item in renderables:
-        console.print(fit(item, console, console.width))
+        console.print(fit(item, console, console.width), crop=False)  # stacked lines stay whole

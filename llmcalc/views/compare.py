@@ -22,6 +22,8 @@ class Row:
 ROWS = (
     Row("parameters", "params", "count"),
     Row("non-embedding parameters", "non_embedding_params", "count"),
+    Row("active parameters per token (all, dense)", "active_params", "count"),
+    Row("active, without the input embedding", "active_params_no_input_embedding", "count"),
     Row("attention", "attention", "text"),
     Row("forward FLOPs per token (matmul, full T×T)", "forward_flops_per_token", "flops"),
     Row("training FLOPs per token (fwd + bwd)", "train_flops_per_token", "flops"),
@@ -62,7 +64,9 @@ def model_metrics(
     return {
         "params": params.total.value,
         "non_embedding_params": params.non_embedding,
-        "attention": f"{cfg.attention_kind} {cfg.n_heads}/{cfg.n_kv_heads}",
+        "active_params": params.active,
+        "active_params_no_input_embedding": params.active_without_input_embedding,
+        "attention": attention_label(cfg),
         "forward_flops_per_token": forward.matmul_total // tokens,
         "train_flops_per_token": step_flops(cfg, forward, "none").model // tokens,
         "decode_flops_per_token": decode_flops(cfg, seq - 1),  # the last of T tokens
@@ -73,6 +77,13 @@ def model_metrics(
         "inference_dtype": dtype,
         "inference_peak": inference_memory(cfg, batch, seq, width, width).peak,
     }
+
+
+def attention_label(cfg: ModelConfig) -> str:
+    """MHA 32/32, GQA 32/8, MQA 32/1, or MLA 128 heads, latent 512 + 64 (what it caches)."""
+    if cfg.kv_lora_rank is not None:
+        return f"MLA {cfg.n_heads} heads, latent {cfg.kv_lora_rank} + {cfg.qk_rope_head_dim}"
+    return f"{cfg.attention_kind} {cfg.n_heads}/{cfg.n_kv_heads}"
 
 
 def compare_models(
