@@ -19,12 +19,12 @@ from llmcalc.params.analysis import analyze_params
 # preset -> (total, active with the input embedding, active without it, the publisher's definition)
 ACTIVE = {
     # Mistral AI, "Mixtral of experts": "46.7B total parameters but only uses 12.9B parameters
-    # per token"; the exact pair is also what transformers' MixtralForCausalLM gives
+    # per token"; the exact pair is what transformers' MixtralForCausalLM gives
     "mixtral-8x7b": (46_702_792_704, 12_879_925_248, 12_748_853_248, "with"),
-    # Qwen3-30B-A3B card: "30.5B in total and 3.3B activated"
+    # Qwen3-30B-A3B card: "30.5B in total and 3.3B activated" (3.35B, cut)
     "qwen3-30b-a3b": (30_532_122_624, 3_353_032_704, 3_041_867_776, "with"),
     # DeepSeek-V3 README_WEIGHTS.md, main model: "671B" total, "36.6B (including 0.9B for the
-    # output Head)" activated; the paper's "37B" rounds either
+    # output Head)" activated; the paper's "37B" fits both (36.6 rounded, 37.6 cut)
     "deepseek-v3": (671_026_404_352, 37_552_282_624, 36_625_603_584, "without"),
     # gpt-oss model card (arXiv 2508.10925), Table 1: 20.91B / 3.61B and 116.83B / 5.13B,
     # "Unembedding parameters are counted towards active, but not embeddings"
