@@ -48,6 +48,17 @@ PUBLISHED = {
     "qwen3-8b": 8_190_735_360,
     "phi-3-mini": 3_821_079_552,
     "olmo-1b": 1_176_764_416,
+    # Mixture of experts (test_published_moe.py: active counts, the cards' rounded figures):
+    # Mixtral 8x7B (Mistral AI: 46.7B), Qwen3-30B-A3B (card: 30.5B), DeepSeek-V3 without its MTP
+    # module (README_WEIGHTS.md: 671B), gpt-oss (card, Table 1: 20.91B, 116.83B), Llama 4 Scout's
+    # language model (the card's 109B includes the vision tower): transformers 5.23's models
+    # built from the same config.json
+    "mixtral-8x7b": 46_702_792_704,
+    "qwen3-30b-a3b": 30_532_122_624,
+    "deepseek-v3": 671_026_404_352,
+    "gpt-oss-20b": 20_914_757_184,
+    "gpt-oss-120b": 116_829_156_672,
+    "llama-4-scout": 107_769_861_120,
 }
 
 

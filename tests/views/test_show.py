@@ -18,6 +18,13 @@ def _shown(name):
     return cfg, yaml.safe_load(config_yaml(cfg))
 
 
+def _expected_head_dim(data, d_model, n_heads):
+    """Given, or with latent attention qk_nope_head_dim + qk_rope_head_dim, or d_model / n_heads."""
+    if data.get("kv_lora_rank") is not None:
+        return data["qk_nope_head_dim"] + data["qk_rope_head_dim"]
+    return data.get("head_dim", d_model // n_heads)
+
+
 def _expected_d_ff(data, d_model):
     if "d_ff" in data:
         return data["d_ff"]
@@ -45,7 +52,7 @@ def test_editing_d_model_in_the_shown_yaml_re_derives(name):
         edited = ModelConfig.from_dict({**data, "d_model": d_model})
         assert edited.d_model == d_model
         assert edited.d_ff == _expected_d_ff(data, d_model)
-        assert edited.head_dim == data.get("head_dim", d_model // cfg.n_heads)
+        assert edited.head_dim == _expected_head_dim(data, d_model, cfg.n_heads)
         assert edited.n_kv_heads == cfg.n_kv_heads
 
 
@@ -54,7 +61,7 @@ def test_editing_n_heads_and_bias_in_the_shown_yaml_re_derives(name):
     cfg, data = _shown(name)
     edited = ModelConfig.from_dict({**data, "n_heads": 2 * cfg.n_heads, "bias": not cfg.bias})
     assert edited.n_kv_heads == data.get("n_kv_heads", 2 * cfg.n_heads)
-    assert edited.head_dim == data.get("head_dim", cfg.d_model // (2 * cfg.n_heads))
+    assert edited.head_dim == _expected_head_dim(data, cfg.d_model, 2 * cfg.n_heads)
     for part in ("qkv_bias", "out_bias", "mlp_bias"):
         assert getattr(edited, part) == data.get(part, not cfg.bias)
 
