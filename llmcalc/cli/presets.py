@@ -9,7 +9,7 @@ def presets(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     from llmcalc.params.formula import param_formula
     from llmcalc.views.report import presets_table
 
-    rows = [(cfg, param_formula(cfg).total.value) for cfg in map(load_config, builtin_names())]
+    rows = [(cfg, param_formula(cfg)) for cfg in map(load_config, builtin_names())]
     data = {
         "presets": [
             {
@@ -19,10 +19,20 @@ def presets(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
                 "n_heads": cfg.n_heads,
                 "n_kv_heads": cfg.n_kv_heads,
                 "d_ff": cfg.d_ff,
-                "params": total,
+                "params": formula.total.value,
+                **(
+                    {
+                        "n_experts": cfg.n_experts,
+                        "experts_per_token": cfg.experts_per_token,
+                        "d_ff_expert": cfg.d_ff_expert,
+                        "active_params": formula.active,
+                    }
+                    if cfg.n_experts
+                    else {}
+                ),
                 "source": cfg.source,
             }
-            for cfg, total in rows
+            for cfg, formula in rows
         ]
     }
     emit_result(output_format(as_json, fmt), data, [presets_table(rows)])

@@ -111,7 +111,12 @@ def check_experts(cfg: ModelConfig) -> tuple[int | None, int | None]:
                 )
         return None, None
     top_k = cfg.experts_per_token
-    if top_k is None or not 1 <= top_k <= experts:
+    if top_k is None:
+        raise LLMCalcError(
+            f"{where}: field 'experts_per_token' is required with n_experts = {experts}: the "
+            f"top-k, in 1 .. {experts}"
+        )
+    if not 1 <= top_k <= experts:
         raise LLMCalcError(
             f"{where}: field 'experts_per_token' = {quote(top_k)}: the top-k must be in "
             f"1 .. n_experts = {experts}"
@@ -134,6 +139,11 @@ def check_experts(cfg: ModelConfig) -> tuple[int | None, int | None]:
                     f"{where}: field {name!r} = {quote(getattr(cfg, name))} has no effect with "
                     "n_shared_experts = 0; set n_shared_experts or remove it"
                 )
+    if cfg.normalize_topk and cfg.router_score == "topk_softmax":
+        raise LLMCalcError(
+            f"{where}: field 'normalize_topk' = true has no effect with router_score "
+            "'topk_softmax': a softmax over the k chosen logits already sums to 1; remove it"
+        )
     if cfg.score_correction_bias and cfg.router_score != "sigmoid":
         raise LLMCalcError(
             f"{where}: field 'score_correction_bias' = true biases the choice among sigmoid "
@@ -208,9 +218,14 @@ def check_latent(cfg: ModelConfig) -> int | None:
             f"{where}: field 'q_lora_rank' = {cfg.q_lora_rank}: the query latent must be "
             f"smaller than d_model = {cfg.d_model} (leave it out for one q projection)"
         )
+    if cfg.n_kv_heads not in (None, cfg.n_heads):
+        raise LLMCalcError(
+            f"{where}: field 'n_kv_heads' = {quote(cfg.n_kv_heads)}: latent attention "
+            f"decompresses keys and values for every query head; n_kv_heads must be n_heads = "
+            f"{cfg.n_heads} or left out (the cache holds one latent, not kv heads)"
+        )
     clashes = {
         "head_dim": cfg.head_dim not in (None, nope + rope),
-        "n_kv_heads": cfg.n_kv_heads not in (None, cfg.n_heads),
         "position": cfg.position != "rope",
         "rope_fraction": cfg.rope_fraction != 1.0,
         "fused_qkv": cfg.fused_qkv,

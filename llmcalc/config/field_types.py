@@ -43,6 +43,8 @@ def check_type(
         }.get(kind, "a string")
         if choices is not None:
             expected = f"one of {', '.join(choices)}"
+        if kind == "list[int]" and isinstance(value, str):
+            expected += " in brackets, e.g. [0,2]"
         raise LLMCalcError(
             f"{where}: field {name!r} = {quote(value)} ({type(value).__name__}): expected {expected}"
         )

@@ -84,7 +84,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
 
 
 def parse_value(text: str) -> Any:
-    """A --set value: true/false, null, an integer, a number, or else the string itself."""
+    """A --set value: true/false, null, an integer, a number, a list of these in brackets
+    ([0,2], for moe_layers and global_layers), or else the string itself."""
+    if text.startswith("[") and text.endswith("]"):
+        return [parse_value(item.strip()) for item in text[1:-1].split(",") if item.strip()]
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"

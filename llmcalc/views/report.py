@@ -14,11 +14,12 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from llmcalc.config.experts import dormant_fields
+from llmcalc.config.experts import dense_layer_count, dormant_fields, is_latent, moe_layer_count
 from llmcalc.config.reading import shown, stat_or_none
 from llmcalc.config.schema import DERIVED, ModelConfig
 from llmcalc.errors import LLMCalcError, RunFailed
 from llmcalc.memory.formula import CATEGORIES
+from llmcalc.params.formula import ParamFormula
 from llmcalc.units import format_bytes
 from llmcalc.views.check import CHECK_BATCH, CHECK_SEQ, CheckResult
 from llmcalc.views.compare import ROWS
@@ -163,7 +164,7 @@ def write_plot(points: list[Point], target: Path, title: str) -> None:
         plt.close(figure)
 
 
-def presets_table(rows: list[tuple[ModelConfig, int]]) -> Table:
+def presets_table(rows: list[tuple[ModelConfig, ParamFormula]]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, title="Built-in presets", title_justify="left")
     for name, justify in (
         ("name", "left"),
@@ -171,18 +172,25 @@ def presets_table(rows: list[tuple[ModelConfig, int]]) -> Table:
         ("layers", "right"),
         ("heads / kv", "right"),
         ("d_ff", "right"),
+        ("experts E × f_e, top k", "right"),
         ("params", "right"),
+        ("active", "right"),
     ):
         table.add_column(name, justify=justify)
-    for cfg, total in rows:
+    for cfg, formula in rows:
+        moe = bool(cfg.n_experts)
         table.add_row(
             cfg.name,
             str(cfg.d_model),
             str(cfg.n_layers),
-            f"{cfg.n_heads} / {cfg.n_kv_heads}",
-            str(cfg.d_ff),
-            _cell("count", total),
+            f"{cfg.n_heads} / {'latent' if cfg.kv_lora_rank else cfg.n_kv_heads}",
+            str(cfg.d_ff) if dense_layer_count(cfg) else "",  # no dense MLP: no d_ff
+            f"{cfg.n_experts} × {cfg.d_ff_expert}, {cfg.experts_per_token}" if moe else "",
+            _cell("count", formula.total.value),
+            _cell("count", formula.active) if moe else "",
         )
+    table.caption = "active: the parameters one token uses, the input embedding included"
+    table.caption_justify = "left"
     return table
 
 
@@ -274,6 +282,8 @@ def config_yaml(cfg: ModelConfig) -> str:
             lines.append(text)
         else:
             rule = _d_ff_rule(cfg) if name == "d_ff" else DERIVED[name]
+            if name == "head_dim" and is_latent(cfg):
+                rule = "qk_nope_head_dim + qk_rope_head_dim, latent attention's q and k heads"
             lines.append(f"# {text.rstrip()}  (derived: {rule})\n")
     idle = cfg.without_effect()  # not in to_dict, so that the YAML loads back without a conflict
     lines += [
@@ -281,13 +291,32 @@ def config_yaml(cfg: ModelConfig) -> str:
     ]
     if dormant:
         lines.append(f"# at their defaults, without effect here: {', '.join(dormant)}\n")
-    derived = (
-        f"# derived: attention {cfg.attention_kind} ({cfg.n_heads} query heads, "
-        f"{cfg.n_kv_heads} kv heads), q width h·d_h = {cfg.q_dim}, kv width h_kv·d_h = "
-        f"{cfg.kv_dim}, MLP {'3 matrices (GLU)' if cfg.is_glu else '2 matrices'} at "
-        f"d_ff = {cfg.d_ff} = {cfg.d_ff / cfg.d_model:.4g}·d_model\n"
+    return "".join(lines) + f"# derived: {_derived_summary(cfg)}\n"
+
+
+def _derived_summary(cfg: ModelConfig) -> str:
+    """The attention kind and the MLP's (or experts') sizes, for the YAML's last comment."""
+    matrices = "3 matrices (GLU)" if cfg.is_glu else "2 matrices"
+    if is_latent(cfg):
+        attention = (
+            f"attention MLA ({cfg.n_heads} heads, q/k head {cfg.head_dim}, v head "
+            f"{cfg.v_head_dim}, caching a {cfg.kv_lora_rank} + {cfg.qk_rope_head_dim} latent)"
+        )
+    else:
+        attention = (
+            f"attention {cfg.attention_kind} ({cfg.n_heads} query heads, {cfg.n_kv_heads} kv "
+            f"heads), q width h·d_h = {cfg.q_dim}, kv width h_kv·d_h = {cfg.kv_dim}"
+        )
+    dense = dense_layer_count(cfg)
+    mlp = f"MLP {matrices} at d_ff = {cfg.d_ff} = {cfg.d_ff / cfg.d_model:.4g}·d_model"
+    if not cfg.n_experts:
+        return f"{attention}, {mlp}"
+    shared = f", shared width {cfg.d_ff_shared}" if cfg.n_shared_experts else ""
+    experts = (
+        f"{moe_layer_count(cfg)} MoE layers: {cfg.n_experts} experts of width "
+        f"{cfg.d_ff_expert}, top {cfg.experts_per_token}{shared} ({matrices})"
     )
-    return "".join(lines) + derived
+    return f"{attention}, {experts}" + (f"; {dense} dense layers, {mlp}" if dense else "")
 
 
 def _d_ff_rule(cfg: ModelConfig) -> str:

@@ -1,6 +1,8 @@
 """Mixture-of-experts and latent-attention fields that do not fit, set on the published presets
 with `--set`: each is one `Error:` line that starts by naming the field, exit 2. The YAML forms,
-and lists such as moe_layers (which `--set` cannot give), are files in bad_inputs/."""
+and some lists such as moe_layers, are files in bad_inputs/."""
+
+import json
 
 import pytest
 
@@ -42,7 +44,7 @@ CASES = {
     "deepseek-v3 q_lora_rank=7168": "field 'q_lora_rank' = 7168: the query latent must be smaller "
     "than d_model = 7168",
     "deepseek-v3 head_dim=128": "field 'head_dim' = 128 does not apply to latent attention",
-    "deepseek-v3 n_kv_heads=8": "field 'n_kv_heads' = 8 does not apply to latent attention",
+    "deepseek-v3 n_kv_heads=8": "field 'n_kv_heads' = 8: latent attention decompresses keys and",
     "deepseek-v3 qk_norm=head": "field 'qk_norm' = 'head' does not apply to latent attention",
     "deepseek-v3 position=alibi": "field 'position' = 'alibi' does not apply to latent attention",
     "deepseek-v3 v_head_dim=null": "field 'v_head_dim' is required with kv_lora_rank",
@@ -58,3 +60,15 @@ def test_a_bad_moe_or_mla_field_is_one_error_line(runner, case):
     preset, *sets = case.split()
     args = ["params", preset] + [arg for field in sets for arg in ("--set", field)]
     assert_one_line_error(runner, args, f"Error: {preset} (with --set): {CASES[case]}")
+
+
+def test_set_takes_a_list_in_brackets(runner):
+    from llmcalc.cli import app
+
+    result = runner.invoke(app, ["params", "mixtral-8x7b", "--set", "moe_layers=[0,2]", "--json"])
+    assert result.exit_code == 0, result.stderr
+    # 2 of 32 layers MoE, the other 30 dense MLPs of d_ff = 14336 (1 expert's width)
+    assert json.loads(result.stdout)["layers_moe"] == 2
+    assert_one_line_error(
+        runner, ["params", "mixtral-8x7b", "--set", "moe_layers=[0,x]"], "list of integers"
+    )
