@@ -167,3 +167,14 @@ def test_deepseek_v3_mtp_module_not_built():
     assert "11,610,067,968" in cfg.source
     total = analyze_params(cfg).formula.total.value
     assert total + mtp == 682_636_472_320
+
+
+def test_docs_show_the_real_deepseek_v3_output():
+    from typer.testing import CliRunner
+
+    from llmcalc.cli import app
+    from tests.conftest import as_printed, doc_example
+
+    command = "$ llmcalc params deepseek-v3"
+    result = CliRunner().invoke(app, ["params", "deepseek-v3"], env={"COLUMNS": "100"})
+    assert doc_example(command) == command + "\n" + as_printed(result.stdout)
