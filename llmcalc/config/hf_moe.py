@@ -39,6 +39,23 @@ _EXPERT_FIELDS = (
 )
 
 
+# Layers listed one by one (which are MoE, which attend through a window): far beyond any model,
+# and short enough that a list of them is built at once
+_MAX_LISTED = 100_000
+
+
+def _listed_layers(f: Fields) -> int:
+    """num_hidden_layers, for a type whose layers are decided one by one."""
+    layers = f.need("num_hidden_layers")
+    if layers > _MAX_LISTED:
+        raise LLMCalcError(
+            f"{f.where}: field 'num_hidden_layers' = {layers}: model_type "
+            f"{f.data.get('model_type')!r} decides each layer's kind one by one; at most "
+            f"{_MAX_LISTED:,} layers"
+        )
+    return layers
+
+
 def _first(f: Fields, names: tuple[str, ...], default: Any) -> Any:
     """The first of `names` (a field and its aliases in transformers' attribute_map) the file
     states, else the class default."""
@@ -74,10 +91,10 @@ def _experts(f: Fields, names: tuple[str, ...], default: int, top_k: Any) -> dic
 
 
 def _which_moe(layers: int, moe: list[int]) -> dict[str, Any]:
-    """The MoE layers, in the fewest fields: every (step)-th layer, else their list."""
-    for step in range(1, layers + 1):
-        if moe == [i for i in range(layers) if (i + 1) % step == 0]:
-            return {} if step == 1 else {"moe_every": step}
+    """The MoE layers (sorted), in the fewest fields: every step-th layer, else their list."""
+    step = moe[0] + 1
+    if moe == list(range(step - 1, layers, step)):
+        return {} if step == 1 else {"moe_every": step}
     return {"moe_layers": moe}
 
 
@@ -85,6 +102,7 @@ def _mixtral(f: Fields) -> dict[str, Any]:
     """Mixtral: every layer MoE, softmax over every expert then the top-k renormalised (always:
     there is no norm_topk_prob), no biases, no shared expert; intermediate_size is each expert's
     width (there is no dense MLP). sliding_window, when set, is every layer's window."""
+    _listed_layers(f)
     return llama_like(
         f,
         kv_heads=8,  # MixtralConfig's default
@@ -102,14 +120,14 @@ def _qwen_moe_layers(f: Fields, layers: int) -> list[int]:
     """Qwen2/Qwen3-MoE: layer i is MoE when it is not in mlp_only_layers and (i + 1) is a
     multiple of decoder_sparse_step (Qwen2MoeDecoderLayer, Qwen3MoeDecoderLayer)."""
     step = f.get("decoder_sparse_step", 1)
-    dense = _layer_list(f, "mlp_only_layers", layers) or []
+    dense = set(_layer_list(f, "mlp_only_layers", layers) or [])
     return [i for i in range(layers) if i not in dense and (i + 1) % step == 0]
 
 
 def _qwen_moe(f: Fields, experts: int, top_k: int, width: int) -> dict[str, Any]:
     """The MoE fields both Qwen MoE types share; {} where no layer is MoE (all dense, as
     transformers then builds them)."""
-    layers = f.need("num_hidden_layers")
+    layers = _listed_layers(f)
     moe = _qwen_moe_layers(f, layers)
     if not moe:
         return {}
@@ -127,7 +145,7 @@ def _qwen2_moe_window(f: Fields) -> dict[str, Any]:
     if not f.get("use_sliding_window", False):
         return {}
     if f.data.get("layer_types") is None:
-        layers = f.need("num_hidden_layers")
+        layers = _listed_layers(f)
         first_global = f.get("max_window_layers", 28)
         kinds = [
             "sliding_attention" if (i + 1) % 2 and i < first_global else "full_attention"
@@ -257,6 +275,7 @@ def _gpt_oss(f: Fields) -> dict[str, Any]:
     behind the 128-token window (by default the even ones). The experts' clamped, interleaved
     SwiGLU has the same matmuls as a plain one."""
     bias = f.get("attention_bias", True)
+    _listed_layers(f)
     return llama_like(
         f,
         kv_heads=8,
@@ -315,7 +334,7 @@ def _llama4_text(f: Fields) -> dict[str, Any]:
     width intermediate_size_mlp; the router takes the top-k logits, then a sigmoid of each.
     transformers' Llama4TextMoe runs every expert on every token (scores zero off the top-k):
     its FLOPs are n_experts / k times the routed ones llmcalc counts."""
-    layers = f.need("num_hidden_layers")
+    layers = _listed_layers(f)
     moe = _layer_list(f, "moe_layers", layers)
     if moe is None:
         step = f.get("interleave_moe_layer_step", 1)

@@ -190,6 +190,7 @@ BAD = [
      "field 'no_rope_layers' = [1, 0]"),
     ("llama4", "Llama-4-Scout-17B-16E", dict(text_config=None), "needs a 'text_config' object"),
     ("gpt_oss", "gpt-oss-20b", dict(layer_types=["chunked_attention"] * 24), "field 'layer_types'"),
+    ("qwen3_moe", "Qwen3-30B-A3B", dict(num_hidden_layers=2**40), "at most 100,000 layers"),
 ]  # fmt: skip
 
 
