@@ -15,6 +15,8 @@ and by transformers, which builds its model from it, and:
   == the integer below. Routed FLOPs do not depend on where the router sends the tokens, so they
   match exactly. transformers' Llama 4 runs every expert on every token (a dense bmm over all E):
   it is compared with llmcalc's count of the same config with experts_per_token = n_experts.
+- decode FLOPs: one step on a real CPU cache after the prefill, both models under FlopCounterMode
+  (eager attention), equal and == the integer below.
 
 And the published full-size configs (tests/data/hf/moe/published): transformers' total and
 groups == llmcalc's, on meta.
@@ -242,6 +244,43 @@ def test_forward_flops_equal_in_total_and_per_layer(configs, model_type, attenti
     ours, our_parts = _llmcalc_flops(cfg, ran)
     assert our_parts == their_parts
     assert ours == theirs == EXPECTED[model_type][1]
+
+
+# One decode step after a KV_SEQ-token prefill of batch 2, on the CPU (eager attention: the CPU's
+# fused SDPA kernel has no FlopCounterMode entry). MLA decompresses every cached position again
+# (kv_b_proj over all 13), in both; a windowed layer attends to its W − 1 cached keys and the new
+# one. Llama 4 again at experts_per_token = n_experts.
+DECODE_FLOPS = {
+    "mixtral": 468_992,
+    "qwen2_moe": 744_704,
+    "qwen3_moe": 335_360,
+    "deepseek_v2": 1_112_000,
+    "deepseek_v3": 1_081_280,
+    "gpt_oss": 582_656,
+    "llama4_text": 676_352,
+}
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_a_decode_step_on_a_real_cache_counts_the_same(configs, model_type):
+    config, cfg = configs[model_type]
+    tokens = torch.randint(
+        0, cfg.vocab_size, (2, KV_SEQ + 1), generator=torch.Generator().manual_seed(0)
+    )
+    prompt, step = tokens[:, :KV_SEQ], tokens[:, KV_SEQ:]
+    theirs = _hf_model(config, "eager", device="cpu").eval()
+    if model_type == "llama4_text":
+        cfg = cfg.replace(experts_per_token=cfg.n_experts)
+    ours = build_model(cfg, device="cpu", attention="eager").eval()
+    cache = KVCache(cfg, 2, KV_SEQ + 1, "cpu", torch.float32)
+    with torch.no_grad():
+        past = theirs(input_ids=prompt, use_cache=True).past_key_values
+        with FlopCounterMode(display=False) as their_count:
+            theirs(input_ids=step, past_key_values=past, use_cache=True)
+        ours(prompt, cache=cache)
+        with FlopCounterMode(display=False) as our_count:
+            ours(step, cache=cache)
+    assert our_count.get_total_flops() == their_count.get_total_flops() == DECODE_FLOPS[model_type]
 
 
 # Full-size forward FLOPs, batch 1 × 256 tokens (Llama 4: every expert on every token, as above)
