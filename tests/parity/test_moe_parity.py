@@ -37,7 +37,14 @@ from llmcalc.flops.count import count_flops  # noqa: E402
 from llmcalc.model.attention import KVCache  # noqa: E402
 from llmcalc.model.transformer import build_model  # noqa: E402
 from llmcalc.params.analysis import analyze_params  # noqa: E402
-from llmcalc.views.parity import cache_bytes, hf_config, quiet_transformers  # noqa: E402
+from llmcalc.views.parity import (  # noqa: E402
+    cache_bytes,
+    check_forward_flops,
+    check_kv_cache,
+    check_params,
+    hf_config,
+    quiet_transformers,
+)
 from tests.config.test_hf import MOE_CONFIGS, MOE_PUBLISHED  # noqa: E402
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "hf" / "moe" / "tiny"
@@ -338,3 +345,16 @@ def test_count_flops_components_sum_to_the_models_forward(configs, model_type):
     _, cfg = configs[model_type]
     counted = count_flops(cfg, BATCH, SEQ, one_block=False)
     assert sum(counted.torch_forward.values()) == EXPECTED[model_type][1]
+
+
+# `llmcalc check --against transformers` (views/parity.py) on the types whose every layer is MoE
+# (flops/count.py traces one block, which a config with dense layers beside MoE ones cannot be
+# cut to yet): parameters and KV bytes exact; transformers' FLOPs those of batch 1 above.
+@pytest.mark.parametrize("model_type", ["mixtral", "qwen3_moe", "gpt_oss"])
+def test_check_against_transformers_runs_on_an_moe_config(configs, model_type):
+    config, cfg = configs[model_type]
+    with quiet_transformers():
+        assert check_params(config, cfg).passed
+        assert check_kv_cache(config, cfg, "bf16", KV_SEQ, real=True).passed
+        flops = check_forward_flops(config, cfg, "eager", 1, SEQ)
+    assert flops.transformers == EXPECTED[model_type][1] // BATCH
