@@ -12,6 +12,20 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow (full-size models counted op by op) run only with --slow."""
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with pytest --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def tiny(**overrides):
     """A small valid config mapping for tests (the model builds and runs on CPU in milliseconds)."""
     base = dict(name="tiny", vocab_size=64, d_model=32, n_layers=2, n_heads=4, max_seq_len=16)

@@ -1,6 +1,7 @@
 """Hugging Face `config.json` -> the preset schema, offline. One small function per model_type
 maps its field names to ours; anything it cannot map is an error that names it. The types here
-and in hf_llama.py (the LLaMA-like ones) and hf_gpt.py (the GPT-style ones) make MODEL_TYPES.
+and in hf_llama.py (the LLaMA-like ones), hf_gpt.py (the GPT-style ones) and hf_moe.py (the
+mixtures of experts) make MODEL_TYPES.
 transformers v4 and v5 files are both read: v5 moves rope_theta and partial_rotary_factor into
 rope_parameters (Fields.rope reads either) and writes dtype beside torch_dtype.
 
@@ -20,6 +21,7 @@ from llmcalc.config.hf_fields import typed, warn_unmodelled
 from llmcalc.config.hf_gpt import GPT_TYPES, gpt2_like
 from llmcalc.config.hf_llama import LLAMA_TYPES
 from llmcalc.config.hf_llama import llama_like as _llama_like
+from llmcalc.config.hf_moe import MOE_MAPPED, MOE_TYPES, MOE_WINDOWED
 from llmcalc.config.hf_window import nullable, qwen_window, window_fields
 from llmcalc.config.reading import load_json, read_text, shown
 from llmcalc.errors import LLMCalcError, quote
@@ -202,7 +204,17 @@ def _phi(f: _Fields) -> dict[str, Any]:
 
 
 # The families whose mapping reads the sliding window (hf_window.py); others warn about it.
-WINDOWED = ("mistral", "qwen2", "qwen3", "phi3", "starcoder2", "gemma2", "gemma3_text", "gemma3")
+WINDOWED = (
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "phi3",
+    "starcoder2",
+    "gemma2",
+    "gemma3_text",
+    "gemma3",
+    *MOE_WINDOWED,
+)
 
 MODEL_TYPES: dict[str, Callable[[_Fields], dict[str, Any]]] = {
     "llama": _llama,
@@ -219,6 +231,7 @@ MODEL_TYPES: dict[str, Callable[[_Fields], dict[str, Any]]] = {
     "olmo2": _olmo2,
     **LLAMA_TYPES,
     **GPT_TYPES,
+    **MOE_TYPES,
 }
 
 
@@ -245,7 +258,13 @@ def read_hf_config(path: Path) -> dict[str, Any]:
     fields = _Fields(data, where)
     mapped = MODEL_TYPES[model_type](fields)
     _check_consistent(fields, mapped)
-    warn_unmodelled(where, model_type, data, window_mapped=model_type in WINDOWED)
+    warn_unmodelled(
+        where,
+        model_type,
+        data,
+        window_mapped=model_type in WINDOWED,
+        mapped=MOE_MAPPED.get(model_type, ()),
+    )
     name = fields.get("_name_or_path", "")
     if not name:
         folder = file.parent.name if file.parent.name else model_type

@@ -38,6 +38,23 @@ FIELD_TYPES: dict[str, str] = {
             "ffn_dim",
             "word_embed_proj_dim",
             "rotary_dim",
+            # mixture of experts and latent attention (hf_moe.py)
+            "num_local_experts",
+            "num_experts",
+            "n_routed_experts",
+            "num_experts_per_tok",
+            "moe_intermediate_size",
+            "shared_expert_intermediate_size",
+            "intermediate_size_mlp",
+            "decoder_sparse_step",
+            "interleave_moe_layer_step",
+            "no_rope_layer_interval",
+            "attention_chunk_size",
+            "q_lora_rank",
+            "kv_lora_rank",
+            "qk_nope_head_dim",
+            "qk_rope_head_dim",
+            "v_head_dim",
         ),
         "size",
     ),
@@ -62,6 +79,7 @@ FIELD_TYPES: dict[str, str] = {
             "clip_qkv",
             "rope_parameters.rope_theta",
             "rope_parameters.partial_rotary_factor",
+            "routed_scaling_factor",
         ),
         "number",
     ),
@@ -88,6 +106,8 @@ FIELD_TYPES: dict[str, str] = {
             "layer_norm_elementwise_affine",
             "apply_residual_connection_post_layernorm",
             "scale_attn_weights",
+            "qkv_bias",
+            "norm_topk_prob",
         ),
         "bool",
     ),
@@ -103,6 +123,8 @@ FIELD_TYPES: dict[str, str] = {
         "string",
     ),
     "max_window_layers": "count",
+    "n_shared_experts": "count",
+    "first_k_dense_replace": "count",
     # transformers v5: rope_theta, rope_type and partial_rotary_factor live in this object (or,
     # for Gemma 3, in one such object per layer type)
     "rope_parameters": "object",
@@ -188,13 +210,18 @@ UNMODELLED_BY_TYPE: dict[str, dict[str, tuple[Callable[[Any, dict[str, Any]], bo
 
 
 def warn_unmodelled(
-    where: str, model_type: str, data: dict[str, Any], window_mapped: bool = False
+    where: str,
+    model_type: str,
+    data: dict[str, Any],
+    window_mapped: bool = False,
+    mapped: tuple[str, ...] = (),
 ) -> None:
     """One `Warning:` line on stderr for each field that is on and not modelled
-    (`window_mapped`: the family's mapping read the window fields)."""
+    (`window_mapped`: the family's mapping read the window fields; `mapped`: other fields of
+    the table above that it read, such as a mixture of experts' sizes)."""
     table = {**UNMODELLED, **UNMODELLED_BY_TYPE.get(model_type, {})}
-    if window_mapped:
-        table = {name: rule for name, rule in table.items() if name not in WINDOW_FIELDS}
+    skip = (*WINDOW_FIELDS, *mapped) if window_mapped else mapped
+    table = {name: rule for name, rule in table.items() if name not in skip}
     for name in ("use_sliding_window", "add_cross_attention"):
         if data.get(name) is not None:
             typed(where, name, data[name])

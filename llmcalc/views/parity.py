@@ -93,20 +93,23 @@ def hf_config(data: dict[str, Any]) -> Any:
     return transformers.AutoConfig.for_model(data["model_type"], **fields)
 
 
-def build_hf_model(config: Any, attention: str, dtype: Any) -> Any:
-    """AutoModelForCausalLM from the config, in `dtype`, on the current device (or fake mode)."""
+def build_hf_model(config: Any, attention: str, dtype: Any, experts: str | None = None) -> Any:
+    """AutoModelForCausalLM from the config, in `dtype`, on the current device (or fake mode);
+    `experts`: transformers 5's experts_implementation for mixture-of-experts types."""
     transformers = require_transformers()
     major = int(transformers.__version__.split(".")[0])
-    dtype_kw = "dtype" if major >= 5 else "torch_dtype"
+    kwargs = {"dtype" if major >= 5 else "torch_dtype": dtype}
+    if experts is not None and major >= 5:
+        kwargs["experts_implementation"] = experts
     try:
         return transformers.AutoModelForCausalLM.from_config(
-            config, attn_implementation=attention, **{dtype_kw: dtype}
+            config, attn_implementation=attention, **kwargs
         )
     except ValueError as exc:  # a type transformers runs eagerly only (GPT-J, BLOOM, Gemma 2)
         if attention != "sdpa" or "scaled_dot_product_attention" not in str(exc):
             raise
         return transformers.AutoModelForCausalLM.from_config(
-            config, attn_implementation="eager", **{dtype_kw: dtype}
+            config, attn_implementation="eager", **kwargs
         )
 
 
@@ -184,7 +187,10 @@ def check_forward_flops(
     from llmcalc.flops.formula import forward_flops
 
     with _fake("meta"):
-        model = build_hf_model(config, attention, torch.float32)
+        # grouped experts as batched_mm: the default grouped_mm has no FlopCounterMode entry
+        # and no fp32 meta kernel; batched_mm multiplies the routed rows only (a dense type
+        # ignores it)
+        model = build_hf_model(config, attention, torch.float32, experts="batched_mm")
         tokens = torch.zeros(batch, seq, dtype=torch.long)
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():

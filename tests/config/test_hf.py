@@ -2,6 +2,7 @@
 published parameter count (its model card or paper), and every way a file can be wrong."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -427,6 +428,33 @@ CONFIGS = [
         3_880_263_168,
     ),  # gemma-3-4b-it as published: most text fields left to Gemma3TextConfig's defaults
 ]
+
+# The mixture-of-experts types (llmcalc/config/hf_moe.py): their published config.json files as
+# tests/data/hf/moe/generate.py writes them, each with its total as transformers 5.23 builds it
+# (on the meta device, unique parameters), which is the published total where the card gives one
+# exactly (Mixtral 46,702,792,704; gpt-oss-20b 20.91B in its card's Table 1) and rounds to it
+# elsewhere (Qwen1.5-MoE 14.3B, DeepSeek-V2-Lite 15.7B, Qwen3-30B-A3B 30.5B, DeepSeek-V3 671B
+# without its multi-token-prediction layer, Llama 4 Scout 109B with its 0.87B vision tower).
+MOE_PUBLISHED = Path(__file__).resolve().parents[1] / "data" / "hf" / "moe" / "published"
+MOE_CONFIGS = [
+    ("mixtral", "Mixtral-8x7B-v0.1", 46_702_792_704),
+    ("qwen2_moe", "Qwen1.5-MoE-A2.7B", 14_315_784_192),
+    ("qwen3_moe", "Qwen3-30B-A3B", 30_532_122_624),
+    ("deepseek_v2", "DeepSeek-V2-Lite", 15_706_484_224),
+    ("deepseek_v3", "DeepSeek-V3", 671_026_404_352),
+    ("gpt_oss", "gpt-oss-20b", 20_914_757_184),
+    ("llama4_text", "Llama-4-Scout-17B-16E-text", 107_769_861_120),
+    ("llama4", "Llama-4-Scout-17B-16E", 107_769_861_120),  # its text_config: vision not counted
+]
+
+
+def _published(name):
+    fields = json.loads((MOE_PUBLISHED / f"{name}.json").read_text())
+    del fields["model_type"]
+    return fields
+
+
+CONFIGS += [(model_type, _published(name), count) for model_type, name, count in MOE_CONFIGS]
 
 
 def write_config(folder, model_type, fields):
