@@ -207,11 +207,6 @@ def _latent(f: Fields, v3: bool) -> dict[str, Any]:
         )
     q_lora = nullable(f, "q_lora_rank", 1536)
     bias = f.get("attention_bias", False)
-    if bias and q_lora is None:
-        raise LLMCalcError(
-            f"{f.where}: field 'attention_bias' = true with 'q_lora_rank' = null is not "
-            "supported: transformers' q_proj has no bias there, llmcalc's would"
-        )
     nope, rope = f.get("qk_nope_head_dim", 128), f.get("qk_rope_head_dim", 64)
     return {
         "n_kv_heads": None,

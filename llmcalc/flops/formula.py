@@ -270,8 +270,8 @@ def non_matmul_flops(cfg: ModelConfig, batch: int, seq: int) -> dict[str, int]:
 
 
 def _latent_biases(cfg: ModelConfig) -> int:
-    q = cfg.q_dim if cfg.q_lora_rank is None else cfg.q_lora_rank
-    return q + cfg.kv_lora_rank + cfg.qk_rope_head_dim
+    """qkv_bias under latent attention: on the q and kv latents' projections (q_a, kv_a)."""
+    return (cfg.q_lora_rank or 0) + cfg.kv_lora_rank + cfg.qk_rope_head_dim
 
 
 def forward_flops(cfg: ModelConfig, batch: int, seq: int) -> ForwardFlops:

@@ -26,8 +26,8 @@ class LatentAttention(Attention):
         torch.nn.Module.__init__(self)
         self._setup(cfg, layer, impl)
         d, heads = cfg.d_model, cfg.n_heads
-        if cfg.q_lora_rank is None:
-            self.q_proj = Linear(d, cfg.q_dim, bias=cfg.qkv_bias)
+        if cfg.q_lora_rank is None:  # never a bias here (qkv_bias is on q_a_proj, kv_a_proj)
+            self.q_proj = Linear(d, cfg.q_dim, bias=False)
         else:
             self.q_a_proj = Linear(d, cfg.q_lora_rank, bias=cfg.qkv_bias)
             self.q_a_norm = make_norm(cfg, cfg.q_lora_rank)

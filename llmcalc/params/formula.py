@@ -220,13 +220,14 @@ def _latent_terms(
 ) -> tuple[dict[str, Expr], Expr]:
     """Multi-head latent attention (DeepSeek-V2, section 2.1): q through the rank-r_q latent
     (or one d -> h·(n + r) matrix), the kv latent plus the shared RoPE key head d -> r_kv + r,
-    its decompression r_kv -> h·(n + d_v), and o from h·d_v; a norm over each latent."""
+    its decompression r_kv -> h·(n + d_v), and o from h·d_v; a norm over each latent. qkv_bias
+    puts biases on q_a and kv_a only, as attention_bias does in transformers' DeepSeek."""
     d, h = s["d"], s["h"]
     q_head = s["n"] + s["r"]
     terms = dict.fromkeys(ATTENTION, ZERO)
     norms = _with_width(width, s["r_kv"])
     if cfg.q_lora_rank is None:
-        terms["attn_q"] = _linear(d, h * q_head, cfg.qkv_bias)
+        terms["attn_q"] = h * q_head * d  # no bias: qkv_bias is on the latents' projections
     else:
         terms["attn_q_a"] = _linear(d, s["r_q"], cfg.qkv_bias)
         terms["attn_q_b"] = s["r_q"] * h * q_head

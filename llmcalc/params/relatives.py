@@ -187,9 +187,7 @@ def _latent_polynomial(cfg: ModelConfig, add: Any, size: Any, width: int) -> Non
     heads = cfg.n_heads
     q_heads = size(heads * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim), "(h·(n + r))")
     if cfg.q_lora_rank is None:
-        add(1, d, q_heads)
-        if cfg.qkv_bias:
-            add(1, q_heads)
+        add(1, d, q_heads)  # no bias on this one
     else:
         r_q = size(cfg.q_lora_rank, "r_q")
         add(1, d, r_q)

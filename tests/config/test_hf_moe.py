@@ -175,7 +175,6 @@ def test_llama4_moe_and_chunked_layers(tmp_path):
 
 BAD = [
     ("deepseek_v3", "DeepSeek-V3", dict(num_key_value_heads=8), "'num_key_value_heads' = 8"),
-    ("deepseek_v2", "DeepSeek-V2-Lite", dict(attention_bias=True), "'attention_bias' = true"),
     ("deepseek_v2", "DeepSeek-V2-Lite", dict(num_experts_per_tok=None),
      "missing field 'num_experts_per_tok'"),
     ("qwen3_moe", "Qwen3-30B-A3B", dict(mlp_only_layers=[48]), "field 'mlp_only_layers' = [48]"),

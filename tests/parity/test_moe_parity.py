@@ -138,6 +138,19 @@ def test_parameters_equal_transformers_in_total_and_per_group(configs, model_typ
     assert _check_params(*configs[model_type]) == EXPECTED[model_type][0]
 
 
+@pytest.mark.parametrize("q_lora_rank", [None, 48])
+def test_latent_attention_biases_sit_where_transformers_puts_them(tmp_path, q_lora_rank):
+    """attention_bias: on q_a_proj, kv_a_proj_with_mqa and o_proj; q_proj (no q latent) has
+    none in transformers' DeepSeek-V2, and none in llmcalc."""
+    data = json.loads((TINY / "deepseek_v2.json").read_text())
+    data.update(attention_bias=True, q_lora_rank=q_lora_rank)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    with quiet_transformers():
+        config = hf_config(data)
+    _check_params(config, load_config(str(path)))  # total and per group, exactly
+
+
 def _published(name):
     path = MOE_PUBLISHED / f"{name}.json"
     with quiet_transformers():
@@ -327,19 +340,7 @@ def test_llama4_routed_flops_are_transformers_over_e_over_k(configs):
 
 @pytest.mark.parametrize(
     "model_type",
-    [
-        pytest.param(
-            t,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="flops/count.py's components drop MLA's q_a/q_b/kv_a/kv_b projections",
-            ),
-        )
-        if t.startswith("deepseek")
-        else t
-        for t in TYPES
-        if t != "llama4_text"
-    ],
+    [t for t in TYPES if t != "llama4_text"],
 )
 def test_count_flops_components_sum_to_the_models_forward(configs, model_type):
     _, cfg = configs[model_type]
