@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmcalc.config.dtypes import KV_DTYPES
+from llmcalc.config.experts import is_latent
 from llmcalc.config.hardware import free_in_words
 from llmcalc.config.schema import ModelConfig
 from llmcalc.config.sizes import MAX_SIZE
@@ -25,6 +26,7 @@ from llmcalc.memory.formula import (
     training_memory,
     with_kv_heads,
 )
+from llmcalc.memory.latent import KV_FORMS, kv_sizes, latent_refusal
 from llmcalc.params.formula import param_formula
 from llmcalc.units import format_bytes
 
@@ -35,8 +37,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class KVVariant:
-    kind: str  # 'mha' | 'gqa' | 'mqa'
-    n_kv_heads: int
+    kind: str  # 'mha' | 'gqa' | 'mqa', or with latent attention 'latent' | 'decompressed'
+    n_kv_heads: int  # heads cached: the latent is one
     kv_params: int  # k and v projection parameters, all layers
     bytes_per_token: int
     bytes_per_sequence: int  # at seq
@@ -86,6 +88,9 @@ def resolve_kv_heads(cfg: ModelConfig, mha: bool, gqa: int | None, mqa: bool) ->
     """The KV heads chosen by --mha, --gqa N or --mqa (the preset's own by default)."""
     if sum((mha, gqa is not None, mqa)) > 1:
         raise LLMCalcError("--mha, --gqa and --mqa: give at most one")
+    if is_latent(cfg) and (mha or mqa or gqa is not None):
+        option = "--mha" if mha else "--mqa" if mqa else f"--gqa {gqa}"
+        raise LLMCalcError(latent_refusal(cfg, option))
     if mha:
         return cfg.n_heads
     if mqa:
@@ -108,6 +113,8 @@ def resolve_kv_heads(cfg: ModelConfig, mha: bool, gqa: int | None, mqa: bool) ->
 def kv_variants(
     cfg: ModelConfig, batch: int, seq: int, kv_bytes: int
 ) -> dict[str, KVVariant | None]:
+    if is_latent(cfg):
+        return latent_variants(cfg, batch, seq, kv_bytes)
     groups = default_gqa_groups(cfg)
     heads = {"mha": cfg.n_heads, "gqa": groups, "mqa": 1}
     variants: dict[str, KVVariant | None] = {}
@@ -127,6 +134,23 @@ def kv_variants(
             total=kv_cache_bytes(variant, batch, seq, kv_bytes),
         )
     return variants
+
+
+def latent_variants(cfg: ModelConfig, batch: int, seq: int, kv_bytes: int) -> dict[str, KVVariant]:
+    """Latent attention's cache as it is held (the latent) and as transformers 4 holds it (the
+    decompressed keys and values): the same kv_a and kv_b parameters make both."""
+    components = param_formula(cfg).components
+    return {
+        form: KVVariant(
+            kind=form,
+            n_kv_heads=kv_sizes(cfg, form)[0],
+            kv_params=components["attn_kv_a"] + components["attn_kv_b"],
+            bytes_per_token=kv_cache_bytes(cfg, 1, 1, kv_bytes, form),
+            bytes_per_sequence=kv_cache_bytes(cfg, 1, seq, kv_bytes, form),
+            total=kv_cache_bytes(cfg, batch, seq, kv_bytes, form),
+        )
+        for form in KV_FORMS
+    }
 
 
 def _largest(fits: Callable[[int], bool], limit: int) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from llmcalc.config.schema import ModelConfig
 from llmcalc.config.window import cached_positions, is_local, local_layer_count
 from llmcalc.memory.activations import block_backward_peak, head_activations, layer_activations
+from llmcalc.memory.latent import kv_elements
 from llmcalc.params.formula import param_formula
 
 PRECISIONS = ("fp32", "bf16", "mixed")
@@ -47,16 +48,21 @@ STATE_TENSORS = {"adamw": 2, "sgd": 0, "sgd-momentum": 1}  # AdamW: exp_avg and 
 # --- KV cache --------------------------------------------------------------------------------
 
 
-def kv_cache_bytes(cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int) -> int:
+def kv_cache_bytes(
+    cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int, form: str = "latent"
+) -> int:
     """Keys and values of every layer: 2 · h_kv · d_h · B · bytes · Σ positions held (Pope et al.
     2022, 'Efficiently Scaling Transformer Inference', section 3.1): T in a global layer, and in a
     local layer (sliding window W) min(T, W − 1), what transformers' sliding cache keeps. GQA and
-    MQA shrink it by storing h_kv < h heads (Ainslie et al. 2023; Shazeer 2019)."""
+    MQA shrink it by storing h_kv < h heads (Ainslie et al. 2023; Shazeer 2019). With latent
+    attention 2 · h_kv · d_h becomes kv_lora_rank + qk_rope_head_dim (the latent and the shared
+    RoPE key, DeepSeek-V2 section 2.1.2), or with form 'decompressed' the per-head keys and
+    values, h · (qk_nope_head_dim + qk_rope_head_dim + v_head_dim) (memory/latent.py)."""
     local = local_layer_count(cfg)
     positions = (cfg.n_layers - local) * seq
     if local:
         positions += local * cached_positions(cfg, True, seq)
-    return 2 * cfg.n_kv_heads * cfg.head_dim * positions * batch * dtype_bytes
+    return kv_elements(cfg, form) * positions * batch * dtype_bytes
 
 
 def with_kv_heads(cfg: ModelConfig, n_kv_heads: int) -> ModelConfig:
