@@ -37,6 +37,7 @@ ROOM = {
     "activations": 0,
     "latent": 0,
     "experts": 0,
+    "parameters": 0,
     "count": 1,
     "defer_dynamo": 1,
     "train_step": 1,
@@ -54,6 +55,8 @@ CLOSED_FORMS = [
     "memory/formula.py",
     "memory/activations.py",
     "memory/latent.py",
+    "memory/experts.py",
+    "memory/parameters.py",
     "config/schema.py",
 ]
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name not in ("__init__.py", "__main__.py"))

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llmcalc.config.experts import is_latent
 from llmcalc.config.schema import ModelConfig
-from llmcalc.config.window import local_layer_count
 
 INT64 = 8
 
@@ -100,8 +100,8 @@ def _per_head_norm(
 
 
 def attention_impl(cfg: ModelConfig, impl: str) -> str:
-    """The attention the model runs: soft-capped scores always take the eager path."""
-    return "eager" if cfg.attn_softcap is not None else impl
+    """The attention the model runs: soft-capped scores and sinks always take the eager path."""
+    return "eager" if cfg.attn_softcap is not None or cfg.attention_sinks else impl
 
 
 def _attention(
@@ -168,7 +168,8 @@ def _attention(
         saved.add(f"{p}.k_fp32" if upcast else k_kept, n * cfg.kv_dim * groups * score_a)
         saved.add(f"{p}.v_repeated" if groups > 1 else v_name, kv_bytes * groups)
         # the softmax runs in fp32 and keeps its fp32 output; the product keeps them cast back
-        saved.add(f"{p}.probs_fp32", batch * cfg.n_heads * seq * seq * 4)
+        keys = seq + cfg.attention_sinks  # a sink is one more column (gpt-oss)
+        saved.add(f"{p}.probs_fp32", batch * cfg.n_heads * seq * keys * 4)
         if a != 4:
             saved.add(f"{p}.probs", batch * cfg.n_heads * seq * seq * a)
         if cfg.attn_softcap is not None:  # c·tanh(scores / c): tanh keeps its output
@@ -192,11 +193,11 @@ def _attention(
         saved.add(f"{p}.out_copy", q_bytes)
 
 
-def _mlp(saved: Saved, cfg: ModelConfig, p: str, n: int, a: int) -> None:
+def _mlp(saved: Saved, cfg: ModelConfig, p: str, n: int, a: int, width: int | None = None) -> None:
     """GELU and SiLU keep their input, ReLU its output; the product of a GLU keeps both factors;
     the down projection keeps its input. gelu_new, written op by op, also keeps 0.5·x, its tanh
     and 1 + tanh."""
-    size = n * cfg.d_ff * a
+    size = n * (cfg.d_ff if width is None else width) * a
     if cfg.is_glu:
         if cfg.activation != "reglu":
             saved.add(f"{p}.gate", size)
@@ -213,11 +214,17 @@ def _mlp(saved: Saved, cfg: ModelConfig, p: str, n: int, a: int) -> None:
 
 
 def layer_activations(
-    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa", local: bool = False
+    cfg: ModelConfig,
+    batch: int,
+    seq: int,
+    a: int,
+    impl: str = "sdpa",
+    local: bool = False,
+    moe: bool = False,
 ) -> dict[str, int]:
     """Bytes one block keeps for backward, by tensor name (see model.Block's layouts); `local`:
-    a layer that attends through the sliding window. The layer's input is counted here; its
-    output is counted by the next layer or the head."""
+    a layer that attends through the sliding window; `moe`: a mixture-of-experts layer. The
+    layer's input is counted here; its output is counted by the next layer or the head."""
     n, d = batch * seq, cfg.d_model
     impl = attention_impl(cfg, impl)
     saved = Saved()
@@ -235,9 +242,17 @@ def layer_activations(
         return f"{norm_name}.out"
 
     def branch(kind: str, source: str, norm_name: str) -> None:
+        # MoE and MLA live in experts.py and latent.py, which import this module
+        from llmcalc.memory.experts import moe_saved
+        from llmcalc.memory.latent import latent_attention_saved
+
         branch_input(norm_name, source)
-        if kind == "attn":
+        if kind == "attn" and is_latent(cfg):
+            latent_attention_saved(saved, cfg, "attn", batch, seq, a, impl, local)
+        elif kind == "attn":
             _attention(saved, cfg, "attn", batch, seq, a, impl, local)
+        elif moe:
+            moe_saved(saved, cfg, "mlp", n, a)
         else:
             _mlp(saved, cfg, "mlp", n, a)
 
@@ -270,13 +285,14 @@ def layer_activations(
 
 
 def saved_activations(cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa") -> int:
-    """Everything one training step keeps for backward: the global and the local layers' saved
-    tensors and those outside the blocks."""
-    local = local_layer_count(cfg)
+    """Everything one training step keeps for backward: each kind of layer's saved tensors
+    (global or local, dense or MoE) and those outside the blocks."""
+    from llmcalc.memory.experts import layer_kinds  # it imports this module
+
     total = sum(head_activations(cfg, batch, seq, a).values())
-    total += (cfg.n_layers - local) * sum(layer_activations(cfg, batch, seq, a, impl).values())
-    if local:
-        total += local * sum(layer_activations(cfg, batch, seq, a, impl, local=True).values())
+    for (local, moe), count in layer_kinds(cfg).items():
+        saved = layer_activations(cfg, batch, seq, a, impl, local=local, moe=moe)
+        total += count * sum(saved.values())
     return total
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmcalc.config.schema import ModelConfig
-from llmcalc.config.window import cached_positions, is_local, local_layer_count
+from llmcalc.config.window import cached_positions, local_layer_count
 from llmcalc.memory.activations import block_backward_peak, head_activations, layer_activations
+from llmcalc.memory.experts import layer_kind, layer_kinds
 from llmcalc.memory.latent import kv_elements
+from llmcalc.memory.parameters import block_sizes, conversion_excess, parameter_groups
 from llmcalc.params.formula import param_formula
 
 PRECISIONS = ("fp32", "bf16", "mixed")
@@ -79,77 +81,6 @@ def default_gqa_groups(cfg: ModelConfig) -> int | None:
     return max(divisors) if divisors else None
 
 
-# --- parameter tensors (optimizers keep per-tensor state) --------------------------------------
-
-
-def parameter_groups(cfg: ModelConfig) -> list[tuple[list[int], int]]:
-    """Sizes of the parameter tensors in the model's order (model/; a tied head is the
-    embedding, listed once), as (sizes, times): the embeddings once, one block's tensors
-    n_layers times, the head once; never a list n_layers long (n_layers may be 10**9)."""
-    d, f = cfg.d_model, cfg.d_ff
-    ln_bias = cfg.norm == "layernorm" and cfg.norm_bias
-
-    def norm(width: int) -> list[int]:
-        if not cfg.norm_affine:
-            return []
-        return [width, width] if ln_bias else [width]
-
-    def linear(inputs: int, outputs: int, bias: bool) -> list[int]:
-        return [inputs * outputs, outputs] if bias else [inputs * outputs]
-
-    pre = cfg.norm_position in ("pre", "sandwich")
-    out = cfg.norm_position in ("sandwich", "output")
-    shared = cfg.block == "parallel_shared_norm"
-    if cfg.fused_qkv:
-        attn = linear(d, cfg.q_dim + 2 * cfg.kv_dim, cfg.qkv_bias)
-    else:
-        attn = linear(d, cfg.q_dim, cfg.qkv_bias) + 2 * linear(d, cfg.kv_dim, cfg.qkv_bias)
-    attn += linear(cfg.q_dim, d, cfg.out_bias)
-    if cfg.qk_norm == "per_head":  # one (heads, head_dim) weight each, no bias
-        attn += [cfg.q_dim, cfg.kv_dim]
-    elif cfg.qk_norm != "none":
-        heads = cfg.qk_norm == "head"
-        attn += norm(cfg.head_dim if heads else cfg.q_dim) + norm(
-            cfg.head_dim if heads else cfg.kv_dim
-        )
-    mlp = (2 if cfg.is_glu else 1) * linear(d, f, cfg.mlp_bias) + linear(f, d, cfg.mlp_bias)
-    block = (norm(d) if pre else []) + attn + (norm(d) if out else [])
-    block += (norm(d) if pre and not shared else []) + mlp + (norm(d) if out and not shared else [])
-    if cfg.norm_position == "post":
-        block += norm(d) * (2 if cfg.block == "serial" else 1)
-    first = [cfg.vocab_size * d]
-    if cfg.position == "learned":
-        first.append((cfg.max_seq_len + cfg.position_offset) * d)
-    first += norm(d) if cfg.embedding_norm else []
-    last = (norm(d) if cfg.final_norm else []) + (
-        [] if cfg.tie_embeddings else [cfg.vocab_size * d]
-    )
-    last += [cfg.vocab_size] if cfg.lm_head_bias else []
-    return [(first, 1), (block, cfg.n_layers), (last, 1)]
-
-
-def parameter_sizes(cfg: ModelConfig) -> list[int]:
-    """Every parameter tensor's size in the model's order (a list n_layers blocks long)."""
-    return [size for sizes, times in parameter_groups(cfg) for _ in range(times) for size in sizes]
-
-
-def conversion_excess(groups: list[tuple[list[int], int]]) -> int:
-    """Mixed precision turns the bf16 gradients into fp32 one tensor at a time (MasterWeights):
-    while tensor i's fp32 copy is made, its bf16 gradient and those after it are still alive.
-    Elements above the 4-bytes-per-gradient end state, at the worst tensor: max of 2·n_i minus
-    twice the elements after it, in units of bytes. Of a group repeated n times only the last
-    repeat can be the worst (the earlier ones have more after them), so the work is per group."""
-    after, worst = 0, 0
-    for sizes, times in reversed(groups):
-        if times == 0:
-            continue
-        for size in reversed(sizes):
-            worst = max(worst, 2 * size - 2 * after)
-            after += size
-        after += (times - 1) * sum(sizes)
-    return worst
-
-
 # --- training: model states, activations, and the peak phase by phase -------------------------
 
 
@@ -206,17 +137,17 @@ def training_memory(
     optimizer_bytes += n_params * p.master
     states = {"weights": weights, "optimizer": optimizer_bytes}
 
-    # what a block keeps: a global layer's and a local (sliding window) layer's saved tensors
-    local = local_layer_count(cfg)
-    saved_by_kind = {False: layer_activations(cfg, batch, seq, a, attention)}
-    if local:
-        saved_by_kind[True] = layer_activations(cfg, batch, seq, a, attention, local=True)
+    # what a block keeps, by kind: (local (sliding window) or global, MoE or dense)
+    kinds = layer_kinds(cfg)
+    first, last = layer_kind(cfg, 0), layer_kind(cfg, layers - 1)
+    saved_by_kind = {
+        kind: layer_activations(cfg, batch, seq, a, attention, *kind) for kind in kinds
+    }
     per_layer = {kind: sum(saved.values()) for kind, saved in saved_by_kind.items()}
-    first, last = is_local(cfg, 0), is_local(cfg, layers - 1)
     if checkpointing == "full":  # a block's input only
         kept_all, kept_first = layers * n * d * a, n * d * a
     else:
-        kept_all = (layers - local) * per_layer[False] + local * per_layer.get(True, 0)
+        kept_all = sum(count * per_layer[kind] for kind, count in kinds.items())
         kept_first = per_layer[first]
     head = head_activations(cfg, batch, seq, a)
     # RoPE's cos and sin live until the first block's backward: saved by every block, or under
@@ -276,7 +207,7 @@ def training_memory(
     layer_grads = (layer_grads - components["final_norm"] - components["lm_head"]) * p.grad
 
     # inside a block: its saved tensors (recomputed first with checkpointing) and gradients
-    def in_block(kind: bool) -> int:
+    def in_block(kind: tuple[bool, bool]) -> int:
         peak = block_backward_peak(cfg, batch, seq, a, attention, saved_by_kind[kind])
         return peak - (0 if checkpointing == "full" else per_layer[kind])  # counted as kept
 
@@ -292,7 +223,7 @@ def training_memory(
     first_block = _phase(
         "first block backward",
         **states,
-        gradients=head_grads - held + layer_grads * (layers - 1) // layers,
+        gradients=head_grads - held + layer_grads - sum(block_sizes(cfg)[first[1]]) * p.grad,
         activations=embedding_inputs + kept_first + rope_saved,
         other=in_block(first) + held + rope_held,
     )

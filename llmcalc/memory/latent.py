@@ -11,8 +11,11 @@ cache holds, two ways. No torch here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from llmcalc.config.experts import cached_sizes, is_latent
 from llmcalc.config.schema import ModelConfig
+from llmcalc.memory.activations import Saved, _norm
 
 KV_FORMS = ("latent", "decompressed")
 
@@ -42,3 +45,76 @@ def latent_refusal(cfg: ModelConfig, option: str) -> str:
         f"{h}·({nope} + {rope} + {v}) = {kv_elements(cfg, 'decompressed'):,}); `llmcalc memory` "
         "without it shows both"
     )
+
+
+def latent_attention_sizes(
+    cfg: ModelConfig,
+    norm: Callable[[int], list[int]],
+    linear: Callable[[int, int, bool], list[int]],
+) -> list[int]:
+    """model/latent_attention.py's tensors in order: q_proj, or q_a_proj, q_a_norm and q_b_proj;
+    kv_a_proj, kv_a_norm, kv_b_proj; o_proj."""
+    d, h = cfg.d_model, cfg.n_heads
+    if cfg.q_lora_rank is None:
+        sizes = linear(d, cfg.q_dim, cfg.qkv_bias)
+    else:
+        sizes = linear(d, cfg.q_lora_rank, cfg.qkv_bias) + norm(cfg.q_lora_rank)
+        sizes += linear(cfg.q_lora_rank, cfg.q_dim, False)
+    sizes += linear(d, cfg.kv_lora_rank + cfg.qk_rope_head_dim, cfg.qkv_bias)
+    sizes += norm(cfg.kv_lora_rank)
+    sizes += linear(cfg.kv_lora_rank, h * (cfg.qk_nope_head_dim + cfg.v_head_dim), False)
+    return sizes + linear(h * cfg.v_head_dim, d, cfg.out_bias)
+
+
+def latent_takes_math_path(cfg: ModelConfig, impl: str) -> bool:
+    """SDPA's math path: asked for, or SDPA on a query/key head size other than v_head_dim, which
+    torch's fused CPU kernel does not take (it needs one head size for q, k and v)."""
+    return impl == "math" or (
+        impl == "sdpa" and cfg.v_head_dim != cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+    )
+
+
+def latent_attention_saved(
+    saved: Saved, cfg: ModelConfig, p: str, batch: int, seq: int, a: int, impl: str, local: bool
+) -> None:
+    """What model/latent_attention.py keeps (its input is kept by the caller): q_a_proj's output
+    (the q norm's input) and the q norm; kv_a_proj's output, of which the latent is a view (kept
+    whole where the norm keeps its input itself, in fp32) and the kv norm; the normed latent
+    (kv_b_proj's input); q and k as the cats of their no-RoPE and RoPE parts; then attention as
+    activations.py's dense one does, with H·(nope + rope) for q and k and H·v_head_dim for v."""
+    n, h = batch * seq, cfg.n_heads
+    d_qk, d_v = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim
+    if cfg.q_lora_rank is not None:
+        _norm(saved, cfg, f"{p}.q_a_norm", f"{p}.q_a_proj", n, cfg.q_lora_rank, a)
+        saved.add(f"{p}.q_a_norm.out", n * cfg.q_lora_rank * a)
+    kv_a = (f"{p}.kv_a_proj", n * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * a)
+    saved.views[f"{p}.latent"] = kv_a
+    _norm(saved, cfg, f"{p}.kv_a_norm", f"{p}.latent", n, cfg.kv_lora_rank, a)
+    saved.add(f"{p}.kv_a_norm.out", n * cfg.kv_lora_rank * a)
+    q_bytes, v_bytes = n * h * d_qk * a, n * h * d_v * a
+    scores = batch * h * seq * seq
+    if latent_takes_math_path(cfg, impl):  # fp32 scaled q and k, fp32 v and probabilities
+        saved.add(f"{p}.q_scaled", n * h * d_qk * 4)
+        saved.add(f"{p}.k_scaled", n * h * d_qk * 4)
+        saved.add(f"{p}.v_fp32", n * h * d_v * 4)
+        saved.add(f"{p}.probs", scores * 4)
+        saved.add(f"{p}.out_copy", v_bytes)
+        return
+    saved.add(f"{p}.q_cat", q_bytes)
+    saved.add(f"{p}.k_cat", q_bytes)
+    if impl == "eager":  # v, a strided view of kv_b's output, copied by the matmul
+        saved.add(f"{p}.v_copy", v_bytes)
+        # the softmax in fp32 (gpt-oss's sinks: one more column), then cast back
+        saved.add(f"{p}.probs_fp32", batch * h * seq * (seq + cfg.attention_sinks) * 4)
+        if a != 4:
+            saved.add(f"{p}.probs", scores * a)
+        saved.add(f"{p}.causal_mask", seq * seq)
+        saved.add(f"{p}.out_copy", v_bytes)
+        return
+    # fused SDPA: v is a view of kv_b's output, which it keeps whole
+    saved.add(f"{p}.kv_b_proj", n * h * (cfg.qk_nope_head_dim + d_v) * a)
+    saved.add(f"{p}.out", v_bytes)
+    saved.add(f"{p}.logsumexp", scores // seq * 4)
+    if local and seq >= cfg.sliding_window:  # the window's mask, additive in q's dtype
+        saved.add(f"{p}.window_mask", batch * seq * seq * a)
+    saved.add(f"{p}.out_copy", v_bytes)  # (B, H, T, d_v) -> (B, T, H·d_v)
