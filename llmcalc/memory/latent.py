@@ -118,3 +118,31 @@ def latent_attention_saved(
     if local and seq >= cfg.sliding_window:  # the window's mask, additive in q's dtype
         saved.add(f"{p}.window_mask", batch * seq * seq * a)
     saved.add(f"{p}.out_copy", v_bytes)  # (B, H, T, d_v) -> (B, T, H·d_v)
+
+
+def latent_prefill_transient(cfg: ModelConfig, n: int, a: int) -> int:
+    """Latent attention's largest set of live tensors in a prefill through the fused kernel
+    (the cache then holds the latent and the RoPE key), at o_proj: the block's input and the
+    norm's output, q's projection (q_nope a view of it), the rotated q_rope, kv_b's output
+    (k_nope and v views of it), the cats q and k, the attention's output, its copy as
+    (B, T, H·v_head_dim) and o_proj's output."""
+    h, d_qk, d_v = cfg.n_heads, cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim
+    heads = h * (d_qk + cfg.qk_rope_head_dim + cfg.qk_nope_head_dim + d_v + 2 * d_qk + 2 * d_v)
+    return 3 * n * cfg.d_model * a + n * heads * a
+
+
+def unmodelled(cfg: ModelConfig) -> str | None:
+    """What of this config's memory the closed forms do not model yet (None: all of it): the
+    prefill (and a checkpointed block's forward) through SDPA's math path, which latent
+    attention takes on the CPU when v_head_dim differs from q's and k's head size, and the
+    eager attention that sinks force (their T x T transients)."""
+    if is_latent(cfg) and latent_takes_math_path(cfg, "sdpa"):
+        d_qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+        return (
+            "the prefill of latent attention through SDPA's math path (v_head_dim "
+            f"{cfg.v_head_dim} differs from qk_nope_head_dim + qk_rope_head_dim = {d_qk}, and "
+            "torch's fused CPU kernel needs one head size)"
+        )
+    if cfg.attention_sinks:
+        return "the prefill with attention sinks (their eager attention's T x T transients)"
+    return None

@@ -12,6 +12,7 @@ from llmcalc.config.schema import ModelConfig
 from llmcalc.memory.formula import kv_cache_bytes
 from llmcalc.model.attention import KVCache
 from llmcalc.model.transformer import build_model
+from llmcalc.units import format_bytes
 from tests.conftest import assert_one_line_error, tiny
 
 MLA = dict(q_lora_rank=12, kv_lora_rank=10, qk_nope_head_dim=6, qk_rope_head_dim=4, v_head_dim=5)
@@ -96,8 +97,9 @@ def test_prefill_then_decode_equals_one_full_forward(name, impl):
 
 @pytest.fixture
 def mla_yaml(tmp_path):
+    """v_head_dim = qk_nope_head_dim + qk_rope_head_dim: SDPA's fused kernel (modelled)."""
     path = tmp_path / "tiny-mla.yaml"
-    path.write_text(json.dumps(tiny(name="tiny-mla", **MLA)))
+    path.write_text(json.dumps(tiny(name="tiny-mla", **{**MLA, "v_head_dim": 10})))
     return str(path)
 
 
@@ -107,7 +109,7 @@ def test_memory_shows_the_latent_and_the_decompressed_cache(runner, mla_yaml):
     kv = json.loads(result.stdout)["kv_cache"]
     assert set(kv) == {"latent", "decompressed"}
     assert kv["latent"]["bytes_per_token"] == 2 * (10 + 4) * 2  # 2 layers, bf16
-    assert kv["decompressed"]["bytes_per_token"] == 2 * 4 * (6 + 4 + 5) * 2
+    assert kv["decompressed"]["bytes_per_token"] == 2 * 4 * (6 + 4 + 10) * 2
     assert kv["latent"]["bytes"] == 3 * 8 * kv["latent"]["bytes_per_token"]
     table = runner.invoke(app, ["memory", mla_yaml, "--seq", "8"]).stdout
     assert "MLA latent ◀" in table and "MLA decompressed k, v" in table
@@ -120,5 +122,30 @@ def test_kv_head_options_explain_that_mla_caches_a_latent(runner, mla_yaml, opti
         ["memory", mla_yaml, *option],
         "caches a latent, not per-head keys and values: kv_lora_rank + qk_rope_head_dim = "
         "10 + 4 = 14 elements per token and layer (decompressed, n_heads·(qk_nope_head_dim + "
-        "qk_rope_head_dim + v_head_dim) = 4·(6 + 4 + 5) = 60)",
+        "qk_rope_head_dim + v_head_dim) = 4·(6 + 4 + 10) = 80)",
     )
+
+
+@pytest.mark.parametrize(
+    "name,words",
+    [
+        ("mla", "the prefill of latent attention through SDPA's math path (v_head_dim 5"),
+        ("gpt-oss-like", "the prefill with attention sinks"),
+    ],
+)
+def test_what_is_not_modelled_is_refused_with_what_is_exact(runner, tmp_path, name, words):
+    cfg = _config(name)
+    path = tmp_path / "model.yaml"
+    path.write_text(json.dumps(tiny(**VARIANTS[name])))
+    weights = sum(p.numel() for p in build_model(cfg).parameters()) * 2
+    per_token = kv_cache_bytes(cfg, 1, 1, 2)
+    for extra in ([], ["--trace"], ["--checkpointing", "full"]):
+        assert_one_line_error(
+            runner,
+            ["memory", str(path), "--seq", "8", *extra],
+            f"{words}",
+        )
+    result = runner.invoke(app, ["memory", str(path), "--seq", "8"])
+    assert "is not modelled yet, so no training or inference peak is given" in result.stderr
+    assert f"weights {format_bytes(weights)} ({weights:,} bytes, bf16)" in result.stderr
+    assert f"KV cache {format_bytes(per_token)} per token ({per_token:,} bytes" in result.stderr
