@@ -323,6 +323,12 @@ def head_activations(cfg: ModelConfig, batch: int, seq: int, a: int) -> dict[str
     return saved.bytes
 
 
+# an MoE layer's saved tensors released before its experts' first bmm's backward ends: all
+# the experts' but the token indices (the gather's backward, last, needs them)
+MOE_RELEASED = tuple(
+    f"mlp.experts.{name}"
+    for name in ("order", "rows", "gate_up", "act", "product", "out", "weights", "weighted", "up")
+)
 MLP_STAGE = ("mlp", "h", "attn_post_norm.out")  # saved tensors released by the MLP's backward
 
 
@@ -350,12 +356,22 @@ def block_backward_peak(
     # GeluRecomputed) beside the incoming gradient, before the down projection's input goes
     gradients = 6 if cfg.activation == "gelu_recomputed" else 2 if two else 1
     mlp = everything + gradients * n * cfg.d_ff * a
-    if "mlp.experts.rows" in saved:  # an MoE layer: one gradient of rows, one of hidden
-        rows = n * cfg.experts_per_token  # (an estimate: within 2.1% of the traced backward)
-        mlp = everything + rows * (cfg.d_model + cfg.d_ff_expert) * a
+    if "mlp.experts.rows" in saved:  # an MoE layer: see moe_backward_in_flight
+        from llmcalc.memory.experts import moe_backward_in_flight
+
+        # first, index_add_'s gradient gathered back to n·k rows (its saved source released)
+        # and the two products of the weighting's backward; at the experts' first bmm, their
+        # saved tensors gone
+        early = everything + 2 * n * cfg.experts_per_token * cfg.d_model * a
+        released = sum(v for k, v in saved.items() if k.startswith(MOE_RELEASED))
+        mlp = max(early, everything - released + moe_backward_in_flight(cfg, n, a))
     # the MLP was called last, so autograd runs its backward first, in parallel blocks too
     everything -= sum(v for k, v in saved.items() if k.startswith(MLP_STAGE))
-    if impl == "eager":
+    if impl == "eager" and cfg.attention_sinks:  # the softmax's fp32 gradients, T + 1 wide
+        in_flight = 2 * batch * cfg.n_heads * seq * (seq + 1) * 4
+        if a != 4:  # the cast-back probabilities, released by then
+            in_flight -= batch * cfg.n_heads * seq * seq * a
+    elif impl == "eager":
         in_flight = 2 * batch * cfg.n_heads * seq * seq * a
     elif impl == "math" or cfg.position == "alibi":  # SDPA's math path: its T×T gradients, fp32
         in_flight = 2 * batch * cfg.n_heads * seq * seq * 4

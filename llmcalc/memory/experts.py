@@ -190,3 +190,16 @@ def moe_transient(cfg: ModelConfig, n: int, a: int) -> int:
         gated = 2 * n * d * a + n * a if cfg.shared_expert_gate else 2 * n * d * a
         shared = rows * 12 + n * d * a + max(glu_hidden * n * width * a, gated)
     return max(route, held + stage, held + weighted, shared)
+
+
+def moe_backward_in_flight(cfg: ModelConfig, n: int, a: int) -> int:
+    """An estimate of what an MoE layer's backward holds beyond its saved tensors, at the
+    experts' first bmm: the layer's expert weight gradients (in the activation dtype, as the
+    weights) and gate_up's once more (the bmm makes the slice's gradient, then slicing's
+    backward copies it into a zero gradient of the whole (E, 2f, d) parameter), and the
+    gradient of the gathered rows."""
+    d, f, experts = cfg.d_model, cfg.d_ff_expert, cfg.n_experts
+    up = 2 * f if cfg.is_glu else f
+    weights = experts * (2 * up * d + d * f)
+    weights += experts * (up + d) if cfg.expert_bias else 0
+    return weights * a + n * cfg.experts_per_token * d * a

@@ -135,7 +135,7 @@ def unmodelled(cfg: ModelConfig) -> str | None:
     """What of this config's memory the closed forms do not model yet (None: all of it): the
     prefill (and a checkpointed block's forward) through SDPA's math path, which latent
     attention takes on the CPU when v_head_dim differs from q's and k's head size, and the
-    eager attention that sinks force (their T x T transients)."""
+    eager attention that sinks force on it (their T x T transients)."""
     if is_latent(cfg) and latent_takes_math_path(cfg, "sdpa"):
         d_qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
         return (
@@ -143,6 +143,6 @@ def unmodelled(cfg: ModelConfig) -> str | None:
             f"{cfg.v_head_dim} differs from qk_nope_head_dim + qk_rope_head_dim = {d_qk}, and "
             "torch's fused CPU kernel needs one head size)"
         )
-    if cfg.attention_sinks:
-        return "the prefill with attention sinks (their eager attention's T x T transients)"
+    if cfg.attention_sinks and is_latent(cfg):
+        return "the prefill of latent attention with sinks (eager attention's T x T transients)"
     return None

@@ -45,6 +45,17 @@ MODELS = {
     "uneven runs, biases": dict(E, n_experts=3, expert_bias=True, router_bias=True),
     "qwen2-moe": dict(E, n_shared_experts=2, shared_expert_gate=True, normalize_topk=True),
     "gelu, top-k sigmoid": dict(E, activation="gelu", router_score="topk_sigmoid"),
+    "gpt-oss layout": dict(
+        E,
+        router_score="topk_softmax",
+        expert_bias=True,
+        router_bias=True,
+        attention_sinks=True,
+        n_kv_heads=2,
+        sliding_window=64,
+        sliding_window_pattern=2,
+    ),
+    "sinks, dense": dict(attention_sinks=True, n_kv_heads=2),
     "mla": MLA,
     "mla + moe, correction": dict(
         MLA, **E, router_score="sigmoid", score_correction_bias=True, routed_scaling=2.5

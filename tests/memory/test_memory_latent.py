@@ -21,6 +21,7 @@ VARIANTS = {
     "mla": MLA,
     "mla no q latent": {**MLA, "q_lora_rank": None},
     "mla windowed": {**MLA, "sliding_window": 4, "global_layers": [1], "n_layers": 3},
+    "mla sinks": {**MLA, "v_head_dim": 10, "attention_sinks": True},
     "moe": MOE,
     "moe shared, dense first": {**MOE, "n_shared_experts": 1, "first_dense_layers": 1},
     "gpt-oss-like": {
@@ -130,7 +131,7 @@ def test_kv_head_options_explain_that_mla_caches_a_latent(runner, mla_yaml, opti
     "name,words",
     [
         ("mla", "the prefill of latent attention through SDPA's math path (v_head_dim 5"),
-        ("gpt-oss-like", "the prefill with attention sinks"),
+        ("mla sinks", "the prefill of latent attention with sinks"),
     ],
 )
 def test_what_is_not_modelled_is_refused_with_what_is_exact(runner, tmp_path, name, words):
