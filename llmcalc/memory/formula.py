@@ -342,9 +342,8 @@ def attention_transient(cfg: ModelConfig, batch: int, seq: int, a: int, cached: 
         return sinks_transient(cfg, batch, seq, a, cached)
     if not is_latent(cfg):
         return 0
-    n = batch * seq
-    uncached = 0 if cached else n * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * a
-    return latent_prefill_transient(cfg, n, a) + uncached
+    uncached = 0 if cached else batch * seq * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * a
+    return latent_prefill_transient(cfg, batch, seq, a) + uncached
 
 
 def sinks_transient(cfg: ModelConfig, batch: int, seq: int, a: int, cached: bool) -> int:

@@ -120,26 +120,53 @@ def latent_attention_saved(
     saved.add(f"{p}.out_copy", v_bytes)  # (B, H, T, d_v) -> (B, T, H·d_v)
 
 
-def latent_prefill_transient(cfg: ModelConfig, n: int, a: int) -> int:
-    """Latent attention's largest set of live tensors in a prefill through the fused kernel
-    (the cache then holds the latent and the RoPE key), at o_proj: the block's input and the
+def latent_prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int:
+    """Latent attention's largest set of live tensors in a prefill (the cache then holds the
+    latent and the RoPE key). Through the fused kernel, at o_proj: the block's input and the
     norm's output, q's projection (q_nope a view of it), the rotated q_rope, kv_b's output
     (k_nope and v views of it), the cats q and k, the attention's output, its copy as
-    (B, T, H·v_head_dim) and o_proj's output."""
-    h, d_qk, d_v = cfg.n_heads, cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim
-    heads = h * (d_qk + cfg.qk_rope_head_dim + cfg.qk_nope_head_dim + d_v + 2 * d_qk + 2 * d_v)
-    return 3 * n * cfg.d_model * a + n * heads * a
+    (B, T, H·v_head_dim) and o_proj's output. Through SDPA's math path (latent_math_transient)
+    the same up to the cats, then the math path's own."""
+    n, h = batch * seq, cfg.n_heads
+    d_qk, d_v = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim
+    before = 2 * n * cfg.d_model * a
+    before += n * h * (d_qk + cfg.qk_rope_head_dim + cfg.qk_nope_head_dim + d_v + 2 * d_qk) * a
+    after = n * cfg.d_model * a + 2 * n * h * d_v * a
+    if not latent_takes_math_path(cfg, "sdpa"):
+        return before + after
+    return before + max(after, latent_math_transient(cfg, batch, seq, a))
+
+
+def latent_math_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int:
+    """Inside SDPA's math path without autograd (torch's CPU kernel, causal): fp32 copies of q, k
+    and v where they are not fp32, q scaled, the causal mask made additive in fp32 (T x T); then
+    at the largest of: k scaled beside the scores (B·H·T·T, fp32), the scores and their masked
+    sum, or the probabilities (fp32, and cast back where not fp32) beside v made contiguous and
+    the product (then cast back)."""
+    n, h = batch * seq, cfg.n_heads
+    q = n * h * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim) * 4
+    v = n * h * cfg.v_head_dim * 4
+    scores = batch * h * seq * seq * 4
+    held = q + seq * seq * 4 + (2 * q + v if a != 4 else 0)
+    cast = batch * h * seq * seq * a if a != 4 else 0
+    # v, a view of kv_b's output, is copied for the batched product unless its batch and head
+    # dimensions merge (one sequence, one head or one token); the product is cast back last
+    copied = batch > 1 and h > 1 and seq > 1
+    last = max(v if copied else 0, v * a // 4 if a != 4 else 0)
+    return held + max(q + scores, 2 * scores, scores + cast + v + last)
 
 
 def unmodelled(cfg: ModelConfig) -> str | None:
     """What of this config's memory the closed forms do not model yet (None: all of it): the
-    prefill (and a checkpointed block's forward) through SDPA's math path, which latent
-    attention takes on the CPU when v_head_dim differs from q's and k's head size, and the
-    eager attention that sinks force on it (their T x T transients)."""
-    if is_latent(cfg) and latent_takes_math_path(cfg, "sdpa"):
+    prefill (and a checkpointed block's forward) of windowed latent attention through SDPA's
+    math path, which latent attention takes on the CPU when v_head_dim differs from q's and
+    k's head size (its mask is not the causal one the math path makes), and the eager
+    attention that sinks force on it (their T x T transients)."""
+    windowed = cfg.sliding_window is not None
+    if is_latent(cfg) and latent_takes_math_path(cfg, "sdpa") and windowed:
         d_qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
         return (
-            "the prefill of latent attention through SDPA's math path (v_head_dim "
+            "the prefill of windowed latent attention through SDPA's math path (v_head_dim "
             f"{cfg.v_head_dim} differs from qk_nope_head_dim + qk_rope_head_dim = {d_qk}, and "
             "torch's fused CPU kernel needs one head size)"
         )

@@ -57,6 +57,7 @@ MODELS = {
     ),
     "sinks, dense": dict(attention_sinks=True, n_kv_heads=2),
     "mla": MLA,
+    "mla, math path (deepseek's head sizes)": dict(MLA, v_head_dim=16, q_lora_rank=None),
     "mla + moe, correction": dict(
         MLA, **E, router_score="sigmoid", score_correction_bias=True, routed_scaling=2.5
     ),

@@ -130,7 +130,10 @@ def test_kv_head_options_explain_that_mla_caches_a_latent(runner, mla_yaml, opti
 @pytest.mark.parametrize(
     "name,words",
     [
-        ("mla", "the prefill of latent attention through SDPA's math path (v_head_dim 5"),
+        (
+            "mla windowed",
+            "the prefill of windowed latent attention through SDPA's math path (v_head_dim 5",
+        ),
         ("mla sinks", "the prefill of latent attention with sinks"),
     ],
 )
