@@ -225,7 +225,7 @@ def analyze_memory(
         precision=precision, optimizer=optimizer, checkpointing=checkpointing, attention=attention
     )
     dtype_bytes, kv_bytes = KV_DTYPES[dtype], KV_DTYPES[kv_dtype]
-    refuse_unmodelled(cfg, dtype, kv_dtype, seq)
+    refuse_unmodelled(cfg, dtype, kv_dtype, seq, checkpointing, attention)
     fit = None
     if gpu_memory is not None:
         fit = find_fit(cfg, batch, seq, gpu_memory, setup, dtype_bytes, kv_bytes)
@@ -244,10 +244,12 @@ def analyze_memory(
     )
 
 
-def refuse_unmodelled(cfg: ModelConfig, dtype: str, kv_dtype: str, seq: int) -> None:
+def refuse_unmodelled(
+    cfg: ModelConfig, dtype: str, kv_dtype: str, seq: int, checkpointing: str, attention: str
+) -> None:
     """No silently wrong figure: where a closed form does not model this config yet, refuse,
     saying what is not modelled and giving what is exact (the weights, the KV cache)."""
-    missing = unmodelled(cfg)
+    missing = unmodelled(cfg, checkpointing, attention)
     if missing is None:
         return
     weights = sum(sum(sizes) * times for sizes, times in parameter_groups(cfg))

@@ -15,7 +15,14 @@ from llmcalc.config.window import cached_positions, local_layer_count
 from llmcalc.errors import LLMCalcError
 from llmcalc.memory.activations import block_backward_peak, head_activations, layer_activations
 from llmcalc.memory.experts import buffer_bytes, layer_kind, layer_kinds, moe_transient
-from llmcalc.memory.latent import kv_elements, latent_prefill_transient, unmodelled
+from llmcalc.memory.latent import (
+    HEAD_AFTER_BLOCKS,
+    kv_elements,
+    latent_prefill_transient,
+    latent_takes_math_path,
+    math_path_forward_moment,
+    unmodelled,
+)
 from llmcalc.memory.parameters import block_sizes, conversion_excess, parameter_groups
 from llmcalc.params.formula import param_formula
 
@@ -182,13 +189,23 @@ def training_memory(
         activations=activations,
         other=logits + fp32_logits + loss + hidden + rope_held,
     )
+    if checkpointing == "none" and is_latent(cfg) and latent_takes_math_path(cfg, attention):
+        # the last block's math-path attention can outgrow the end of the forward
+        before = sum(v for k, v in head.items() if not k.startswith(HEAD_AFTER_BLOCKS))
+        moment = math_path_forward_moment(cfg, batch, seq, a, attention, saved_by_kind[last])
+        in_attention = _phase(
+            "last block attention",
+            **states,
+            other=before + kept_all - per_layer[last] + moment,
+        )
+        forward = max(forward, in_attention, key=lambda ph: ph.total)
     if checkpointing == "full":  # the last block runs as in inference, keeping only its input
-        refuse_unmodelled(cfg)
+        refuse_unmodelled(cfg, checkpointing, attention)
         block_forward = _phase(
             "last block forward",
             **states,
             activations=batch_ids + kept_all,
-            other=block_transient(cfg, batch, seq, a, last[1], cached=False) - n * d * a + rope,
+            other=block_transient(cfg, batch, seq, a, last[1], False, attention) - n * d * a + rope,
         )
         forward = max(forward, block_forward, key=lambda ph: ph.total)
     # The backward pass, from the loss: the log-softmax's gradient and its input's (n·V fp32
@@ -285,8 +302,8 @@ class InferenceMemory:
         return self.weights + self.kv_cache + self.activations
 
 
-def refuse_unmodelled(cfg: ModelConfig) -> None:
-    missing = unmodelled(cfg)
+def refuse_unmodelled(cfg: ModelConfig, *setup: str) -> None:
+    missing = unmodelled(cfg, *setup)
     if missing is not None:
         raise LLMCalcError(f"memory: {cfg.name}: {missing} is not modelled yet")
 
@@ -315,11 +332,12 @@ def prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> tuple[i
 
 
 def block_transient(
-    cfg: ModelConfig, batch: int, seq: int, a: int, moe: bool = False, cached: bool = True
+    cfg: ModelConfig, batch: int, seq: int, a: int, moe: bool = False, *more: bool | str
 ) -> int:
-    """A block's forward without autograd: its MLP's or its attention's largest moment."""
+    """A block's forward without autograd: its MLP's or its attention's largest moment (`more`:
+    attention_transient's cached and impl)."""
     return max(
-        mlp_transient(cfg, batch, seq, a, moe), attention_transient(cfg, batch, seq, a, cached)
+        mlp_transient(cfg, batch, seq, a, moe), attention_transient(cfg, batch, seq, a, *more)
     )
 
 
@@ -334,7 +352,9 @@ def mlp_transient(cfg: ModelConfig, batch: int, seq: int, a: int, moe: bool = Fa
     return 3 * n * cfg.d_model * a + hidden * n * cfg.d_ff * a
 
 
-def attention_transient(cfg: ModelConfig, batch: int, seq: int, a: int, cached: bool) -> int:
+def attention_transient(
+    cfg: ModelConfig, batch: int, seq: int, a: int, cached: bool = True, impl: str = "sdpa"
+) -> int:
     """In attention, where it can outgrow the MLP: eager attention with sinks, or latent
     attention, where without a cache (a checkpointed block) the latent and RoPE key stay too.
     0 for the others (their MLP's moment is the larger)."""
@@ -343,7 +363,7 @@ def attention_transient(cfg: ModelConfig, batch: int, seq: int, a: int, cached: 
     if not is_latent(cfg):
         return 0
     uncached = 0 if cached else batch * seq * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * a
-    return latent_prefill_transient(cfg, batch, seq, a) + uncached
+    return latent_prefill_transient(cfg, batch, seq, a, impl) + uncached
 
 
 def sinks_transient(cfg: ModelConfig, batch: int, seq: int, a: int, cached: bool) -> int:

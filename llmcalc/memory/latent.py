@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from llmcalc.config.experts import cached_sizes, is_latent
+from llmcalc.config.experts import cached_sizes, is_latent, is_moe
 from llmcalc.config.schema import ModelConfig
-from llmcalc.memory.activations import Saved, _norm
+from llmcalc.memory.activations import Saved, _norm, attention_impl
 
 KV_FORMS = ("latent", "decompressed")
 
@@ -120,7 +120,9 @@ def latent_attention_saved(
     saved.add(f"{p}.out_copy", v_bytes)  # (B, H, T, d_v) -> (B, T, H·d_v)
 
 
-def latent_prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int:
+def latent_prefill_transient(
+    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa"
+) -> int:
     """Latent attention's largest set of live tensors in a prefill (the cache then holds the
     latent and the RoPE key). Through the fused kernel, at o_proj: the block's input and the
     norm's output, q's projection (q_nope a view of it), the rotated q_rope, kv_b's output
@@ -132,12 +134,18 @@ def latent_prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> 
     before = 2 * n * cfg.d_model * a
     before += n * h * (d_qk + cfg.qk_rope_head_dim + cfg.qk_nope_head_dim + d_v + 2 * d_qk) * a
     after = n * cfg.d_model * a + 2 * n * h * d_v * a
-    if not latent_takes_math_path(cfg, "sdpa"):
+    if not latent_takes_math_path(cfg, impl):
         return before + after
-    return before + max(after, latent_math_transient(cfg, batch, seq, a))
+    return before + max(after, latent_math_transient(cfg, batch, seq, a, impl))
 
 
-def latent_math_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int:
+def math_mask_bytes(seq: int, impl: str) -> int:
+    """The causal mask SDPA's math path holds: made additive in fp32 from is_causal (SDPA), or
+    the model's boolean one (the math path asked for)."""
+    return seq * seq * (1 if impl == "math" else 4)
+
+
+def latent_math_transient(cfg: ModelConfig, batch: int, seq: int, a: int, impl: str) -> int:
     """Inside SDPA's math path without autograd (torch's CPU kernel, causal): fp32 copies of q, k
     and v where they are not fp32, q scaled, the causal mask made additive in fp32 (T x T); then
     at the largest of: k scaled beside the scores (B·H·T·T, fp32), the scores and their masked
@@ -147,7 +155,7 @@ def latent_math_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int
     q = n * h * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim) * 4
     v = n * h * cfg.v_head_dim * 4
     scores = batch * h * seq * seq * 4
-    held = q + seq * seq * 4 + (2 * q + v if a != 4 else 0)
+    held = q + math_mask_bytes(seq, impl) + (2 * q + v if a != 4 else 0)
     cast = batch * h * seq * seq * a if a != 4 else 0
     # v, a view of kv_b's output, is copied for the batched product unless its batch and head
     # dimensions merge (one sequence, one head or one token); the product is cast back last
@@ -156,7 +164,7 @@ def latent_math_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int
     return held + max(q + scores, 2 * scores, scores + cast + v + last)
 
 
-def unmodelled(cfg: ModelConfig) -> str | None:
+def unmodelled(cfg: ModelConfig, checkpointing: str = "none", impl: str = "sdpa") -> str | None:
     """What of this config's memory the closed forms do not model yet (None: all of it): the
     prefill (and a checkpointed block's forward) of windowed latent attention through SDPA's
     math path, which latent attention takes on the CPU when v_head_dim differs from q's and
@@ -172,4 +180,45 @@ def unmodelled(cfg: ModelConfig) -> str | None:
         )
     if cfg.attention_sinks and is_latent(cfg):
         return "the prefill of latent attention with sinks (eager attention's T x T transients)"
+    impl = attention_impl(cfg, impl)  # soft-capped scores run eager
+    math = impl == "math" or cfg.position == "alibi"
+    t_by_t = impl == "eager" if is_latent(cfg) else (impl == "eager" or math)
+    if (
+        checkpointing == "full"
+        and (is_moe(cfg) or is_latent(cfg))
+        and t_by_t
+        and not cfg.attention_sinks
+    ):
+        return (
+            f"the checkpointed forward of a block with {impl} attention (its T x T transients, "
+            "without autograd)"
+        )
     return None
+
+
+# what the head keeps from the blocks' end on: not alive while the last block runs
+HEAD_AFTER_BLOCKS = ("final_norm", "last_layer_out", "logits_tanh", "log_softmax", "loss.")
+
+
+def math_path_forward_moment(
+    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str, layer_saved: dict[str, int]
+) -> int:
+    """Latent attention through SDPA's math path in a training forward, as the masked scores
+    are made: beyond everything kept before this layer, its own tensors kept so far (up to
+    k scaled) and those alive but not kept: the layer's input where its norm keeps a copy,
+    q's projection, the rotated q_rope and k_rope, kv_b's output, the cats q and k, fp32
+    copies of q, k and v where they are not fp32, the additive causal mask and the scores
+    twice (the product and the masked sum)."""
+    n, h = batch * seq, cfg.n_heads
+    d_qk, d_v = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim
+    names = list(layer_saved)
+    so_far = sum(layer_saved[k] for k in names[: names.index("attn.k_scaled") + 1])
+    stream_saved = (
+        "x" in layer_saved or cfg.norm == "layernorm" and cfg.layernorm_compute == "native"
+    )
+    alive = 0 if stream_saved else n * cfg.d_model * a
+    alive += n * h * (d_qk + cfg.qk_rope_head_dim + cfg.qk_nope_head_dim + d_v + 2 * d_qk) * a
+    alive += n * cfg.qk_rope_head_dim * a
+    if a != 4:
+        alive += n * h * (2 * d_qk + d_v) * 4
+    return so_far + alive + math_mask_bytes(seq, impl) + 2 * batch * h * seq * seq * 4

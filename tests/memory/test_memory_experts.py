@@ -92,3 +92,18 @@ def test_prefill_matches_the_trace_exactly(name, batch, seq):
     assert predicted.weights == traced.categories["weights"]
     assert predicted.kv_cache == traced.categories["kv_cache"]
     assert predicted.peak == traced.peak
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_latent_attentions_math_path_can_peak_inside_the_forward(precision, impl):
+    """At T = 256 the last block's fp32 T x T scores, made twice (the product and the masked
+    sum), outgrow the end of the forward in bf16: the forward peak is there, exactly."""
+    base = dict(BASE, d_model=256, vocab_size=256)
+    cfg = ModelConfig.from_dict({**base, **MLA, "v_head_dim": 32, "qk_nope_head_dim": 32})
+    kwargs = dict(precision=precision, attention=impl)
+    predicted = training_memory(cfg, 2, 256, **kwargs)
+    traced = trace_training(cfg, 2, 256, **kwargs)
+    assert predicted.phases["forward"].total == traced.phases["forward"].total
+    if precision == "bf16":
+        assert predicted.phases["forward"].at == "last block attention"

@@ -153,3 +153,17 @@ def test_what_is_not_modelled_is_refused_with_what_is_exact(runner, tmp_path, na
     assert "is not modelled yet, so no training or inference peak is given" in result.stderr
     assert f"weights {format_bytes(weights)} ({weights:,} bytes, bf16)" in result.stderr
     assert f"KV cache {format_bytes(per_token)} per token ({per_token:,} bytes" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["moe", "mla no q latent"])
+@pytest.mark.parametrize("impl", ["eager", "math"])
+def test_a_checkpointed_block_with_t_by_t_attention_is_refused(runner, tmp_path, name, impl):
+    path = tmp_path / "model.yaml"
+    path.write_text(json.dumps(tiny(**VARIANTS[name])))
+    args = ["memory", str(path), "--seq", "8", "--checkpointing", "full", "--attention", impl]
+    if name.startswith("mla") and impl == "math":  # latent attention's math path is modelled
+        assert runner.invoke(app, args).exit_code == 0
+        return
+    assert_one_line_error(
+        runner, args, f"the checkpointed forward of a block with {impl} attention"
+    )
