@@ -38,6 +38,7 @@ ROOM = {
     "latent": 0,
     "experts": 0,
     "parameters": 0,
+    "transients": 0,
     "count": 1,
     "defer_dynamo": 1,
     "train_step": 1,
@@ -57,6 +58,7 @@ CLOSED_FORMS = [
     "memory/latent.py",
     "memory/experts.py",
     "memory/parameters.py",
+    "memory/transients.py",
     "config/schema.py",
 ]
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name not in ("__init__.py", "__main__.py"))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from llmcalc.config.experts import is_moe, is_moe_layer, moe_layer_count
 from llmcalc.config.schema import ModelConfig
-from llmcalc.config.window import is_local, local_layer_count
+from llmcalc.config.window import is_local
 from llmcalc.memory.activations import INT64, Saved, _mlp
 
 Linear = Callable[[int, int, bool], list[int]]
@@ -38,12 +38,28 @@ def layer_runs(cfg: ModelConfig) -> list[tuple[list[bool], int]]:
     return [run for run in runs if run[1]]
 
 
-def layer_kinds(cfg: ModelConfig) -> dict[tuple[bool, bool], int]:
-    """How many layers of each kind (local, MoE) there are, without a list n_layers long."""
-    local, moe, layers = local_layer_count(cfg), moe_layer_count(cfg), cfg.n_layers
-    both = _local_and_moe(cfg, local, moe)
+def layer_kinds(cfg: ModelConfig, upto: int | None = None) -> dict[tuple[bool, bool], int]:
+    """How many layers of each kind (local, MoE) there are among layers 0 .. upto (all by
+    default), by arithmetic on the patterns (lists are walked: they are given in full)."""
+    m = cfg.n_layers if upto is None else upto + 1
+    last = m - 1
+    if cfg.sliding_window is None:
+        local = 0
+    elif cfg.global_layers is not None:
+        local = m - sum(1 for g in cfg.global_layers if g <= last)
+    elif cfg.sliding_window_pattern is not None:
+        local = m - m // cfg.sliding_window_pattern
+    else:
+        local = m
+    if not is_moe(cfg):
+        moe = 0
+    elif cfg.moe_layers is not None:
+        moe = sum(1 for j in cfg.moe_layers if j <= last)
+    else:  # j in [k, last] with (j + 1) % q == 0
+        moe = max(0, m // cfg.moe_every - cfg.first_dense_layers // cfg.moe_every)
+    both = _local_and_moe(cfg, local, moe, m)
     kinds = {
-        (False, False): layers - local - moe + both,
+        (False, False): m - local - moe + both,
         (True, False): local - both,
         (False, True): moe - both,
         (True, True): both,
@@ -55,19 +71,33 @@ def layer_kind(cfg: ModelConfig, layer: int) -> tuple[bool, bool]:
     return is_local(cfg, layer), is_moe_layer(cfg, layer)
 
 
-def _local_and_moe(cfg: ModelConfig, local: int, moe: int) -> int:
-    """MoE layers that are local: from the lists where a list is given, else arithmetic (a
-    global layer is one with (i + 1) % p == 0, an MoE one i >= k with (i + 1) % q == 0)."""
+def _local_and_moe(cfg: ModelConfig, local: int, moe: int, m: int) -> int:
+    """MoE layers that are local among the first m: from the lists where a list is given,
+    else arithmetic (a global layer is one with (i + 1) % p == 0, an MoE one i >= k with
+    (i + 1) % q == 0)."""
     if not local or not moe:
         return 0
-    if local == cfg.n_layers or moe == cfg.n_layers:
+    if local == m or moe == m:
         return min(local, moe)
     if cfg.moe_layers is not None:
-        return sum(is_local(cfg, i) for i in cfg.moe_layers)
+        return sum(is_local(cfg, i) for i in cfg.moe_layers if i < m)
     if cfg.global_layers is not None:
-        return moe - sum(is_moe_layer(cfg, i) for i in cfg.global_layers)
+        return moe - sum(is_moe_layer(cfg, i) for i in cfg.global_layers if i < m)
     period = math.lcm(cfg.sliding_window_pattern, cfg.moe_every)
-    return moe - (cfg.n_layers // period - cfg.first_dense_layers // period)
+    return moe - max(0, m // period - cfg.first_dense_layers // period)
+
+
+def candidate_layers(cfg: ModelConfig) -> list[int]:
+    """Layers where the backward can peak. Memory at layer i's backward is the gradients of the
+    layers after it, the saved tensors of those up to it and its own peak: along a run of equal
+    periods it moves by the same step each period, so each position of a period peaks in the
+    run's first or last period (for a dense model: the first and the last layer)."""
+    layers, start = set(), 0
+    for pattern, times in layer_runs(cfg):
+        for period in {0, times - 1}:
+            layers.update(start + period * len(pattern) + j for j in range(len(pattern)))
+        start += times * len(pattern)
+    return sorted(layers, reverse=True)
 
 
 def check_runs(cfg: ModelConfig, runs: list[tuple[list[bool], int]]) -> bool:

@@ -14,16 +14,21 @@ from llmcalc.config.schema import ModelConfig
 from llmcalc.config.window import cached_positions, local_layer_count
 from llmcalc.errors import LLMCalcError
 from llmcalc.memory.activations import block_backward_peak, head_activations, layer_activations
-from llmcalc.memory.experts import buffer_bytes, layer_kind, layer_kinds, moe_transient
+from llmcalc.memory.experts import (
+    buffer_bytes,
+    candidate_layers,
+    layer_kind,
+    layer_kinds,
+)
 from llmcalc.memory.latent import (
     HEAD_AFTER_BLOCKS,
     kv_elements,
-    latent_prefill_transient,
     latent_takes_math_path,
     math_path_forward_moment,
     unmodelled,
 )
 from llmcalc.memory.parameters import block_sizes, conversion_excess, parameter_groups
+from llmcalc.memory.transients import attention_transient, block_transient, mlp_transient
 from llmcalc.params.formula import param_formula
 
 PRECISIONS = ("fp32", "bf16", "mixed")
@@ -154,16 +159,15 @@ def training_memory(
 
     # what a block keeps, by kind: (local (sliding window) or global, MoE or dense)
     kinds = layer_kinds(cfg)
-    first, last = layer_kind(cfg, 0), layer_kind(cfg, layers - 1)
+    last = layer_kind(cfg, layers - 1)
     saved_by_kind = {
         kind: layer_activations(cfg, batch, seq, a, attention, *kind) for kind in kinds
     }
     per_layer = {kind: sum(saved.values()) for kind, saved in saved_by_kind.items()}
     if checkpointing == "full":  # a block's input only
-        kept_all, kept_first = layers * n * d * a, n * d * a
+        kept_all = layers * n * d * a
     else:
         kept_all = sum(count * per_layer[kind] for kind, count in kinds.items())
-        kept_first = per_layer[first]
     head = head_activations(cfg, batch, seq, a)
     # RoPE's cos and sin live until the first block's backward: saved by every block, or under
     # checkpointing held as the blocks' inputs (alive, but not saved by autograd: "other")
@@ -199,15 +203,19 @@ def training_memory(
             other=before + kept_all - per_layer[last] + moment,
         )
         forward = max(forward, in_attention, key=lambda ph: ph.total)
-    if checkpointing == "full":  # the last block runs as in inference, keeping only its input
+    if checkpointing == "full":  # a block runs as in inference first, keeping only its input
         refuse_unmodelled(cfg, checkpointing, attention)
-        block_forward = _phase(
-            "last block forward",
-            **states,
-            activations=batch_ids + kept_all,
-            other=block_transient(cfg, batch, seq, a, last[1], False, attention) - n * d * a + rope,
-        )
-        forward = max(forward, block_forward, key=lambda ph: ph.total)
+        for layer in candidate_layers(cfg):  # the last layer of each kind holds the most
+            moe = layer_kind(cfg, layer)[1]
+            transient = block_transient(cfg, batch, seq, a, moe, False, attention)
+            at = "last block" if layer == layers - 1 else f"block {layer}"
+            block_forward = _phase(
+                f"{at} forward",
+                **states,
+                activations=batch_ids + (layer + 1) * n * d * a,
+                other=transient - n * d * a + rope,
+            )
+            forward = max(forward, block_forward, key=lambda ph: ph.total)
     # The backward pass, from the loss: the log-softmax's gradient and its input's (n·V fp32
     # each) while everything saved is alive; then the LM head's: the logits' gradient, the
     # hidden state's and the head weight's.
@@ -225,8 +233,8 @@ def training_memory(
         activations=activations - head["log_softmax"],
         other=logits + n * d * a + rope_held,
     )
-    # Then block by block, last to first: one block's activations go and its gradients come.
-    # Memory is a straight line in the block index, so its extremes are the last and the first.
+    # Then block by block, last to first: one block's activations go and its gradients come
+    # (candidate_layers: where this can peak).
     tied_weight_grad = head_weight_grad if cfg.tie_embeddings else 0
     head_grads = (components["final_norm"] + components["lm_head"]) * p.grad + tied_weight_grad
     layer_grads = n_params - components["token_embedding"] - components["position_embedding"]
@@ -239,20 +247,26 @@ def training_memory(
 
     # a tied head's gradient is held by autograd until the embedding's is added to it
     held = head_weight_grad if cfg.tie_embeddings else 0
-    last_block = _phase(
-        "last block backward",
-        **states,
-        gradients=head_grads - held,
-        activations=embedding_inputs + kept_all + rope_saved,
-        other=in_block(last) + held + rope_held,
-    )
-    first_block = _phase(
-        "first block backward",
-        **states,
-        gradients=head_grads - held + layer_grads - sum(block_sizes(cfg)[first[1]]) * p.grad,
-        activations=embedding_inputs + kept_first + rope_saved,
-        other=in_block(first) + held + rope_held,
-    )
+    sizes = {moe: sum(block) for moe, block in block_sizes(cfg).items()}
+
+    def block_backward(layer: int) -> Phase:
+        """Layer `layer`'s backward: the gradients of the layers after it, the saved tensors
+        of those up to it (with checkpointing, their inputs) and its own peak."""
+        upto = layer_kinds(cfg, layer)
+        done = sum(count * sizes[moe] for (_, moe), count in upto.items()) * p.grad
+        if checkpointing == "full":
+            kept = (layer + 1) * n * d * a
+        else:
+            kept = sum(count * per_layer[kind] for kind, count in upto.items())
+        at = {layers - 1: "last block", 0: "first block"}.get(layer, f"block {layer}")
+        return _phase(
+            f"{at} backward",
+            **states,
+            gradients=head_grads - held + layer_grads - done,
+            activations=embedding_inputs + kept + rope_saved,
+            other=in_block(layer_kind(cfg, layer)) + held + rope_held,
+        )
+
     # Last, the embeddings: a dense V x d gradient; a tied one is added to the head's (both
     # and their sum alive at once) before it becomes the parameter's gradient.
     embedding_grads = (components["token_embedding"] + components["position_embedding"]) * p.grad
@@ -264,9 +278,8 @@ def training_memory(
         activations=embedding_inputs,
         other=3 * tied_sum,
     )
-    backward = max(
-        loss_grads, head_backward, last_block, first_block, embeddings, key=lambda ph: ph.total
-    )
+    blocks = [block_backward(layer) for layer in candidate_layers(cfg)]
+    backward = max(loss_grads, head_backward, *blocks, embeddings, key=lambda ph: ph.total)
 
     gradients = n_params * p.step_grad
     conversion = conversion_excess(groups) if precision == "mixed" else 0
@@ -329,56 +342,6 @@ def prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> tuple[i
         at = "attention with sinks" if cfg.attention_sinks else "latent attention"
         candidates.append((attention_transient(cfg, batch, seq, a, True), at))
     return max((size + rope, at) for size, at in candidates)
-
-
-def block_transient(
-    cfg: ModelConfig, batch: int, seq: int, a: int, moe: bool = False, *more: bool | str
-) -> int:
-    """A block's forward without autograd: its MLP's or its attention's largest moment (`more`:
-    attention_transient's cached and impl)."""
-    return max(
-        mlp_transient(cfg, batch, seq, a, moe), attention_transient(cfg, batch, seq, a, *more)
-    )
-
-
-def mlp_transient(cfg: ModelConfig, batch: int, seq: int, a: int, moe: bool = False) -> int:
-    """In a block's MLP: input, mid-stream, norm output, and the hidden tensors (three of n·f
-    while a GLU multiplies, four inside gelu_new, five inside gelu_recomputed, else two), or an
-    MoE layer's (memory/experts.py)."""
-    n = batch * seq
-    if moe:
-        return 3 * n * cfg.d_model * a + moe_transient(cfg, n, a)
-    hidden = 3 if cfg.is_glu else {"gelu_new": 4, "gelu_recomputed": 5}.get(cfg.activation, 2)
-    return 3 * n * cfg.d_model * a + hidden * n * cfg.d_ff * a
-
-
-def attention_transient(
-    cfg: ModelConfig, batch: int, seq: int, a: int, cached: bool = True, impl: str = "sdpa"
-) -> int:
-    """In attention, where it can outgrow the MLP: eager attention with sinks, or latent
-    attention, where without a cache (a checkpointed block) the latent and RoPE key stay too.
-    0 for the others (their MLP's moment is the larger)."""
-    if cfg.attention_sinks:
-        return sinks_transient(cfg, batch, seq, a, cached)
-    if not is_latent(cfg):
-        return 0
-    uncached = 0 if cached else batch * seq * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * a
-    return latent_prefill_transient(cfg, batch, seq, a, impl) + uncached
-
-
-def sinks_transient(cfg: ModelConfig, batch: int, seq: int, a: int, cached: bool) -> int:
-    """Eager attention with sinks (gpt-oss) without autograd, at its softmax: the block's input
-    and the norm's output, the rotated q, the new k and v where no cache takes them (or a
-    local layer's cache keeps fewer positions), the T x T boolean mask, GQA's k and v
-    repeated per query head, the scores, their cat with the sink column and its fp32 softmax
-    (an fp32 copy first in bf16)."""
-    n, h = batch * seq, cfg.n_heads
-    kept = not cached or (local_layer_count(cfg) and cached_positions(cfg, True, seq) < seq)
-    size = 2 * n * cfg.d_model * a + n * cfg.q_dim * a + seq * seq
-    size += 2 * n * cfg.kv_dim * a if kept else 0
-    size += 2 * n * cfg.q_dim * a if cfg.n_kv_heads != h else 0
-    size += batch * h * seq * seq * a
-    return size + batch * h * seq * (seq + 1) * (a + 4 + (4 if a != 4 else 0))
 
 
 def inference_memory(

@@ -33,6 +33,7 @@ def test_layer_runs_and_kinds_follow_the_rule_layer_by_layer(layout):
     for i in range(cfg.n_layers):
         kind = (is_local(cfg, i), is_moe_layer(cfg, i))
         kinds[kind] = kinds.get(kind, 0) + 1
+        assert layer_kinds(cfg, upto=i) == kinds  # the layers 0 .. i
     assert layer_kinds(cfg) == kinds
 
 
@@ -56,6 +57,7 @@ MODELS = {
         sliding_window_pattern=2,
     ),
     "sinks, dense": dict(attention_sinks=True, n_kv_heads=2),
+    "moe in the middle": dict(E, n_layers=4, moe_layers=[1], d_ff_expert=512),
     "mla": MLA,
     "mla, math path (deepseek's head sizes)": dict(MLA, v_head_dim=16, q_lora_rank=None),
     "mla + moe, correction": dict(
