@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmcalc.config.dtypes import KV_DTYPES
+from llmcalc.config.experts import is_latent
 from llmcalc.config.schema import ModelConfig
 from llmcalc.flops.formula import decode_flops, forward_flops, step_flops
 from llmcalc.memory.formula import TrainingMemory, inference_memory, kv_cache_bytes, training_memory
@@ -62,7 +63,11 @@ def model_metrics(
     return {
         "params": params.total.value,
         "non_embedding_params": params.non_embedding,
-        "attention": f"{cfg.attention_kind} {cfg.n_heads}/{cfg.n_kv_heads}",
+        "attention": (
+            f"MLA {cfg.n_heads}, latent {cfg.kv_lora_rank}+{cfg.qk_rope_head_dim}"
+            if is_latent(cfg)
+            else f"{cfg.attention_kind} {cfg.n_heads}/{cfg.n_kv_heads}"
+        ),
         "forward_flops_per_token": forward.matmul_total // tokens,
         "train_flops_per_token": step_flops(cfg, forward, "none").model // tokens,
         "decode_flops_per_token": decode_flops(cfg, seq - 1),  # the last of T tokens
