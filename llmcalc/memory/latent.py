@@ -121,20 +121,24 @@ def latent_attention_saved(
 
 
 def latent_prefill_transient(
-    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa"
+    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa", windowed: bool = False
 ) -> int:
     """Latent attention's largest set of live tensors in a prefill (the cache then holds the
     latent and the RoPE key). Through the fused kernel, at o_proj: the block's input and the
     norm's output, q's projection (q_nope a view of it), the rotated q_rope, kv_b's output
     (k_nope and v views of it), the cats q and k, the attention's output, its copy as
-    (B, T, H·v_head_dim) and o_proj's output. Through SDPA's math path (latent_math_transient)
-    the same up to the cats, then the math path's own."""
+    (B, T, H·v_head_dim) and o_proj's output, or, where a window bites (`windowed`), at the
+    kernel with its masks. Through SDPA's math path (latent_math_transient) the same up to the
+    cats, then the math path's own."""
     n, h = batch * seq, cfg.n_heads
     d_qk, d_v = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim
     before = 2 * n * cfg.d_model * a
     before += n * h * (d_qk + cfg.qk_rope_head_dim + cfg.qk_nope_head_dim + d_v + 2 * d_qk) * a
     after = n * cfg.d_model * a + 2 * n * h * d_v * a
     if not latent_takes_math_path(cfg, impl):
+        if windowed:  # at the kernel: the window's boolean mask, made additive per sequence
+            mask = seq * seq + batch * seq * seq * a
+            after = max(after, mask + n * h * d_v * a + batch * h * seq * 4)
         return before + after
     return before + max(after, latent_math_transient(cfg, batch, seq, a, impl))
 

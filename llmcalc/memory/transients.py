@@ -42,8 +42,13 @@ def attention_transient(
         return sinks_transient(cfg, batch, seq, a, cached)
     if not is_latent(cfg):
         return 0
-    uncached = 0 if cached else batch * seq * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * a
-    return latent_prefill_transient(cfg, batch, seq, a, impl) + uncached
+    # without a cache, or where a local layer's cache holds fewer positions than the chunk, the
+    # new latent and RoPE key stay (the cache hands them back)
+    local = local_layer_count(cfg) > 0
+    kept = not cached or (local and cached_positions(cfg, True, seq) < seq)
+    uncached = batch * seq * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * a if kept else 0
+    windowed = local and seq >= cfg.sliding_window  # the mask from W keys on (model/attention)
+    return latent_prefill_transient(cfg, batch, seq, a, impl, windowed) + uncached
 
 
 def sinks_transient(cfg: ModelConfig, batch: int, seq: int, a: int, cached: bool) -> int:
