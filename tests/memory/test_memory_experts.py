@@ -59,6 +59,7 @@ MODELS = {
     "sinks, dense": dict(attention_sinks=True, n_kv_heads=2),
     "moe in the middle": dict(E, n_layers=4, moe_layers=[1], d_ff_expert=512),
     "mla": MLA,
+    "mla windowed": dict(MLA, sliding_window=64, sliding_window_pattern=2),
     "mla, math path (deepseek's head sizes)": dict(MLA, v_head_dim=16, q_lora_rank=None),
     "mla + moe, correction": dict(
         MLA, **E, router_score="sigmoid", score_correction_bias=True, routed_scaling=2.5
