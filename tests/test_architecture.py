@@ -35,6 +35,10 @@ ROOM = {
     "relatives": 0,
     "conventions": 0,
     "activations": 0,
+    "latent": 0,
+    "experts": 0,
+    "parameters": 0,
+    "transients": 0,
     "count": 1,
     "defer_dynamo": 1,
     "train_step": 1,
@@ -51,6 +55,10 @@ CLOSED_FORMS = [
     "flops/conventions.py",
     "memory/formula.py",
     "memory/activations.py",
+    "memory/latent.py",
+    "memory/experts.py",
+    "memory/parameters.py",
+    "memory/transients.py",
     "config/schema.py",
 ]
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name not in ("__init__.py", "__main__.py"))

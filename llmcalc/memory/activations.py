@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llmcalc.config.experts import is_latent
 from llmcalc.config.schema import ModelConfig
-from llmcalc.config.window import local_layer_count
 
 INT64 = 8
 
@@ -100,8 +100,8 @@ def _per_head_norm(
 
 
 def attention_impl(cfg: ModelConfig, impl: str) -> str:
-    """The attention the model runs: soft-capped scores always take the eager path."""
-    return "eager" if cfg.attn_softcap is not None else impl
+    """The attention the model runs: soft-capped scores and sinks always take the eager path."""
+    return "eager" if cfg.attn_softcap is not None or cfg.attention_sinks else impl
 
 
 def _attention(
@@ -168,7 +168,8 @@ def _attention(
         saved.add(f"{p}.k_fp32" if upcast else k_kept, n * cfg.kv_dim * groups * score_a)
         saved.add(f"{p}.v_repeated" if groups > 1 else v_name, kv_bytes * groups)
         # the softmax runs in fp32 and keeps its fp32 output; the product keeps them cast back
-        saved.add(f"{p}.probs_fp32", batch * cfg.n_heads * seq * seq * 4)
+        keys = seq + cfg.attention_sinks  # a sink is one more column (gpt-oss)
+        saved.add(f"{p}.probs_fp32", batch * cfg.n_heads * seq * keys * 4)
         if a != 4:
             saved.add(f"{p}.probs", batch * cfg.n_heads * seq * seq * a)
         if cfg.attn_softcap is not None:  # c·tanh(scores / c): tanh keeps its output
@@ -192,11 +193,11 @@ def _attention(
         saved.add(f"{p}.out_copy", q_bytes)
 
 
-def _mlp(saved: Saved, cfg: ModelConfig, p: str, n: int, a: int) -> None:
+def _mlp(saved: Saved, cfg: ModelConfig, p: str, n: int, a: int, width: int | None = None) -> None:
     """GELU and SiLU keep their input, ReLU its output; the product of a GLU keeps both factors;
     the down projection keeps its input. gelu_new, written op by op, also keeps 0.5·x, its tanh
     and 1 + tanh."""
-    size = n * cfg.d_ff * a
+    size = n * (cfg.d_ff if width is None else width) * a
     if cfg.is_glu:
         if cfg.activation != "reglu":
             saved.add(f"{p}.gate", size)
@@ -213,11 +214,17 @@ def _mlp(saved: Saved, cfg: ModelConfig, p: str, n: int, a: int) -> None:
 
 
 def layer_activations(
-    cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa", local: bool = False
+    cfg: ModelConfig,
+    batch: int,
+    seq: int,
+    a: int,
+    impl: str = "sdpa",
+    local: bool = False,
+    moe: bool = False,
 ) -> dict[str, int]:
     """Bytes one block keeps for backward, by tensor name (see model.Block's layouts); `local`:
-    a layer that attends through the sliding window. The layer's input is counted here; its
-    output is counted by the next layer or the head."""
+    a layer that attends through the sliding window; `moe`: a mixture-of-experts layer. The
+    layer's input is counted here; its output is counted by the next layer or the head."""
     n, d = batch * seq, cfg.d_model
     impl = attention_impl(cfg, impl)
     saved = Saved()
@@ -235,9 +242,17 @@ def layer_activations(
         return f"{norm_name}.out"
 
     def branch(kind: str, source: str, norm_name: str) -> None:
+        # MoE and MLA live in experts.py and latent.py, which import this module
+        from llmcalc.memory.experts import moe_saved
+        from llmcalc.memory.latent import latent_attention_saved
+
         branch_input(norm_name, source)
-        if kind == "attn":
+        if kind == "attn" and is_latent(cfg):
+            latent_attention_saved(saved, cfg, "attn", batch, seq, a, impl, local)
+        elif kind == "attn":
             _attention(saved, cfg, "attn", batch, seq, a, impl, local)
+        elif moe:
+            moe_saved(saved, cfg, "mlp", n, a)
         else:
             _mlp(saved, cfg, "mlp", n, a)
 
@@ -270,13 +285,14 @@ def layer_activations(
 
 
 def saved_activations(cfg: ModelConfig, batch: int, seq: int, a: int, impl: str = "sdpa") -> int:
-    """Everything one training step keeps for backward: the global and the local layers' saved
-    tensors and those outside the blocks."""
-    local = local_layer_count(cfg)
+    """Everything one training step keeps for backward: each kind of layer's saved tensors
+    (global or local, dense or MoE) and those outside the blocks."""
+    from llmcalc.memory.experts import layer_kinds  # it imports this module
+
     total = sum(head_activations(cfg, batch, seq, a).values())
-    total += (cfg.n_layers - local) * sum(layer_activations(cfg, batch, seq, a, impl).values())
-    if local:
-        total += local * sum(layer_activations(cfg, batch, seq, a, impl, local=True).values())
+    for (local, moe), count in layer_kinds(cfg).items():
+        saved = layer_activations(cfg, batch, seq, a, impl, local=local, moe=moe)
+        total += count * sum(saved.values())
     return total
 
 
@@ -307,6 +323,12 @@ def head_activations(cfg: ModelConfig, batch: int, seq: int, a: int) -> dict[str
     return saved.bytes
 
 
+# an MoE layer's saved tensors released before its experts' first bmm's backward ends: all
+# the experts' but the token indices (the gather's backward, last, needs them)
+MOE_RELEASED = tuple(
+    f"mlp.experts.{name}"
+    for name in ("order", "rows", "gate_up", "act", "product", "out", "weights", "weighted", "up")
+)
 MLP_STAGE = ("mlp", "h", "attn_post_norm.out")  # saved tensors released by the MLP's backward
 
 
@@ -318,7 +340,11 @@ def block_backward_peak(
     MLP stage (the block's saved tensors alive, one or two n·f gradients beyond them), then
     the attention stage (the MLP's saved tensors released; the gradients of q, k, v and the
     output, or with eager attention two of B·H·T·T)."""
+    from llmcalc.memory.latent import latent_takes_math_path  # it imports this module
+
     impl = attention_impl(cfg, impl)
+    if is_latent(cfg) and latent_takes_math_path(cfg, impl):
+        impl = "math"
     n = batch * seq
     everything = sum(saved.values())
     stream = 2 * n * cfg.d_model * a
@@ -330,9 +356,22 @@ def block_backward_peak(
     # GeluRecomputed) beside the incoming gradient, before the down projection's input goes
     gradients = 6 if cfg.activation == "gelu_recomputed" else 2 if two else 1
     mlp = everything + gradients * n * cfg.d_ff * a
+    if "mlp.experts.rows" in saved:  # an MoE layer: see moe_backward_in_flight
+        from llmcalc.memory.experts import moe_backward_in_flight
+
+        # first, index_add_'s gradient gathered back to n·k rows (its saved source released)
+        # and the two products of the weighting's backward; at the experts' first bmm, their
+        # saved tensors gone
+        early = everything + 2 * n * cfg.experts_per_token * cfg.d_model * a
+        released = sum(v for k, v in saved.items() if k.startswith(MOE_RELEASED))
+        mlp = max(early, everything - released + moe_backward_in_flight(cfg, n, a))
     # the MLP was called last, so autograd runs its backward first, in parallel blocks too
     everything -= sum(v for k, v in saved.items() if k.startswith(MLP_STAGE))
-    if impl == "eager":
+    if impl == "eager" and cfg.attention_sinks:  # the softmax's fp32 gradients, T + 1 wide
+        in_flight = 2 * batch * cfg.n_heads * seq * (seq + 1) * 4
+        if a != 4:  # the cast-back probabilities, released by then
+            in_flight -= batch * cfg.n_heads * seq * seq * a
+    elif impl == "eager":
         in_flight = 2 * batch * cfg.n_heads * seq * seq * a
     elif impl == "math" or cfg.position == "alibi":  # SDPA's math path: its T×T gradients, fp32
         in_flight = 2 * batch * cfg.n_heads * seq * seq * 4

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmcalc.config.dtypes import KV_DTYPES
+from llmcalc.config.experts import is_latent
 from llmcalc.config.hardware import free_in_words
 from llmcalc.config.schema import ModelConfig
 from llmcalc.config.sizes import MAX_SIZE
 from llmcalc.errors import LLMCalcError, ResourceError, quote
+from llmcalc.memory.experts import buffer_bytes
 from llmcalc.memory.formula import (
     InferenceMemory,
     TrainingMemory,
@@ -25,6 +27,8 @@ from llmcalc.memory.formula import (
     training_memory,
     with_kv_heads,
 )
+from llmcalc.memory.latent import KV_FORMS, kv_sizes, latent_refusal, unmodelled
+from llmcalc.memory.parameters import parameter_groups
 from llmcalc.params.formula import param_formula
 from llmcalc.units import format_bytes
 
@@ -35,8 +39,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class KVVariant:
-    kind: str  # 'mha' | 'gqa' | 'mqa'
-    n_kv_heads: int
+    kind: str  # 'mha' | 'gqa' | 'mqa', or with latent attention 'latent' | 'decompressed'
+    n_kv_heads: int  # heads cached: the latent is one
     kv_params: int  # k and v projection parameters, all layers
     bytes_per_token: int
     bytes_per_sequence: int  # at seq
@@ -86,6 +90,9 @@ def resolve_kv_heads(cfg: ModelConfig, mha: bool, gqa: int | None, mqa: bool) ->
     """The KV heads chosen by --mha, --gqa N or --mqa (the preset's own by default)."""
     if sum((mha, gqa is not None, mqa)) > 1:
         raise LLMCalcError("--mha, --gqa and --mqa: give at most one")
+    if is_latent(cfg) and (mha or mqa or gqa is not None):
+        option = "--mha" if mha else "--mqa" if mqa else f"--gqa {gqa}"
+        raise LLMCalcError(latent_refusal(cfg, option))
     if mha:
         return cfg.n_heads
     if mqa:
@@ -108,6 +115,8 @@ def resolve_kv_heads(cfg: ModelConfig, mha: bool, gqa: int | None, mqa: bool) ->
 def kv_variants(
     cfg: ModelConfig, batch: int, seq: int, kv_bytes: int
 ) -> dict[str, KVVariant | None]:
+    if is_latent(cfg):
+        return latent_variants(cfg, batch, seq, kv_bytes)
     groups = default_gqa_groups(cfg)
     heads = {"mha": cfg.n_heads, "gqa": groups, "mqa": 1}
     variants: dict[str, KVVariant | None] = {}
@@ -127,6 +136,23 @@ def kv_variants(
             total=kv_cache_bytes(variant, batch, seq, kv_bytes),
         )
     return variants
+
+
+def latent_variants(cfg: ModelConfig, batch: int, seq: int, kv_bytes: int) -> dict[str, KVVariant]:
+    """Latent attention's cache as it is held (the latent) and as transformers 4 holds it (the
+    decompressed keys and values): the same kv_a and kv_b parameters make both."""
+    components = param_formula(cfg).components
+    return {
+        form: KVVariant(
+            kind=form,
+            n_kv_heads=kv_sizes(cfg, form)[0],
+            kv_params=components["attn_kv_a"] + components["attn_kv_b"],
+            bytes_per_token=kv_cache_bytes(cfg, 1, 1, kv_bytes, form),
+            bytes_per_sequence=kv_cache_bytes(cfg, 1, seq, kv_bytes, form),
+            total=kv_cache_bytes(cfg, batch, seq, kv_bytes, form),
+        )
+        for form in KV_FORMS
+    }
 
 
 def _largest(fits: Callable[[int], bool], limit: int) -> int:
@@ -199,6 +225,7 @@ def analyze_memory(
         precision=precision, optimizer=optimizer, checkpointing=checkpointing, attention=attention
     )
     dtype_bytes, kv_bytes = KV_DTYPES[dtype], KV_DTYPES[kv_dtype]
+    refuse_unmodelled(cfg, dtype, kv_dtype, seq, checkpointing, attention)
     fit = None
     if gpu_memory is not None:
         fit = find_fit(cfg, batch, seq, gpu_memory, setup, dtype_bytes, kv_bytes)
@@ -214,6 +241,28 @@ def analyze_memory(
         inference=inference_memory(cfg, batch, seq, dtype_bytes, kv_bytes),
         fit=fit,
         **setup,
+    )
+
+
+def refuse_unmodelled(
+    cfg: ModelConfig, dtype: str, kv_dtype: str, seq: int, checkpointing: str, attention: str
+) -> None:
+    """No silently wrong figure: where a closed form does not model this config yet, refuse,
+    saying what is not modelled and giving what is exact (the weights, the KV cache)."""
+    missing = unmodelled(cfg, checkpointing, attention)
+    if missing is None:
+        return
+    weights = sum(sum(sizes) * times for sizes, times in parameter_groups(cfg))
+    weights = weights * KV_DTYPES[dtype] + buffer_bytes(cfg, KV_DTYPES[dtype])
+    per_token = kv_cache_bytes(cfg, 1, 1, KV_DTYPES[kv_dtype])
+    kv = f"KV cache {format_bytes(per_token)} per token ({per_token:,} bytes, {kv_dtype}"
+    if is_latent(cfg):
+        decompressed = kv_cache_bytes(cfg, 1, 1, KV_DTYPES[kv_dtype], "decompressed")
+        kv += f", the latent; decompressed {format_bytes(decompressed)}"
+    raise LLMCalcError(
+        f"memory: {cfg.name}: {missing} is not modelled yet, so no training or inference peak "
+        f"is given; exact: weights {format_bytes(weights)} ({weights:,} bytes, {dtype}), {kv}), "
+        f"{format_bytes(kv_cache_bytes(cfg, 1, seq, KV_DTYPES[kv_dtype]))} at seq {seq:,}"
     )
 
 

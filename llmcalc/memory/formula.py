@@ -9,9 +9,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmcalc.config.experts import is_latent
 from llmcalc.config.schema import ModelConfig
-from llmcalc.config.window import cached_positions, is_local, local_layer_count
+from llmcalc.config.window import cached_positions, local_layer_count
+from llmcalc.errors import LLMCalcError
 from llmcalc.memory.activations import block_backward_peak, head_activations, layer_activations
+from llmcalc.memory.experts import (
+    buffer_bytes,
+    candidate_layers,
+    layer_kind,
+    layer_kinds,
+)
+from llmcalc.memory.latent import (
+    HEAD_AFTER_BLOCKS,
+    kv_elements,
+    latent_takes_math_path,
+    math_path_forward_moment,
+    unmodelled,
+)
+from llmcalc.memory.parameters import block_sizes, conversion_excess, parameter_groups
+from llmcalc.memory.transients import attention_transient, block_transient, mlp_transient
 from llmcalc.params.formula import param_formula
 
 PRECISIONS = ("fp32", "bf16", "mixed")
@@ -47,16 +64,21 @@ STATE_TENSORS = {"adamw": 2, "sgd": 0, "sgd-momentum": 1}  # AdamW: exp_avg and 
 # --- KV cache --------------------------------------------------------------------------------
 
 
-def kv_cache_bytes(cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int) -> int:
+def kv_cache_bytes(
+    cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int, form: str = "latent"
+) -> int:
     """Keys and values of every layer: 2 · h_kv · d_h · B · bytes · Σ positions held (Pope et al.
     2022, 'Efficiently Scaling Transformer Inference', section 3.1): T in a global layer, and in a
     local layer (sliding window W) min(T, W − 1), what transformers' sliding cache keeps. GQA and
-    MQA shrink it by storing h_kv < h heads (Ainslie et al. 2023; Shazeer 2019)."""
+    MQA shrink it by storing h_kv < h heads (Ainslie et al. 2023; Shazeer 2019). With latent
+    attention 2 · h_kv · d_h becomes kv_lora_rank + qk_rope_head_dim (the latent and the shared
+    RoPE key, DeepSeek-V2 section 2.1.2), or with form 'decompressed' the per-head keys and
+    values, h · (qk_nope_head_dim + qk_rope_head_dim + v_head_dim) (memory/latent.py)."""
     local = local_layer_count(cfg)
     positions = (cfg.n_layers - local) * seq
     if local:
         positions += local * cached_positions(cfg, True, seq)
-    return 2 * cfg.n_kv_heads * cfg.head_dim * positions * batch * dtype_bytes
+    return kv_elements(cfg, form) * positions * batch * dtype_bytes
 
 
 def with_kv_heads(cfg: ModelConfig, n_kv_heads: int) -> ModelConfig:
@@ -71,77 +93,6 @@ def default_gqa_groups(cfg: ModelConfig) -> int | None:
         return cfg.n_kv_heads
     divisors = [g for g in range(2, min(8, cfg.n_heads - 1) + 1) if cfg.n_heads % g == 0]
     return max(divisors) if divisors else None
-
-
-# --- parameter tensors (optimizers keep per-tensor state) --------------------------------------
-
-
-def parameter_groups(cfg: ModelConfig) -> list[tuple[list[int], int]]:
-    """Sizes of the parameter tensors in the model's order (model/; a tied head is the
-    embedding, listed once), as (sizes, times): the embeddings once, one block's tensors
-    n_layers times, the head once; never a list n_layers long (n_layers may be 10**9)."""
-    d, f = cfg.d_model, cfg.d_ff
-    ln_bias = cfg.norm == "layernorm" and cfg.norm_bias
-
-    def norm(width: int) -> list[int]:
-        if not cfg.norm_affine:
-            return []
-        return [width, width] if ln_bias else [width]
-
-    def linear(inputs: int, outputs: int, bias: bool) -> list[int]:
-        return [inputs * outputs, outputs] if bias else [inputs * outputs]
-
-    pre = cfg.norm_position in ("pre", "sandwich")
-    out = cfg.norm_position in ("sandwich", "output")
-    shared = cfg.block == "parallel_shared_norm"
-    if cfg.fused_qkv:
-        attn = linear(d, cfg.q_dim + 2 * cfg.kv_dim, cfg.qkv_bias)
-    else:
-        attn = linear(d, cfg.q_dim, cfg.qkv_bias) + 2 * linear(d, cfg.kv_dim, cfg.qkv_bias)
-    attn += linear(cfg.q_dim, d, cfg.out_bias)
-    if cfg.qk_norm == "per_head":  # one (heads, head_dim) weight each, no bias
-        attn += [cfg.q_dim, cfg.kv_dim]
-    elif cfg.qk_norm != "none":
-        heads = cfg.qk_norm == "head"
-        attn += norm(cfg.head_dim if heads else cfg.q_dim) + norm(
-            cfg.head_dim if heads else cfg.kv_dim
-        )
-    mlp = (2 if cfg.is_glu else 1) * linear(d, f, cfg.mlp_bias) + linear(f, d, cfg.mlp_bias)
-    block = (norm(d) if pre else []) + attn + (norm(d) if out else [])
-    block += (norm(d) if pre and not shared else []) + mlp + (norm(d) if out and not shared else [])
-    if cfg.norm_position == "post":
-        block += norm(d) * (2 if cfg.block == "serial" else 1)
-    first = [cfg.vocab_size * d]
-    if cfg.position == "learned":
-        first.append((cfg.max_seq_len + cfg.position_offset) * d)
-    first += norm(d) if cfg.embedding_norm else []
-    last = (norm(d) if cfg.final_norm else []) + (
-        [] if cfg.tie_embeddings else [cfg.vocab_size * d]
-    )
-    last += [cfg.vocab_size] if cfg.lm_head_bias else []
-    return [(first, 1), (block, cfg.n_layers), (last, 1)]
-
-
-def parameter_sizes(cfg: ModelConfig) -> list[int]:
-    """Every parameter tensor's size in the model's order (a list n_layers blocks long)."""
-    return [size for sizes, times in parameter_groups(cfg) for _ in range(times) for size in sizes]
-
-
-def conversion_excess(groups: list[tuple[list[int], int]]) -> int:
-    """Mixed precision turns the bf16 gradients into fp32 one tensor at a time (MasterWeights):
-    while tensor i's fp32 copy is made, its bf16 gradient and those after it are still alive.
-    Elements above the 4-bytes-per-gradient end state, at the worst tensor: max of 2·n_i minus
-    twice the elements after it, in units of bytes. Of a group repeated n times only the last
-    repeat can be the worst (the earlier ones have more after them), so the work is per group."""
-    after, worst = 0, 0
-    for sizes, times in reversed(groups):
-        if times == 0:
-            continue
-        for size in reversed(sizes):
-            worst = max(worst, 2 * size - 2 * after)
-            after += size
-        after += (times - 1) * sum(sizes)
-    return worst
 
 
 # --- training: model states, activations, and the peak phase by phase -------------------------
@@ -172,9 +123,11 @@ class TrainingMemory:
         return self.phases[self.peak_phase].total
 
 
-def _phase(at: str, **categories: int) -> Phase:
+def _phase(at: str, buffers: int = 0, **categories: int) -> Phase:
+    """A phase's categories; `buffers` (the model's, not parameters) join 'other'."""
     full = dict.fromkeys(CATEGORIES, 0)
     full.update(categories)
+    full["other"] += buffers
     return Phase(sum(full.values()), full, at)
 
 
@@ -198,20 +151,23 @@ def training_memory(
     step_counters = 4 * n_tensors if optimizer == "adamw" else 0  # fused AdamW: fp32 scalars
     optimizer_bytes = STATE_TENSORS[optimizer] * n_params * p.state + step_counters
     optimizer_bytes += n_params * p.master
-    states = {"weights": weights, "optimizer": optimizer_bytes}
+    states = {
+        "weights": weights,
+        "optimizer": optimizer_bytes,
+        "buffers": buffer_bytes(cfg, p.weight),
+    }
 
-    # what a block keeps: a global layer's and a local (sliding window) layer's saved tensors
-    local = local_layer_count(cfg)
-    saved_by_kind = {False: layer_activations(cfg, batch, seq, a, attention)}
-    if local:
-        saved_by_kind[True] = layer_activations(cfg, batch, seq, a, attention, local=True)
+    # what a block keeps, by kind: (local (sliding window) or global, MoE or dense)
+    kinds = layer_kinds(cfg)
+    last = layer_kind(cfg, layers - 1)
+    saved_by_kind = {
+        kind: layer_activations(cfg, batch, seq, a, attention, *kind) for kind in kinds
+    }
     per_layer = {kind: sum(saved.values()) for kind, saved in saved_by_kind.items()}
-    first, last = is_local(cfg, 0), is_local(cfg, layers - 1)
     if checkpointing == "full":  # a block's input only
-        kept_all, kept_first = layers * n * d * a, n * d * a
+        kept_all = layers * n * d * a
     else:
-        kept_all = (layers - local) * per_layer[False] + local * per_layer.get(True, 0)
-        kept_first = per_layer[first]
+        kept_all = sum(count * per_layer[kind] for kind, count in kinds.items())
     head = head_activations(cfg, batch, seq, a)
     # RoPE's cos and sin live until the first block's backward: saved by every block, or under
     # checkpointing held as the blocks' inputs (alive, but not saved by autograd: "other")
@@ -237,14 +193,29 @@ def training_memory(
         activations=activations,
         other=logits + fp32_logits + loss + hidden + rope_held,
     )
-    if checkpointing == "full":  # the last block runs as in inference, keeping only its input
-        block_forward = _phase(
-            "last block forward",
+    if checkpointing == "none" and is_latent(cfg) and latent_takes_math_path(cfg, attention):
+        # the last block's math-path attention can outgrow the end of the forward
+        before = sum(v for k, v in head.items() if not k.startswith(HEAD_AFTER_BLOCKS))
+        moment = math_path_forward_moment(cfg, batch, seq, a, attention, saved_by_kind[last])
+        in_attention = _phase(
+            "last block attention",
             **states,
-            activations=batch_ids + kept_all,
-            other=block_transient(cfg, batch, seq, a) - n * d * a + rope,  # its input is kept
+            other=before + kept_all - per_layer[last] + moment,
         )
-        forward = max(forward, block_forward, key=lambda ph: ph.total)
+        forward = max(forward, in_attention, key=lambda ph: ph.total)
+    if checkpointing == "full":  # a block runs as in inference first, keeping only its input
+        refuse_unmodelled(cfg, checkpointing, attention)
+        for layer in candidate_layers(cfg):  # the last layer of each kind holds the most
+            moe = layer_kind(cfg, layer)[1]
+            transient = block_transient(cfg, batch, seq, a, moe, False, attention)
+            at = "last block" if layer == layers - 1 else f"block {layer}"
+            block_forward = _phase(
+                f"{at} forward",
+                **states,
+                activations=batch_ids + (layer + 1) * n * d * a,
+                other=transient - n * d * a + rope,
+            )
+            forward = max(forward, block_forward, key=lambda ph: ph.total)
     # The backward pass, from the loss: the log-softmax's gradient and its input's (n·V fp32
     # each) while everything saved is alive; then the LM head's: the logits' gradient, the
     # hidden state's and the head weight's.
@@ -262,34 +233,40 @@ def training_memory(
         activations=activations - head["log_softmax"],
         other=logits + n * d * a + rope_held,
     )
-    # Then block by block, last to first: one block's activations go and its gradients come.
-    # Memory is a straight line in the block index, so its extremes are the last and the first.
+    # Then block by block, last to first: one block's activations go and its gradients come
+    # (candidate_layers: where this can peak).
     tied_weight_grad = head_weight_grad if cfg.tie_embeddings else 0
     head_grads = (components["final_norm"] + components["lm_head"]) * p.grad + tied_weight_grad
     layer_grads = n_params - components["token_embedding"] - components["position_embedding"]
     layer_grads = (layer_grads - components["final_norm"] - components["lm_head"]) * p.grad
 
     # inside a block: its saved tensors (recomputed first with checkpointing) and gradients
-    def in_block(kind: bool) -> int:
+    def in_block(kind: tuple[bool, bool]) -> int:
         peak = block_backward_peak(cfg, batch, seq, a, attention, saved_by_kind[kind])
         return peak - (0 if checkpointing == "full" else per_layer[kind])  # counted as kept
 
     # a tied head's gradient is held by autograd until the embedding's is added to it
     held = head_weight_grad if cfg.tie_embeddings else 0
-    last_block = _phase(
-        "last block backward",
-        **states,
-        gradients=head_grads - held,
-        activations=embedding_inputs + kept_all + rope_saved,
-        other=in_block(last) + held + rope_held,
-    )
-    first_block = _phase(
-        "first block backward",
-        **states,
-        gradients=head_grads - held + layer_grads * (layers - 1) // layers,
-        activations=embedding_inputs + kept_first + rope_saved,
-        other=in_block(first) + held + rope_held,
-    )
+    sizes = {moe: sum(block) for moe, block in block_sizes(cfg).items()}
+
+    def block_backward(layer: int) -> Phase:
+        """Layer `layer`'s backward: the gradients of the layers after it, the saved tensors
+        of those up to it (with checkpointing, their inputs) and its own peak."""
+        upto = layer_kinds(cfg, layer)
+        done = sum(count * sizes[moe] for (_, moe), count in upto.items()) * p.grad
+        if checkpointing == "full":
+            kept = (layer + 1) * n * d * a
+        else:
+            kept = sum(count * per_layer[kind] for kind, count in upto.items())
+        at = {layers - 1: "last block", 0: "first block"}.get(layer, f"block {layer}")
+        return _phase(
+            f"{at} backward",
+            **states,
+            gradients=head_grads - held + layer_grads - done,
+            activations=embedding_inputs + kept + rope_saved,
+            other=in_block(layer_kind(cfg, layer)) + held + rope_held,
+        )
+
     # Last, the embeddings: a dense V x d gradient; a tied one is added to the head's (both
     # and their sum alive at once) before it becomes the parameter's gradient.
     embedding_grads = (components["token_embedding"] + components["position_embedding"]) * p.grad
@@ -301,9 +278,8 @@ def training_memory(
         activations=embedding_inputs,
         other=3 * tied_sum,
     )
-    backward = max(
-        loss_grads, head_backward, last_block, first_block, embeddings, key=lambda ph: ph.total
-    )
+    blocks = [block_backward(layer) for layer in candidate_layers(cfg)]
+    backward = max(loss_grads, head_backward, *blocks, embeddings, key=lambda ph: ph.total)
 
     gradients = n_params * p.step_grad
     conversion = conversion_excess(groups) if precision == "mixed" else 0
@@ -339,34 +315,41 @@ class InferenceMemory:
         return self.weights + self.kv_cache + self.activations
 
 
+def refuse_unmodelled(cfg: ModelConfig, *setup: str) -> None:
+    missing = unmodelled(cfg, *setup)
+    if missing is not None:
+        raise LLMCalcError(f"memory: {cfg.name}: {missing} is not modelled yet")
+
+
 def prefill_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> tuple[int, str]:
     """Largest set of live intermediate tensors in a prefill without autograd: in a block, the
     block's input and mid-stream residual, a norm's output and the MLP's hidden tensors (three
-    of n·f while a GLU multiplies); at the end, the last hidden state, the final norm's output
-    and the logits (n·V), and with a logit_scale the scaled logits beside the logits (the final
-    norm's output gone by then). RoPE's cos and sin are alive throughout."""
+    of n·f while a GLU multiplies; an MoE layer's in memory/experts.py); latent attention's
+    (memory/latent.py); at the end, the last hidden state, the final norm's output and the
+    logits (n·V), and with a logit_scale the scaled logits beside the logits (the final norm's
+    output gone by then). RoPE's cos and sin are alive throughout."""
+    refuse_unmodelled(cfg)
     n, d = batch * seq, cfg.d_model
     rope = 2 * seq * cfg.rotary_dim * a if cfg.position == "rope" else 0
     logits = 2 * n * d * a + n * cfg.vocab_size * a
     if cfg.logit_scale is not None:
         logits = max(logits, n * d * a + 2 * n * cfg.vocab_size * a)
-    candidates = ((block_transient(cfg, batch, seq, a), "MLP of a block"), (logits, "logits"))
+    candidates = [(logits, "logits")]
+    for moe in {moe for _, moe in layer_kinds(cfg)}:
+        at = "MoE MLP of a block" if moe else "MLP of a block"
+        candidates.append((mlp_transient(cfg, batch, seq, a, moe), at))
+    if cfg.attention_sinks or is_latent(cfg):
+        at = "attention with sinks" if cfg.attention_sinks else "latent attention"
+        candidates.append((attention_transient(cfg, batch, seq, a, True), at))
     return max((size + rope, at) for size, at in candidates)
-
-
-def block_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int:
-    """A block's forward without autograd, in its MLP: input, mid-stream, norm output, and
-    the hidden tensors (three of n·f while a GLU multiplies, four inside gelu_new, five inside
-    gelu_recomputed, else two)."""
-    n = batch * seq
-    hidden = 3 if cfg.is_glu else {"gelu_new": 4, "gelu_recomputed": 5}.get(cfg.activation, 2)
-    return 3 * n * cfg.d_model * a + hidden * n * cfg.d_ff * a
 
 
 def inference_memory(
     cfg: ModelConfig, batch: int, seq: int, dtype_bytes: int, kv_bytes: int
 ) -> InferenceMemory:
-    """Weights + a KV cache of `seq` tokens for `batch` sequences + the prefill's transients."""
+    """Weights (and buffers) + a KV cache of `seq` tokens for `batch` sequences + the prefill's
+    transients."""
     weights = sum(sum(sizes) * times for sizes, times in parameter_groups(cfg)) * dtype_bytes
+    weights += buffer_bytes(cfg, dtype_bytes)
     transient, at = prefill_transient(cfg, batch, seq, dtype_bytes)
     return InferenceMemory(weights, kv_cache_bytes(cfg, batch, seq, kv_bytes), transient, at)

@@ -10,6 +10,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from llmcalc.config.experts import is_latent
 from llmcalc.config.schema import ModelConfig
 from llmcalc.config.window import local_layer_count
 from llmcalc.memory.analysis import MemoryAnalysis
@@ -35,15 +36,21 @@ def _table(title: str, *columns: str) -> Table:
 def kv_rule(cfg: ModelConfig) -> str:
     """The closed form of the cache, with the window's terms where the model has local layers."""
     local = local_layer_count(cfg)
+    # latent attention: the latent and the shared RoPE key per position and layer
+    per = "(r_kv+d_rope)" if is_latent(cfg) else "2·h_kv·d_h"
     if not local:
-        return "2·L·h_kv·d_h·T·B·bytes"
+        return f"{per}·L·T·B·bytes" if is_latent(cfg) else "2·L·h_kv·d_h·T·B·bytes"
     window = cfg.sliding_window
     if local == cfg.n_layers:
-        return f"2·L·h_kv·d_h·min(T, W−1)·B·bytes, W {window:,} (sliding window, all layers)"
+        return f"{per}·L·min(T, W−1)·B·bytes, W {window:,} (sliding window, all layers)"
     return (
-        f"2·h_kv·d_h·B·bytes·({cfg.n_layers - local}·T + {local}·min(T, W−1)), W {window:,} "
+        f"{per}·B·bytes·({cfg.n_layers - local}·T + {local}·min(T, W−1)), W {window:,} "
         f"({local} of {cfg.n_layers} layers local)"
     )
+
+
+# latent attention's two rows: what is cached, and the keys and values decompressed from it
+_LATENT_ROWS = {"latent": "MLA latent ◀", "decompressed": "MLA decompressed k, v"}
 
 
 def kv_table(result: MemoryAnalysis) -> Table:
@@ -63,7 +70,7 @@ def kv_table(result: MemoryAnalysis) -> Table:
             continue
         chosen = " ◀" if variant.n_kv_heads == result.config.n_kv_heads else ""
         table.add_row(
-            kind.upper() + chosen,
+            _LATENT_ROWS[kind] if kind in _LATENT_ROWS else kind.upper() + chosen,
             str(variant.n_kv_heads),
             f"{variant.kv_params:,}",
             _b(variant.bytes_per_token),
@@ -149,9 +156,15 @@ def measured_table(result: MemoryAnalysis) -> Table:
 
 def summary_lines(result: MemoryAnalysis) -> Text:
     cfg, training = result.config, result.training
+    if is_latent(cfg):
+        heads = (
+            f"MLA, a latent of {cfg.kv_lora_rank} + {cfg.qk_rope_head_dim} cached for "
+            f"{cfg.n_heads} heads"
+        )
+    else:
+        heads = f"{cfg.attention_kind}, {cfg.n_kv_heads} KV heads of {cfg.n_heads}"
     lines = [
-        f"{cfg.name}: {cfg.attention_kind}, {cfg.n_kv_heads} KV heads of {cfg.n_heads}; "
-        f"batch {result.batch} × seq {result.seq:,}",
+        f"{cfg.name}: {heads}; batch {result.batch} × seq {result.seq:,}",
         f"Training peak {format_bytes(training.peak)} in the {training.peak_phase} phase "
         f"({training.phases[training.peak_phase].at}); inference peak "
         f"{format_bytes(result.inference.peak)}.",

@@ -139,7 +139,7 @@ def track_model_state(tracker: StorageTracker, model: torch.nn.Module, optimizer
     """Count the weights, any buffers (other) and the optimizer state that exist before the step."""
     for param in model.parameters():
         tracker.track(param, "weights")
-    for buffer in model.buffers():  # llmcalc's model has none; transformers' RoPE inv_freq
+    for buffer in model.buffers():  # DeepSeek-V3's score correction; transformers' inv_freq
         tracker.track(buffer, "other")
     for state in optimizer.state.values():
         for value in state.values():
@@ -217,8 +217,8 @@ def trace_prefill(cfg: ModelConfig, batch: int, seq: int, dtype: torch.dtype) ->
     tracker = StorageTracker()
     with FakeTensorMode(), torch.no_grad():
         model = build_model(cfg, device="cpu", dtype=dtype)
-        for param in model.parameters():
-            tracker.track(param, "weights")
+        for tensor in [*model.parameters(), *model.buffers()]:  # buffers: DeepSeek's correction
+            tracker.track(tensor, "weights")
         tokens = torch.randint(0, cfg.vocab_size, (batch, seq))
         with tracker:
             tracker.enter_phase("prefill")

@@ -13,19 +13,15 @@ from llmcalc.cli import app
 from llmcalc.config.presets import load_config
 from llmcalc.config.schema import ModelConfig
 from llmcalc.memory.activations import saved_activations
-from llmcalc.memory.formula import (
-    inference_memory,
-    kv_cache_bytes,
-    parameter_sizes,
-    training_memory,
-)
+from llmcalc.memory.formula import inference_memory, kv_cache_bytes, training_memory
+from llmcalc.memory.parameters import parameter_sizes
 from llmcalc.memory.trace import trace_prefill, trace_training
 from llmcalc.model.attention import KVCache
 from llmcalc.model.transformer import build_model
-from llmcalc.views.check import grid_configs
+from llmcalc.views.check import EXPERT_AXES, grid_configs
 from tests.conftest import tiny
 
-GRID = list(grid_configs())
+GRID = list(grid_configs()) + grid_configs(EXPERT_AXES)  # MoE and MLA variants last
 
 # --- KV cache ---------------------------------------------------------------------------------
 

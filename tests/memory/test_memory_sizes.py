@@ -11,12 +11,8 @@ from hypothesis import strategies as st
 from llmcalc.cli import app
 from llmcalc.config.presets import load_config
 from llmcalc.config.schema import ModelConfig
-from llmcalc.memory.formula import (
-    conversion_excess,
-    parameter_groups,
-    parameter_sizes,
-    training_memory,
-)
+from llmcalc.memory.formula import training_memory
+from llmcalc.memory.parameters import conversion_excess, parameter_groups, parameter_sizes
 from llmcalc.units import format_bytes
 from tests.conftest import tiny
 
