@@ -47,13 +47,14 @@ def check(
     if batch is not None or seq is not None:
         raise LLMCalcError("--batch and --seq apply to --against transformers")
     from llmcalc.config.presets import builtin_names, load_config
-    from llmcalc.views.check import check_configs, grid_configs
+    from llmcalc.views.check import EXPERT_AXES, check_configs, grid_configs
     from llmcalc.views.report import check_json, check_table
 
     if presets:
         configs = [load_config(p) for p in presets]
     else:
         configs = [load_config(p) for p in builtin_names()] + grid_configs()
+        configs += grid_configs(EXPERT_AXES)  # mixtures of experts and latent attention
     results = check_configs(configs)
     emit_result(output, check_json(results), [check_table(results)])
     failed = [r for r in results if not r.exact]

@@ -56,7 +56,7 @@ def latent_attention_sizes(
     kv_a_proj, kv_a_norm, kv_b_proj; o_proj."""
     d, h = cfg.d_model, cfg.n_heads
     if cfg.q_lora_rank is None:
-        sizes = linear(d, cfg.q_dim, cfg.qkv_bias)
+        sizes = linear(d, cfg.q_dim, False)  # no bias on q_proj (transformers)
     else:
         sizes = linear(d, cfg.q_lora_rank, cfg.qkv_bias) + norm(cfg.q_lora_rank)
         sizes += linear(cfg.q_lora_rank, cfg.q_dim, False)

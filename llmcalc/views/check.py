@@ -84,9 +84,8 @@ _GRID_AXES: list[dict] = [
 
 _MOE = {"n_experts": 4, "experts_per_token": 2, "d_ff_expert": 24}
 _MLA = {"kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6}
-# Mixture of experts and latent attention: memory is exact for them (tests/memory), parameters
-# too; the FLOPs formula and its one-block count do not handle them yet, so `llmcalc check`
-# leaves them out until they do (then they join _GRID_AXES).
+# Mixture of experts and latent attention, one axis each: `llmcalc check` runs them after the
+# grid (parameters and FLOPs), and tests/memory checks their memory against the trace.
 EXPERT_AXES: list[dict] = [
     _MOE,
     {**_MOE, "n_experts": 3, "n_shared_experts": 1, "shared_expert_gate": True},  # Qwen2-MoE
@@ -104,6 +103,7 @@ EXPERT_AXES: list[dict] = [
         "sliding_window_pattern": 2,
     },
     {**_MLA, "q_lora_rank": 24},  # q_lora: v_head_dim below q's head size, SDPA's math path
+    {**_MLA, "v_head_dim": 12, "bias": True},  # biases on kv_a and o, none on q_proj
     {**_MLA, "v_head_dim": 12},  # one head size: the fused kernel
     {**_MLA, "v_head_dim": 12, "norm": "layernorm", "sliding_window": 8},
     {  # DeepSeek-V3

@@ -160,6 +160,11 @@ def test_check_grid_covers_every_variant_axis(runner):
         "head_dim=12",
         "multiple_of",
         "final_norm=False",
+        "n_experts=4",
+        "n_shared_experts=1",
+        "kv_lora_rank=16",
+        "q_lora_rank=24",
+        "attention_sinks=True",
     ):
         assert axis in names, axis
 
