@@ -138,10 +138,11 @@ def count_flops(
     torch._dynamo's config, so the recompute traces run with the real one."""
     from llmcalc.model.limits import check_buildable, check_step
 
-    probe, scales = probe_layers(cfg) if one_block else (cfg, [1] * cfg.n_layers)
+    probe, scales = probe_layers(cfg) if one_block else (cfg, None)
     # before torch is imported: a model or a step torch cannot represent is refused in a blink
     check_buildable(probe)
     check_step(cfg, batch, seq)
+    scales = scales or [1] * cfg.n_layers  # every layer traced: each stands for itself
 
     from llmcalc.flops.defer_dynamo import run_deferring_dynamo
 

@@ -110,3 +110,18 @@ def test_latent_attentions_math_path_can_peak_inside_the_forward(precision, impl
     assert predicted.phases["forward"].total == traced.phases["forward"].total
     if precision == "bf16":
         assert predicted.phases["forward"].at == "last block attention"
+
+
+@pytest.mark.slow
+def test_docs_show_the_real_deepseek_v3_memory_output():
+    """docs/memory.md's DeepSeek-V3 example is the real output, the trace of its full-size step
+    on fake tensors included (about 18 s here)."""
+    from typer.testing import CliRunner
+
+    from llmcalc.cli import app
+    from tests.conftest import as_printed, doc_example
+
+    command = "$ llmcalc memory deepseek-v3 --trace --batch 1 --seq 2048"
+    result = CliRunner().invoke(app, command.split()[2:], env={"COLUMNS": None})
+    assert result.exit_code == 0, result.stderr
+    assert doc_example(command) == command + "\n" + as_printed(result.stdout)
