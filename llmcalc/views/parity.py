@@ -29,6 +29,7 @@ from typing import Any
 from llmcalc.config.dtypes import DTYPE_BYTES
 from llmcalc.config.schema import ModelConfig
 from llmcalc.errors import LLMCalcError
+from llmcalc.views.parity_notes import runs_every_expert
 
 MEMORY_TOLERANCE = 0.005  # the training peak: within 0.5 %; everything else exact
 KV_BATCH = 2
@@ -196,9 +197,19 @@ def check_forward_flops(
         with counter, torch.no_grad():
             model(input_ids=tokens, use_cache=False)
     theirs = counter.get_total_flops()
+    routed = forward_flops(cfg, batch, seq).matmul_total
+    notes = []
+    if runs_every_expert(config.to_dict()):  # compared as transformers computes: k = E
+        cfg = cfg.replace(experts_per_token=cfg.n_experts)
+        notes.append(
+            f"transformers' Llama 4 runs every expert on every token: compared at "
+            f"experts_per_token = n_experts = {cfg.n_experts}; with the k routed ones, "
+            f"llmcalc's figure is {routed:,}"
+        )
     formula = forward_flops(cfg, batch, seq).matmul_total
     counted = sum(count_flops(cfg, batch, seq).torch_forward.values())
-    notes = [] if counted == formula else [f"llmcalc counted {counted:,}"]  # else: no note
+    if counted != formula:
+        notes.append(f"llmcalc counted {counted:,}")
     if theirs != formula:
         notes.append(
             f"transformers' forward computes matmuls llmcalc's model does not (or skips some): "

@@ -62,10 +62,41 @@ def _falcon_mqa(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int
     )
 
 
+def _batched_experts(
+    data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int
+) -> str | None:
+    """transformers' routed experts, as the check runs them (views/parity.py: batched_mm)."""
+    if not cfg.n_experts or data.get("model_type", "").startswith("llama4"):
+        return None
+    return (
+        "transformers' experts run as batched_mm here (its default grouped_mm has no fp32 meta "
+        "kernel; eager routes through nonzero, which fake tensors cannot run): batched_mm "
+        "gathers every routed token's expert weights and keeps them for backward, T·k·3·d·f_e "
+        "elements per MoE layer, where llmcalc's grouped dispatch slices the weights in place"
+    )
+
+
+def runs_every_expert(data: dict[str, Any]) -> bool:
+    """transformers' Llama 4 (Llama4TextMoe) multiplies every expert on every token, its router's
+    scores zero for the unchosen ones (modeling_llama4.py): E/k × the routed experts' work."""
+    return str(data.get("model_type", "")).startswith("llama4")
+
+
+def _every_expert(data: dict[str, Any], cfg: ModelConfig, precision: str, seq: int) -> str | None:
+    if not runs_every_expert(data):
+        return None
+    return (
+        "transformers' Llama 4 runs every expert on every token (the unchosen ones scaled by 0), "
+        "so it keeps E/k × the routed rows' activations; llmcalc's model runs the k chosen"
+    )
+
+
 CAUSES: list[Callable[[dict[str, Any], ModelConfig, str, int], str | None]] = [
     _dropout,
     _gelu_fast,
     _falcon_mqa,
+    _batched_experts,
+    _every_expert,
 ]
 
 
