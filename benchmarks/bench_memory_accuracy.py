@@ -57,6 +57,33 @@ SMALL = dict(
     bias=False,
     position="rope",
 )
+# Mixtures of experts and latent attention (issue 13): the LLaMA base with experts
+MOE = dict(LLAMA, name="moe-8L", n_experts=8, experts_per_token=2, d_ff_expert=1024)
+MLA = dict(kv_lora_rank=128, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64)
+DEEPSEEK = dict(
+    MOE,
+    **MLA,
+    name="deepseek-8L",
+    q_lora_rank=384,
+    n_shared_experts=1,
+    first_dense_layers=1,
+    router_score="sigmoid",
+    score_correction_bias=True,
+    normalize_topk=True,
+    routed_scaling=2.5,
+)
+GPT_OSS = dict(
+    MOE,
+    name="gpt-oss-8L",
+    n_kv_heads=4,
+    bias=True,
+    router_bias=True,
+    expert_bias=True,
+    router_score="topk_softmax",
+    attention_sinks=True,
+    sliding_window=128,
+    sliding_window_pattern=2,
+)
 
 # (label, base, overrides, batch, seq, precision, checkpointing, attention)
 GRID = [
@@ -145,6 +172,21 @@ GRID = [
         "full",
         "sdpa",
     ),
+    ("moe mixtral-like", MOE, {}, 4, 1024, "mixed", "none", "sdpa"),
+    (
+        "moe uneven rows, shared + gate",
+        MOE,
+        dict(n_experts=6, n_shared_experts=1, shared_expert_gate=True, moe_every=2),
+        3,
+        1000,
+        "fp32",
+        "none",
+        "sdpa",
+    ),
+    ("deepseek-like MLA + MoE", DEEPSEEK, {}, 2, 1024, "mixed", "none", "sdpa"),
+    ("deepseek-like bf16", DEEPSEEK, {}, 2, 512, "bf16", "none", "sdpa"),
+    ("gpt-oss-like sinks, windows", GPT_OSS, {}, 2, 1024, "mixed", "none", "sdpa"),
+    ("moe checkpointing full", MOE, {}, 4, 1024, "mixed", "full", "sdpa"),
 ]
 
 
