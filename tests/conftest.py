@@ -61,3 +61,18 @@ def assert_one_line_error(runner, args, message):
 def as_printed(stdout: str) -> str:
     """Command output as pasted into the docs: trailing spaces of each line removed."""
     return "\n".join(line.rstrip() for line in stdout.splitlines()) + "\n"
+
+
+def decode_in_steps(model, cfg, tokens):
+    """(full forward, the same logits from a prefill of 7 tokens, a chunk of 2, then one token
+    at a time, the cache): the KV tests' incremental decoding, for 12 tokens."""
+    import torch
+
+    from llmcalc.model.attention import KVCache
+
+    cache = KVCache(cfg, tokens.shape[0], tokens.shape[1], "cpu", torch.float32)
+    with torch.no_grad():
+        full = model(tokens)
+        steps = [model(tokens[:, :7], cache=cache), model(tokens[:, 7:9], cache=cache)]
+        steps += [model(tokens[:, i : i + 1], cache=cache) for i in range(9, tokens.shape[1])]
+    return full, torch.cat(steps, dim=1), cache

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcalc.config.hf_fields import Fields as _Fields
-from llmcalc.config.hf_fields import typed, warn_unmodelled
+from llmcalc.config.hf_fields import language_model, typed, warn_unmodelled
 from llmcalc.config.hf_gpt import GPT_TYPES, gpt2_like
 from llmcalc.config.hf_llama import LLAMA_TYPES
 from llmcalc.config.hf_llama import llama_like as _llama_like
@@ -102,15 +102,7 @@ def _gemma3_text(f: _Fields) -> dict[str, Any]:
 def _gemma3(f: _Fields) -> dict[str, Any]:
     """Gemma 3 with vision: the language model is its `text_config` (the vision tower and the
     projector are not counted; a warning says so)."""
-    text = f.data.get("text_config")
-    if not isinstance(text, dict):
-        raise LLMCalcError(f"{f.where}: model_type 'gemma3' needs a 'text_config' object")
-    print(
-        f"Warning: {f.where}: only the language model (text_config) is counted, not the "
-        "vision tower or its projector",
-        file=sys.stderr,
-    )
-    return _gemma3_text(_Fields(text, f"{f.where} text_config"))
+    return _gemma3_text(language_model(f, "gemma3"))
 
 
 def _olmo2(f: _Fields) -> dict[str, Any]:

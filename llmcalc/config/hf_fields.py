@@ -351,3 +351,17 @@ ACTIVATIONS = {
     "swish": "silu",
 }
 GLU = {"silu": "swiglu", "gelu": "geglu", "relu": "reglu"}
+
+
+def language_model(f: Fields, model_type: str, extra: dict[str, Any] | None = None) -> Fields:
+    """The `text_config` of a model with vision (gemma3, llama4), its fields as read; the vision
+    tower and its projector are not counted, and a warning says so."""
+    text = f.data.get("text_config")
+    if not isinstance(text, dict):
+        raise LLMCalcError(f"{f.where}: model_type {model_type!r} needs a 'text_config' object")
+    print(
+        f"Warning: {f.where}: only the language model (text_config) is counted, not the "
+        "vision tower or its projector",
+        file=sys.stderr,
+    )
+    return Fields({**(extra or {}), **text}, f"{f.where} text_config")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from llmcalc.config.hf_fields import Fields
+from llmcalc.config.hf_fields import Fields, language_model
 from llmcalc.config.hf_llama import llama_like
 from llmcalc.config.hf_window import nullable, window_fields
 from llmcalc.errors import LLMCalcError, quote
@@ -361,15 +361,7 @@ def _llama4_text(f: Fields) -> dict[str, Any]:
 def _llama4(f: Fields) -> dict[str, Any]:
     """Llama 4 with vision: the language model is its `text_config` (the vision tower and the
     projector are not counted; a warning says so). AutoModelForCausalLM builds the same."""
-    text = f.data.get("text_config")
-    if not isinstance(text, dict):
-        raise LLMCalcError(f"{f.where}: model_type 'llama4' needs a 'text_config' object")
-    print(
-        f"Warning: {f.where}: only the language model (text_config) is counted, not the "
-        "vision tower or its projector",
-        file=sys.stderr,
-    )
-    return _llama4_text(Fields({"model_type": "llama4_text", **text}, f"{f.where} text_config"))
+    return _llama4_text(language_model(f, "llama4", {"model_type": "llama4_text"}))
 
 
 MOE_TYPES = {

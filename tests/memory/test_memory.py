@@ -19,7 +19,7 @@ from llmcalc.memory.trace import trace_prefill, trace_training
 from llmcalc.model.attention import KVCache
 from llmcalc.model.transformer import build_model
 from llmcalc.views.check import EXPERT_AXES, grid_configs
-from tests.conftest import tiny
+from tests.conftest import decode_in_steps, tiny
 
 GRID = list(grid_configs()) + grid_configs(EXPERT_AXES)  # MoE and MLA variants last
 
@@ -79,12 +79,8 @@ def test_windowed_prefill_then_decode_equals_one_full_forward(window, impl):
     for param in model.parameters():  # Gemma's 1 + w starts at w = 0: make w matter
         torch.nn.init.normal_(param, std=0.3)
     tokens = torch.randint(0, cfg.vocab_size, (2, 12))
-    cache = KVCache(cfg, 2, 12, "cpu", torch.float32)
-    with torch.no_grad():
-        full = model(tokens)
-        steps = [model(tokens[:, :7], cache=cache), model(tokens[:, 7:9], cache=cache)]
-        steps += [model(tokens[:, i : i + 1], cache=cache) for i in range(9, 12)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    full, stepped, cache = decode_in_steps(model, cfg, tokens)
+    torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)
     assert cache.nbytes == kv_cache_bytes(cfg, 2, 12, 4)
 
 

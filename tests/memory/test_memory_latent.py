@@ -13,7 +13,7 @@ from llmcalc.memory.formula import kv_cache_bytes
 from llmcalc.model.attention import KVCache
 from llmcalc.model.transformer import build_model
 from llmcalc.units import format_bytes
-from tests.conftest import assert_one_line_error, tiny
+from tests.conftest import assert_one_line_error, decode_in_steps, tiny
 
 MLA = dict(q_lora_rank=12, kv_lora_rank=10, qk_nope_head_dim=6, qk_rope_head_dim=4, v_head_dim=5)
 MOE = dict(n_experts=4, experts_per_token=2, d_ff_expert=24)
@@ -87,12 +87,8 @@ def test_prefill_then_decode_equals_one_full_forward(name, impl):
     for param in model.parameters():  # zero-initialised sinks and biases: make them matter
         torch.nn.init.normal_(param, std=0.3)
     tokens = torch.randint(0, cfg.vocab_size, (2, 12))
-    cache = KVCache(cfg, 2, 12, "cpu", torch.float32)
-    with torch.no_grad():
-        full = model(tokens)
-        steps = [model(tokens[:, :7], cache=cache), model(tokens[:, 7:9], cache=cache)]
-        steps += [model(tokens[:, i : i + 1], cache=cache) for i in range(9, 12)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-4, rtol=1e-4)
+    full, stepped, cache = decode_in_steps(model, cfg, tokens)
+    torch.testing.assert_close(stepped, full, atol=1e-4, rtol=1e-4)
     assert cache.nbytes == kv_cache_bytes(cfg, 2, 12, 4)
 
 

@@ -1,4 +1,5 @@
-"""The mixture-of-experts and latent-attention model: routing, dispatch and the latent cache."""
+"""The mixture-of-experts and latent-attention model: routing, dispatch and the latent cache
+(prefill + decode against the full forward: tests/memory/test_memory_latent.py)."""
 
 import pytest
 import torch
@@ -15,32 +16,6 @@ MOE = dict(n_experts=8, experts_per_token=2, n_shared_experts=1, first_dense_lay
 
 def config(**fields):
     return ModelConfig.from_dict(tiny(**{"d_model": 64, "n_layers": 3, "n_heads": 4, **fields}))
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [
-        dict(**MOE, **LATENT, q_lora_rank=24),
-        dict(**LATENT, sliding_window=3),
-        dict(**MOE, n_kv_heads=2, router_score="sigmoid", score_correction_bias=True),
-        dict(
-            n_experts=4, experts_per_token=2, attention_sinks=True, router_score="topk_softmax",
-            expert_bias=True, router_bias=True, sliding_window=3, global_layers=[1],
-        ),
-    ],
-    ids=["moe+mla", "mla windowed", "moe gqa", "gpt-oss-like"],
-)  # fmt: skip
-def test_prefill_then_decode_reproduces_the_full_forward(fields):
-    cfg = config(**fields, d_ff_expert=32) if "n_experts" in fields else config(**fields)
-    torch.manual_seed(0)
-    model = build_model(cfg, device="cpu").eval()
-    tokens = torch.randint(0, cfg.vocab_size, (2, 9))
-    with torch.no_grad():
-        full = model(tokens)
-        cache = KVCache(cfg, 2, 9, "cpu", torch.float32)
-        steps = [model(tokens[:, :5], cache=cache)]
-        steps += [model(tokens[:, t : t + 1], cache=cache) for t in range(5, 9)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
