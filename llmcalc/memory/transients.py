@@ -41,7 +41,7 @@ def attention_transient(
     if cfg.attention_sinks:
         return sinks_transient(cfg, batch, seq, a, cached)
     if not is_latent(cfg):
-        return 0
+        return eager_transient(cfg, batch, seq, a) if impl == "eager" and not cached else 0
     # without a cache, or where a local layer's cache holds fewer positions than the chunk, the
     # new latent and RoPE key stay (the cache hands them back)
     local = local_layer_count(cfg) > 0
@@ -49,6 +49,17 @@ def attention_transient(
     uncached = batch * seq * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * a if kept else 0
     windowed = local and seq >= cfg.sliding_window  # the mask from W keys on (model/attention)
     return latent_prefill_transient(cfg, batch, seq, a, impl, windowed) + uncached
+
+
+def eager_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int:
+    """Eager attention in a checkpointed block's first forward (no cache, no autograd), at its
+    softmax: the block's input and the norm's output, q, the new k and v, the T x T boolean
+    mask, GQA's k and v repeated per query head, the scores and their fp32 softmax (an fp32
+    copy of the scores first when they are not fp32: model/attention.py, eager_attention)."""
+    n, h = batch * seq, cfg.n_heads
+    size = 2 * n * cfg.d_model * a + n * cfg.q_dim * a + 2 * n * cfg.kv_dim * a + seq * seq
+    size += 2 * n * cfg.q_dim * a if cfg.n_kv_heads != h else 0
+    return size + batch * h * seq * seq * (a + 4 + (4 if a != 4 else 0))
 
 
 def sinks_transient(cfg: ModelConfig, batch: int, seq: int, a: int, cached: bool) -> int:

@@ -364,3 +364,14 @@ def test_traced_json_sits_beside_the_prediction(runner):
     assert data["traced"]["activations"] == traced.saved == data["training"]["activations"]
     prefill = trace_prefill(cfg, 2, 256, torch.bfloat16)
     assert data["traced"]["inference"]["peak"] == prefill.peak == data["inference"]["peak"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "mixed"])
+def test_checkpointed_eager_forward_holds_the_scores(precision):
+    """Under full checkpointing a block's first forward runs without autograd; with eager
+    attention its moment is at the softmax (the T×T scores and their fp32 softmax), not in the
+    MLP. The forward phase equals the trace."""
+    cfg = ModelConfig.from_dict(tiny(n_kv_heads=2, d_model=64, n_heads=8, vocab_size=64))
+    setup = dict(precision=precision, optimizer="adamw", checkpointing="full", attention="eager")
+    predicted = training_memory(cfg, 2, 16, **setup).phases["forward"].total
+    assert predicted == trace_training(cfg, 2, 16, **setup).phases["forward"].total
