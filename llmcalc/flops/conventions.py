@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmcalc.config.schema import ModelConfig
-from llmcalc.params.formula import param_formula
+from llmcalc.params.formula import ParamFormula, param_formula
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def conventions(
             6 * n_non_embedding * tokens,
             "Kaplan et al. 2020, section 2.1 (C ≈ 6N)",
         ),
-        *_active_rows(cfg, tokens),
+        *_active_rows(cfg, params, tokens),
         Convention(
             "6N + 12·L·H·Q·T",
             (6 * n_titan + 12 * layers * cfg.n_heads * cfg.head_dim * seq) * tokens,
@@ -91,13 +91,12 @@ def conventions(
     return rows
 
 
-def _active_rows(cfg: ModelConfig, tokens: int) -> list[Convention]:
+def _active_rows(cfg: ModelConfig, params: ParamFormula, tokens: int) -> list[Convention]:
     """6·N_active for a model with experts: N the parameters one token uses (k of the E routed
     experts in each MoE layer), with the input embedding (as Mixtral, Qwen and Llama 4 publish
     it) and without it (DeepSeek-V3, gpt-oss)."""
     if not cfg.n_experts:
         return []
-    params = param_formula(cfg)
     cite = "Fedus et al. 2022 (Switch), DeepSeek-V3 report §4.2: 6 × activated parameters"
     return [
         Convention("6·N_active", 6 * params.active * tokens, cite, "N_active with the embedding"),

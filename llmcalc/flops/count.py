@@ -20,18 +20,9 @@ from typing import Any
 
 from llmcalc.config.experts import dense_layer_count, is_latent, moe_layer_count
 from llmcalc.config.schema import ModelConfig
+from llmcalc.params.count import LATENT_PROJECTIONS, PROJECTIONS
 
-_PROJECTIONS = {
-    "q_proj": "attn_q",
-    "k_proj": "attn_k",
-    "v_proj": "attn_v",
-    "qkv_proj": "attn_qkv",
-    "o_proj": "attn_o",
-    "q_a_proj": "attn_q_a",
-    "q_b_proj": "attn_q_b",
-    "kv_a_proj": "attn_kv_a",
-    "kv_b_proj": "attn_kv_b",
-}
+_PROJECTIONS = PROJECTIONS | LATENT_PROJECTIONS
 # an MoE layer's children (model/experts.py) -> components
 _EXPERT_PARTS = {
     "router": "router",
@@ -94,9 +85,9 @@ def _components(per_module: dict[str, int], cfg: ModelConfig, scales: list[int])
 def component_names(cfg: ModelConfig) -> list[str]:
     """The counters' components for this model: the projections it has, the attention core,
     the MLP, the experts' parts where it has experts, and the LM head."""
-    names = [*list(_PROJECTIONS.values())[:5], ATTENTION_CORE, "mlp", "lm_head"]
+    names = [*PROJECTIONS.values(), ATTENTION_CORE, "mlp", "lm_head"]
     if is_latent(cfg):
-        names[5:5] = list(_PROJECTIONS.values())[5:]
+        names[5:5] = LATENT_PROJECTIONS.values()
     if cfg.n_experts:
         names[-1:-1] = ["router", "experts", "shared_experts"]
     return names

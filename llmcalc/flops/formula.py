@@ -102,12 +102,9 @@ def matmul_flops(cfg: ModelConfig, batch: int, seq: int, keys: int | None = None
     `keys` keys each (default seq: training and prefill, where every layer computes the full T×T,
     masked); per-layer components summed over layers. With `keys` given (decoding from a cache),
     a local layer attends over its window: min(keys, W) keys."""
-    local = local_layer_count(cfg) if keys is not None else 0
-    keys = seq if keys is None else keys
+    key_layers = attended_keys(cfg, seq, keys)
     tokens = batch * seq
     layers = cfg.n_layers
-    # keys each layer attends over (and, with latent attention, decompresses), summed
-    key_layers = (layers - local) * keys + local * min(keys, cfg.sliding_window or keys)
     q, kv = (
         layers * 2 * tokens * cfg.d_model * cfg.q_dim,
         layers * 2 * tokens * cfg.d_model * cfg.kv_dim,
@@ -132,6 +129,16 @@ def matmul_flops(cfg: ModelConfig, batch: int, seq: int, keys: int | None = None
 
 
 FORWARD_ORDER = (*MATMUL_COMPONENTS[:4], *LATENT, *MATMUL_COMPONENTS[4:8], *MOE, "lm_head")
+
+
+def attended_keys(cfg: ModelConfig, seq: int, keys: int | None = None) -> int:
+    """Keys each layer attends over (and, with latent attention, decompresses), summed over the
+    layers: `seq` in every layer for training and prefill (the full T×T, masked), or from a
+    cache `keys` in a global layer and min(keys, W) in a local one."""
+    if keys is None:
+        return cfg.n_layers * seq
+    local = local_layer_count(cfg)
+    return (cfg.n_layers - local) * keys + local * min(keys, cfg.sliding_window or keys)
 
 
 def mlp_flops(cfg: ModelConfig, tokens: int, width: int) -> int:
@@ -181,8 +188,7 @@ def absorbed_decode_flops(cfg: ModelConfig, position: int, batch: int = 1) -> in
     directly (h·S·(r_kv + r)), sums the latent values (h·S·r_kv) and leaves through W_UV
     (h·r_kv·d_v); no cached key is decompressed. The other matmuls as in decode_flops."""
     as_trained = matmul_flops(cfg, batch, 1, keys=position + 1)
-    keys = as_trained["attn_kv_b"] // (2 * batch * cfg.kv_lora_rank)
-    keys //= cfg.n_heads * (cfg.qk_nope_head_dim + cfg.v_head_dim)  # Σ over layers of S
+    keys = attended_keys(cfg, 1, position + 1)  # Σ over layers of S
     heads, rank = cfg.n_heads, cfg.kv_lora_rank
     per_layer_token = 2 * heads * rank * (cfg.qk_nope_head_dim + cfg.v_head_dim)
     absorbed = batch * (

@@ -39,9 +39,9 @@ def attention_transient(
     attention, where without a cache (a checkpointed block) the latent and RoPE key stay too.
     0 for the others (their MLP's moment is the larger)."""
     if cfg.attention_sinks:
-        return sinks_transient(cfg, batch, seq, a, cached)
+        return eager_transient(cfg, batch, seq, a, cached)
     if not is_latent(cfg):
-        return eager_transient(cfg, batch, seq, a) if impl == "eager" and not cached else 0
+        return eager_transient(cfg, batch, seq, a, cached) if impl == "eager" and not cached else 0
     # without a cache, or where a local layer's cache holds fewer positions than the chunk, the
     # new latent and RoPE key stay (the cache hands them back)
     local = local_layer_count(cfg) > 0
@@ -51,27 +51,19 @@ def attention_transient(
     return latent_prefill_transient(cfg, batch, seq, a, impl, windowed) + uncached
 
 
-def eager_transient(cfg: ModelConfig, batch: int, seq: int, a: int) -> int:
-    """Eager attention in a checkpointed block's first forward (no cache, no autograd), at its
-    softmax: the block's input and the norm's output, q, the new k and v, the T x T boolean
-    mask, GQA's k and v repeated per query head, the scores and their fp32 softmax (an fp32
-    copy of the scores first when they are not fp32: model/attention.py, eager_attention)."""
-    n, h = batch * seq, cfg.n_heads
-    size = 2 * n * cfg.d_model * a + n * cfg.q_dim * a + 2 * n * cfg.kv_dim * a + seq * seq
-    size += 2 * n * cfg.q_dim * a if cfg.n_kv_heads != h else 0
-    return size + batch * h * seq * seq * (a + 4 + (4 if a != 4 else 0))
-
-
-def sinks_transient(cfg: ModelConfig, batch: int, seq: int, a: int, cached: bool) -> int:
-    """Eager attention with sinks (gpt-oss) without autograd, at its softmax: the block's input
-    and the norm's output, the rotated q, the new k and v where no cache takes them (or a
-    local layer's cache keeps fewer positions), the T x T boolean mask, GQA's k and v
-    repeated per query head, the scores, their cat with the sink column and its fp32 softmax
-    (an fp32 copy first in bf16)."""
+def eager_transient(cfg: ModelConfig, batch: int, seq: int, a: int, cached: bool) -> int:
+    """Eager attention without autograd (a checkpointed block's first forward, or a prefill
+    with sinks), at its softmax: the block's input and the norm's output, the rotated q, the
+    new k and v where no cache takes them (or a local layer's cache keeps fewer positions), the
+    T x T boolean mask, GQA's k and v repeated per query head, the scores and their fp32 softmax
+    (an fp32 copy of the scores first when they are not fp32: model/attention.py,
+    eager_attention). With sinks (gpt-oss) the softmax is over the scores' cat with the sink
+    column, one column more, and the scores stay beside it."""
     n, h = batch * seq, cfg.n_heads
     kept = not cached or (local_layer_count(cfg) and cached_positions(cfg, True, seq) < seq)
     size = 2 * n * cfg.d_model * a + n * cfg.q_dim * a + seq * seq
     size += 2 * n * cfg.kv_dim * a if kept else 0
     size += 2 * n * cfg.q_dim * a if cfg.n_kv_heads != h else 0
-    size += batch * h * seq * seq * a
-    return size + batch * h * seq * (seq + 1) * (a + 4 + (4 if a != 4 else 0))
+    columns = seq + 1 if cfg.attention_sinks else seq
+    size += batch * h * seq * seq * a if cfg.attention_sinks else 0
+    return size + batch * h * seq * columns * (a + 4 + (4 if a != 4 else 0))

@@ -16,20 +16,29 @@ if TYPE_CHECKING:
 
 _LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
 
-# The last module name of a parameter -> its component (see params/formula.py: COMPONENTS).
-_COMPONENT_OF_MODULE = {
-    "tok_embeddings": "token_embedding",
-    "pos_embeddings": "position_embedding",
-    "embedding_norm": "embedding_norm",
+# Attention's projections (module name -> component), as both counters attribute them: the
+# q, k, v (or fused qkv) and o of model/attention.py, and latent attention's.
+PROJECTIONS = {
     "q_proj": "attn_q",
     "k_proj": "attn_k",
     "v_proj": "attn_v",
     "qkv_proj": "attn_qkv",
     "o_proj": "attn_o",
+}
+LATENT_PROJECTIONS = {
     "q_a_proj": "attn_q_a",
     "q_b_proj": "attn_q_b",
     "kv_a_proj": "attn_kv_a",
     "kv_b_proj": "attn_kv_b",
+}
+
+# The last module name of a parameter -> its component (see params/formula.py: COMPONENTS).
+_COMPONENT_OF_MODULE = {
+    "tok_embeddings": "token_embedding",
+    "pos_embeddings": "position_embedding",
+    "embedding_norm": "embedding_norm",
+    **PROJECTIONS,
+    **LATENT_PROJECTIONS,
     "q_a_norm": "latent_norms",
     "kv_a_norm": "latent_norms",
     "router": "router",

@@ -239,6 +239,14 @@ def _latent_terms(
 
 
 @dataclass(frozen=True)
+class LayerKind:
+    symbol: str  # L, L_dense or L_moe
+    label: str  # how the total names one such layer
+    count: int
+    layer: Expr  # one such layer
+
+
+@dataclass(frozen=True)
 class ParamFormula:
     terms: dict[str, Expr]  # component -> closed form (per layer for PER_LAYER components)
     per_layer: Expr  # one layer: a dense one, or in a model with experts an MoE one
@@ -248,6 +256,7 @@ class ParamFormula:
     dense_layer: Expr  # one dense layer (attention, norms, MLP)
     active: int  # parameters one token uses: k of the E routed experts in each MoE layer
     active_without_input_embedding: int  # the same without the token (and position) table
+    layer_kinds: list[LayerKind]  # L of one kind, or L_dense dense and L_moe MoE layers
 
     @property
     def inactive(self) -> int:
@@ -268,13 +277,14 @@ def param_formula(cfg: ModelConfig) -> ParamFormula:
     n_moe, n_dense = moe_layer_count(cfg), dense_layer_count(cfg)
     if n_moe:
         moe_layer = sum_exprs([terms[c] for c in PER_LAYER if c != "mlp"])
-        layers = [Expr("L_moe", str(n_moe), n_moe) * moe_layer]
+        kinds = [LayerKind("L_moe", "MoE layer", n_moe, moe_layer)]
         if n_dense:
-            layers.insert(0, Expr("L_dense", str(n_dense), n_dense) * dense_layer)
+            kinds.insert(0, LayerKind("L_dense", "dense layer", n_dense, dense_layer))
         per_layer = moe_layer
     else:
-        layers = [Expr("L", str(cfg.n_layers), cfg.n_layers) * dense_layer]
+        kinds = [LayerKind("L", "per layer", cfg.n_layers, dense_layer)]
         per_layer = dense_layer
+    layers = [Expr(kind.symbol, str(kind.count), kind.count) * kind.layer for kind in kinds]
     outside = [terms[c] for c in COMPONENTS if c not in PER_LAYER]
     total = sum_exprs(outside[:2] + layers + outside[2:])
     components = {
@@ -299,6 +309,7 @@ def param_formula(cfg: ModelConfig) -> ParamFormula:
         dense_layer,
         active,
         active - input_table,
+        kinds,
     )
 
 

@@ -167,28 +167,15 @@ def _total_line(formula: ParamFormula, cfg: ModelConfig) -> tuple[str, str]:
     for c in COMPONENTS:
         if c in PER_LAYER:
             if c == PER_LAYER[0]:
-                for symbol, layers, expr in layer_kinds(formula, cfg):
-                    parts_sym.append(f"{symbol}·({'per layer' if symbol == 'L' else expr})")
-                    parts_num.append(f"{layers}·{_n(_kind_value(formula, expr))}")
+                for kind in formula.layer_kinds:
+                    parts_sym.append(f"{kind.symbol}·({kind.label})")
+                    parts_num.append(f"{kind.count}·{_n(kind.layer.value)}")
             continue
         term = formula.terms[c]
         if term.value:
             parts_sym.append(term.sym)
             parts_num.append(_n(term.value))
     return " + ".join(parts_sym), " + ".join(parts_num)
-
-
-def layer_kinds(formula: ParamFormula, cfg: ModelConfig) -> list[tuple[str, int, str]]:
-    """(symbol, layers, kind) for each kind of layer: L of one kind, or L_dense and L_moe."""
-    moe, dense = moe_layer_count(cfg), dense_layer_count(cfg)
-    if not moe:
-        return [("L", cfg.n_layers, "per layer")]
-    kinds = [("L_dense", dense, "dense layer")] if dense else []
-    return [*kinds, ("L_moe", moe, "MoE layer")]
-
-
-def _kind_value(formula: ParamFormula, kind: str) -> int:
-    return formula.dense_layer.value if kind == "dense layer" else formula.per_layer.value
 
 
 def formula_panel(result: ParamsAnalysis) -> Panel:
@@ -207,7 +194,7 @@ def formula_panel(result: ParamsAnalysis) -> Panel:
     poly = result.layer_polynomial
     one = "one MoE layer" if moe else "one layer"
     terms.add_row(Text(one, style="bold"), poly.sym, poly.num, _n(poly.value))
-    if moe and formula.dense_layer.value and dense_layer_count(cfg):
+    if moe and dense_layer_count(cfg):
         dense = formula.dense_layer
         terms.add_row(Text("one dense layer", style="bold"), "", "", _n(dense.value))
 
