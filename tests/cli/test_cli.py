@@ -274,3 +274,22 @@ def test_readme_error_examples_are_real(runner):
             error = error[: error.index(" but ")]
         assert result.stderr.startswith(error), (command, result.stderr)
         assert len(result.stderr.splitlines()) == 1
+
+
+def _tour_blocks():
+    import re
+
+    from tests.conftest import README
+
+    return re.findall(r"```console\n\$ llmcalc (.*?)\n(.*?)```", README.read_text(), re.S)
+
+
+@pytest.mark.parametrize(("command", "shown"), _tour_blocks(), ids=lambda v: v.split()[0])
+def test_readme_tour_lines_are_the_real_output(runner, command, shown):
+    """Every line the README's tour shows (`...` marks lines left out) is a line of the real
+    output at COLUMNS=100, as the README says."""
+    result = runner.invoke(app, command.split(), env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.stderr
+    printed = {line.rstrip() for line in result.stdout.splitlines()}
+    missing = [line for line in shown.splitlines() if line != "..." and line not in printed]
+    assert missing == []
