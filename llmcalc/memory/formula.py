@@ -103,6 +103,7 @@ class Phase:
     total: int
     categories: dict[str, int]  # weights, gradients, optimizer, activations, other
     at: str  # the moment of this phase's peak, in words
+    layer: int | None = None  # the block running at that moment, if one is
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class TrainingMemory:
     activations: int  # kept for backward at the end of the forward pass
     logits: int  # logits and loss buffers at their largest (start of the backward pass)
     phases: dict[str, Phase]
+    moments: tuple[Phase, ...] = ()  # every moment that can peak, of every phase, in step order
 
     @property
     def peak_phase(self) -> str:
@@ -123,12 +125,12 @@ class TrainingMemory:
         return self.phases[self.peak_phase].total
 
 
-def _phase(at: str, buffers: int = 0, **categories: int) -> Phase:
+def _phase(at: str, buffers: int = 0, layer: int | None = None, **categories: int) -> Phase:
     """A phase's categories; `buffers` (the model's, not parameters) join 'other'."""
     full = dict.fromkeys(CATEGORIES, 0)
     full.update(categories)
     full["other"] += buffers
-    return Phase(sum(full.values()), full, at)
+    return Phase(sum(full.values()), full, at, layer)
 
 
 def training_memory(
@@ -203,6 +205,7 @@ def training_memory(
             other=before + kept_all - per_layer[last] + moment,
         )
         forward = max(forward, in_attention, key=lambda ph: ph.total)
+    forward_moments = [forward]
     if checkpointing == "full":  # a block runs as in inference first, keeping only its input
         refuse_unmodelled(cfg, checkpointing, attention)
         for layer in candidate_layers(cfg):  # the last layer of each kind holds the most
@@ -211,10 +214,12 @@ def training_memory(
             at = "last block" if layer == layers - 1 else f"block {layer}"
             block_forward = _phase(
                 f"{at} forward",
+                layer=layer,
                 **states,
                 activations=batch_ids + (layer + 1) * n * d * a,
                 other=transient - n * d * a + rope,
             )
+            forward_moments.append(block_forward)
             forward = max(forward, block_forward, key=lambda ph: ph.total)
     # The backward pass, from the loss: the log-softmax's gradient and its input's (n·V fp32
     # each) while everything saved is alive; then the LM head's: the logits' gradient, the
@@ -261,6 +266,7 @@ def training_memory(
         at = {layers - 1: "last block", 0: "first block"}.get(layer, f"block {layer}")
         return _phase(
             f"{at} backward",
+            layer=layer,
             **states,
             gradients=head_grads - held + layer_grads - done,
             activations=embedding_inputs + kept + rope_saved,
@@ -297,6 +303,7 @@ def training_memory(
         activations=activations,
         logits=2 * n * vocab * 4,
         phases={"forward": forward, "backward": backward, "optimizer": step},
+        moments=(*forward_moments, loss_grads, head_backward, *blocks, embeddings, step),
     )
 
 

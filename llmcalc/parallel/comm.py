@@ -1,0 +1,93 @@
+"""Communication per training step per GPU, in exact bytes, by collective, cause and the mesh
+dimension it runs over. No torch.
+
+Byte convention (parallel/collectives.py records the same): an all-gather counts its gathered
+output, a reduce-scatter its unreduced input, an all-reduce its tensor, an all-to-all its input,
+a point-to-point transfer the tensor sent or received. These are the sizes torch's collectives
+take; the bytes a ring algorithm puts on the wire are (n − 1)/n of them (2(n − 1)/n for an
+all-reduce), which the planner applies (parallel/plan.py).
+
+Data parallelism, per micro-batch (PyTorch FSDP2; Zhao et al. 2023, 'PyTorch FSDP', section 3):
+    ZeRO-3  all-gather every block's weights for its forward and again for its backward, the
+            root unit's (embeddings, final norm, LM head) once; reduce-scatter every unit's
+            gradients (in the reduce dtype: fp32 under mixed precision)
+    ZeRO-2  the same, but each block is gathered once (kept from forward to backward)
+    ZeRO-1  all-reduce the gradients, then all-gather the updated weights once per step
+    ZeRO-0  all-reduce the gradients
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmcalc.config.schema import ModelConfig
+from llmcalc.memory.formula import PRECISION
+from llmcalc.parallel.layout import Layout
+from llmcalc.parallel.memory import fsdp_units
+
+COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "point-to-point")
+CAUSES = ("parameters", "gradients", "activations", "experts")
+
+
+@dataclass(frozen=True)
+class CommRow:
+    collective: str
+    cause: str
+    group: str  # the mesh dimension: dp, tp, pp, cp, ep
+    bytes: int  # per GPU per step
+    count: int  # collectives issued
+
+
+@dataclass(frozen=True)
+class Communication:
+    rows: list[CommRow]
+
+    @property
+    def total(self) -> int:
+        return sum(row.bytes for row in self.rows)
+
+    def by_collective(self) -> dict[str, int]:
+        out = dict.fromkeys(COLLECTIVES, 0)
+        for row in self.rows:
+            out[row.collective] += row.bytes
+        return out
+
+
+def reduce_bytes(precision: str) -> int:
+    """Bytes per gradient element as reduced: fp32 under mixed precision (FSDP2's
+    MixedPrecisionPolicy(reduce_dtype=float32)), else the gradient's own dtype."""
+    return PRECISION[precision].step_grad
+
+
+def data_parallel_rows(cfg: ModelConfig, layout: Layout, precision: str = "fp32") -> list[CommRow]:
+    """Gradient and weight collectives of data parallelism over the dp · cp shard group."""
+    if layout.shard_group == 1:
+        return []
+    p = PRECISION[precision]
+    units = fsdp_units(cfg)
+    m, layers = layout.microbatches, cfg.n_layers
+    n_params = units.root + units.blocks
+    g = reduce_bytes(precision)
+    if layout.zero >= 2:
+        gathers = (2 if layout.zero == 3 else 1) * layers + 1
+        gathered = (2 if layout.zero == 3 else 1) * units.blocks + units.root
+        return [
+            CommRow("all-gather", "parameters", "dp", m * gathered * p.weight, m * gathers),
+            CommRow("reduce-scatter", "gradients", "dp", m * n_params * g, m * (layers + 1)),
+        ]
+    rows = [CommRow("all-reduce", "gradients", "dp", n_params * g, 1)]
+    if layout.zero == 1:
+        rows.append(CommRow("all-gather", "parameters", "dp", n_params * p.weight, 1))
+    return rows
+
+
+def communication(
+    cfg: ModelConfig,
+    layout: Layout,
+    batch: int,
+    seq: int,
+    precision: str = "fp32",
+    checkpointing: str = "none",
+) -> Communication:
+    """Every collective one GPU takes part in during one training step under `layout`."""
+    return Communication(data_parallel_rows(cfg, layout, precision))
