@@ -29,8 +29,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.errors import LLMCalcError
-from llmcalc.memory.train_step import precision_dtype
 from llmcalc.memory.trace import StorageTracker
+from llmcalc.memory.train_step import precision_dtype
 from llmcalc.model.attention import Attention
 from llmcalc.model.transformer import build_model
 from llmcalc.parallel.context import check_context
@@ -44,9 +44,7 @@ class GatherKeys:
         self.group = group
         self.rank = dist.get_rank(group)
 
-    def __call__(
-        self, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __call__(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         chunk = k.shape[2]
         start = self.rank * chunk
         end = start + chunk
