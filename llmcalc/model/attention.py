@@ -106,6 +106,7 @@ class Attention(nn.Module):
             self.sinks = nn.Parameter(torch.zeros(cfg.n_heads))
         # the scores' scale: attention_multiplier (Granite), else SDPA's own 1/sqrt(head_dim)
         self.scale = cfg.attention_multiplier
+        self.context = None  # context parallelism's key/value gather (parallel/context_plan.py)
 
     def forward(
         self,
@@ -136,6 +137,8 @@ class Attention(nn.Module):
         first_key = 0  # position of the first key attended to
         if cache is not None:
             k, v, first_key = cache.update(self.layer, k, v)
+        if self.context is not None:  # this rank's queries, the keys of every rank before it
+            k, v, start = self.context(k, v)
         out = self._attend(q, k, v, start, first_key)
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, cfg.q_dim))
 

@@ -113,6 +113,7 @@ class Transformer(nn.Module):
         # Full activation checkpointing: each block keeps only its input for the backward pass
         # and runs its forward again there (torch.utils.checkpoint, non-reentrant).
         self.checkpointing = False
+        self.chunk = 0  # context parallelism: which chunk of the sequence this rank holds
 
     def forward(
         self,
@@ -124,7 +125,7 @@ class Transformer(nn.Module):
         cache, the tokens continue the sequences it holds (prefill when it is empty, then one
         token per decode step) and their keys and values are added to it."""
         seq = tokens.shape[1]
-        start = cache.length if cache is not None else 0
+        start = cache.length if cache is not None else self.chunk * seq
         cfg = self.cfg
         x = self.tok_embeddings(tokens)
         if cfg.scale_embeddings:  # Gemma: × sqrt(d_model), rounded to the dtype as in HF
