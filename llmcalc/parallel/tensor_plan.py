@@ -101,6 +101,7 @@ class TensorParallelTrace:
     parameter_bytes: int  # local shards of every parameter (a tied one once)
     saved: int  # unique storages autograd saved but the weights (a DTensor: its local tensor's)
     last_layer_saved: int  # first saved inside the last block (its input included)
+    gradient_bytes: int  # every gradient's local storage after backward
     collectives: list[tuple[str, str, int]] = field(default_factory=list)  # (phase, op, bytes)
 
 
@@ -194,7 +195,10 @@ def _trace(cfg, mesh, sp, batch, seq, dtype, attention) -> TensorParallelTrace: 
             loss = model(tokens, targets)
         recorder.phase = "backward"
         loss.backward()
+        grads = {id(_storage(p.grad)): _storage(p.grad).nbytes() for p in params}
         recorder.phase = "optimizer"
         opt.step()
     last_layer = sum(saved[key] for key in in_last)
-    return TensorParallelTrace(parameter_bytes, sum(saved.values()), last_layer, recorder.calls)
+    return TensorParallelTrace(
+        parameter_bytes, sum(saved.values()), last_layer, sum(grads.values()), recorder.calls
+    )
