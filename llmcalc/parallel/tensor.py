@@ -48,8 +48,14 @@ def check_tensor_parallel(
     ]
     for bad, what in unsupported:
         if bad:
-            raise LLMCalcError(f"--tp {tp}: tensor parallelism does not support {what} ({cfg.name})")
-    for name, size in (("n_heads", cfg.n_heads), ("n_kv_heads", cfg.n_kv_heads), ("d_ff", cfg.d_ff)):
+            raise LLMCalcError(
+                f"--tp {tp}: tensor parallelism does not support {what} ({cfg.name})"
+            )
+    for name, size in (
+        ("n_heads", cfg.n_heads),
+        ("n_kv_heads", cfg.n_kv_heads),
+        ("d_ff", cfg.d_ff),
+    ):
         if size % tp:
             raise LLMCalcError(f"--tp {tp}: must divide {name} = {size} ({cfg.name})")
     if sequence_parallel and seq is not None and seq % tp:
@@ -154,7 +160,9 @@ def rank_gradient_elements(cfg: ModelConfig, tp: int, sequence_parallel: bool = 
 _NORM_KEPT_WHOLE = (".out", ".weight_fp32", ".one_plus_w")
 
 
-def _sequence_shard(saved: dict[str, int], tp: int, norms: tuple[str, ...], streams: tuple[str, ...]):
+def _sequence_shard(
+    saved: dict[str, int], tp: int, norms: tuple[str, ...], streams: tuple[str, ...]
+) -> dict[str, int]:
     """SP: what a SequenceParallel norm keeps (its input and statistics, per row) is 1/t of the
     rows; its weight copies are whole, and its output is kept by no one (the next linear keeps
     the all-gathered, full-sequence tensor: the `.out` entry, whole)."""
@@ -286,9 +294,11 @@ def tp_communication(
     n, L, d = batch * seq, cfg.n_layers, cfg.d_model
     stream = n * d * a
     colwise = 3 + (2 if cfg.is_glu else 1)
-    out = []
+    out: list[Transfer] = []
 
-    def add(collective, phase, where, count, size, cause="activations"):
+    def add(
+        collective: str, phase: str, where: str, count: int, size: int, cause: str = "activations"
+    ) -> None:
         out.append(Transfer(collective, cause, phase, where, count, size))
 
     if not sequence_parallel:

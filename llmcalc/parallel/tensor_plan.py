@@ -42,11 +42,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.model.transformer import build_model
-
 from llmcalc.parallel.tensor import check_tensor_parallel
 
 
-def apply_tensor_parallel(model: torch.nn.Module, tp_mesh: DeviceMesh, sequence_parallel: bool) -> None:
+def apply_tensor_parallel(
+    model: torch.nn.Module, tp_mesh: DeviceMesh, sequence_parallel: bool
+) -> None:
     """Shard llmcalc's Transformer in place over the 1-D `tp_mesh` (see the module docstring).
     Train it with `with loss_parallel(): model(tokens, targets).backward()`."""
     cfg = model.cfg
@@ -87,7 +88,9 @@ def apply_tensor_parallel(model: torch.nn.Module, tp_mesh: DeviceMesh, sequence_
             plan["attn"] = PrepareModuleInput(
                 input_layouts=(seq_shard, None, None), desired_input_layouts=(rep, None, None)
             )
-            plan["mlp"] = PrepareModuleInput(input_layouts=(seq_shard,), desired_input_layouts=(rep,))
+            plan["mlp"] = PrepareModuleInput(
+                input_layouts=(seq_shard,), desired_input_layouts=(rep,)
+            )
         parallelize_module(block, tp_mesh, plan)
 
 

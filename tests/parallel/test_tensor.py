@@ -13,8 +13,14 @@ from llmcalc.parallel import tensor as T
 SMALL = dict(n_layers=2, d_model=64, max_seq_len=64)
 # llama-like: RMSNorm (cast before weight), SwiGLU, GQA, RoPE, no biases
 LLAMA = load_config("llama-3-8b").replace(
-    **SMALL, n_heads=8, n_kv_heads=4, head_dim=8, d_ff=128, ffn_multiplier=None,
-    multiple_of=None, vocab_size=256,
+    **SMALL,
+    n_heads=8,
+    n_kv_heads=4,
+    head_dim=8,
+    d_ff=128,
+    ffn_multiplier=None,
+    multiple_of=None,
+    vocab_size=256,
 )
 LLAMA16 = LLAMA.replace(n_heads=16, n_kv_heads=8, head_dim=4)  # tp = 8 divides its KV heads
 # GPT-style (Korthikanti's layer): LayerNorm, GELU, biases, learned positions, d_ff = 4h; an
@@ -70,7 +76,9 @@ def test_sequence_parallel_keeps_the_gathered_input_where_tp_keeps_the_norms_who
 def test_per_rank_logits_and_llama_3_8b_parameters():
     cfg = load_config("llama-3-8b")
     assert T.logits_buffers(cfg, 1, 8192, 2, 8) == {
-        "logits": 8192 * 16032 * 2, "log_softmax": 8192 * 16032 * 4, "logits_fp32": 8192 * 16032 * 4
+        "logits": 8192 * 16032 * 2,
+        "log_softmax": 8192 * 16032 * 4,
+        "logits_fp32": 8192 * 16032 * 4,
     }
     # 8,030,261,248 parameters: the 1/8 shards plus 8 copies of the norms (65 · 4096)
     assert T.rank_parameter_elements(cfg, 8) * 8 == 8_030_261_248 + 7 * 65 * 4096
@@ -105,7 +113,11 @@ def test_korthikanti_table2_term_by_term(s, b, h, a, t):
 @pytest.mark.parametrize("sp", [False, True], ids=["tp", "tp+sp"])
 @pytest.mark.parametrize(
     "cfg,batch,seq,t",
-    [(GPT, BATCH, SEQ, 2), (GPT, BATCH, SEQ, 8), (GPT.replace(d_model=1024, n_heads=16, d_ff=4096), 2, 2048, 4)],
+    [
+        (GPT, BATCH, SEQ, 2),
+        (GPT, BATCH, SEQ, 8),
+        (GPT.replace(d_model=1024, n_heads=16, d_ff=4096), 2, 2048, 4),
+    ],
     ids=["traced-t2", "traced-t8", "1024-wide-t4"],
 )
 def test_llmcalc_per_rank_layer_differs_from_korthikanti_by_these_terms(cfg, batch, seq, t, sp):
