@@ -141,14 +141,14 @@ def rank_parameter_elements(cfg: ModelConfig, tp: int, sequence_parallel: bool =
 def rank_gradient_elements(cfg: ModelConfig, tp: int, sequence_parallel: bool = False) -> int:
     """Gradient elements on rank 0 after backward, as torch makes them: each like its parameter,
     except a vocabulary-parallel embedding's gradient, which torch's DTensor computes Replicate:
-    the whole V·d table on every rank (and with SP the whole position table)."""
+    the whole V·d table on every rank (and with SP the whole position table). Tied to the head,
+    the head's Shard(0) gradient comes first and the sum stays Shard(0): 1/t."""
     total = rank_parameter_elements(cfg, tp, sequence_parallel)
     if tp == 1:
         return total
     outer = outer_parameters(cfg, tp, sequence_parallel)
-    total += cfg.vocab_size * cfg.d_model - outer["tok_embeddings.weight"]
-    if cfg.tie_embeddings:  # the head's Shard(0) gradient joins the embedding's (not traced)
-        raise LLMCalcError(f"--tp {tp}: tied embeddings' gradient layout is not modelled")
+    if not cfg.tie_embeddings:
+        total += cfg.vocab_size * cfg.d_model - outer["tok_embeddings.weight"]
     if sequence_parallel and cfg.position == "learned":
         rows = cfg.max_seq_len + cfg.position_offset
         total += rows * cfg.d_model - outer["pos_embeddings.weight"]

@@ -37,6 +37,7 @@ CASES = [
     ("gpt-eager", GPT, "eager", 2),
     ("gpt-eager", GPT, "eager", 8),
     ("gpt-sdpa", GPT, "sdpa", 4),
+    ("gpt-tied", GPT.replace(tie_embeddings=True, vocab_size=256), "sdpa", 2),
 ]
 
 
