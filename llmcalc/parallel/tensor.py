@@ -277,6 +277,7 @@ def tp_communication(
     tp: int,
     sequence_parallel: bool = False,
     grad_bytes: int | None = None,
+    checkpointing: str = "none",
 ) -> list[Transfer]:
     """Every collective of one training step on each rank, as torch's DTensor issues them.
     TP: forward an all-reduce after the embedding and after each row-parallel linear (o, down);
@@ -287,7 +288,10 @@ def tp_communication(
     reduce-scatter and vice versa; the embedding's gradient is all-gathered). loss_parallel:
     three all-reduces of n fp32 values (the rows' max, sum of exponentials and picked logit).
     SP's replicated norm weights get Partial gradients, all-reduced when the optimizer reads
-    them (cause gradients; grad_bytes per element, default a)."""
+    them (cause gradients; grad_bytes per element, default a). Full checkpointing recomputes
+    each block in backward up to its last saved tensor (torch.utils.checkpoint's early stop):
+    the o_proj all-reduce (TP) or the attention all-gather, o_proj reduce-scatter and MLP
+    all-gather (SP) once more per layer; the down projection's collective is not redone."""
     check_tensor_parallel(cfg, tp, sequence_parallel, seq)
     if tp == 1:
         return []
@@ -307,6 +311,8 @@ def tp_communication(
         add("all_reduce", "forward", "loss_parallel", 3, n * FP32)
         add("all_reduce", "backward", "column-parallel inputs", colwise * L, stream)
         add("all_reduce", "backward", "lm_head", 1, stream)
+        if checkpointing == "full":
+            add("all_reduce", "backward", "recomputed attn.o_proj", L, stream)
         return out
     positions = seq * d * a  # learned positions: the (T, d) table split over positions
     add("reduce_scatter", "forward", "tok_embeddings", 1, stream)
@@ -322,6 +328,9 @@ def tp_communication(
     add("all_gather", "backward", "tok_embeddings", 1, stream)
     if cfg.position == "learned":
         add("all_gather", "backward", "pos_embeddings", 1, positions)
+    if checkpointing == "full":
+        add("all_gather", "backward", "recomputed attn, mlp inputs", 2 * L, stream)
+        add("reduce_scatter", "backward", "recomputed attn.o_proj", L, stream)
     norms = [size for name, size in layer_parameters(cfg, tp).items() if "norm" in name]
     final = list(_norm(cfg, "final_norm").values()) if cfg.final_norm else []
     g = a if grad_bytes is None else grad_bytes

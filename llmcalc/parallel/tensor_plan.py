@@ -148,23 +148,28 @@ def trace_tensor_parallel(
     seq: int,
     dtype: torch.dtype = torch.float32,
     attention: str = "sdpa",
+    checkpointing: str = "none",
 ) -> TensorParallelTrace:
     """One training step (forward with the loss under loss_parallel, backward, AdamW) of the
     TP-sharded model on a fake process group of `tp` ranks, on fake tensors (nothing allocated).
-    Starts and destroys the process group (none may be running)."""
+    Starts and destroys the process group (none may be running). With checkpointing "full"
+    only the collectives mean what they say: torch.utils.checkpoint keeps a block's inputs
+    through its own saved-tensor hooks, which this trace's hooks do not see."""
     check_tensor_parallel(cfg, tp, sequence_parallel, seq)
     dist.init_process_group("fake", rank=0, world_size=tp, store=FakeStore())
     try:
         mesh = init_device_mesh("cpu", (tp,))
         with FakeTensorMode():
-            return _trace(cfg, mesh, sequence_parallel, batch, seq, dtype, attention)
+            model = build_model(cfg, "cpu", dtype, attention)
+            apply_tensor_parallel(model, mesh, sequence_parallel)
+            model.checkpointing = checkpointing == "full"
+            return _trace(model, batch, seq)
     finally:
         dist.destroy_process_group()
 
 
-def _trace(cfg, mesh, sp, batch, seq, dtype, attention) -> TensorParallelTrace:  # noqa: ANN001
-    model = build_model(cfg, "cpu", dtype, attention)
-    apply_tensor_parallel(model, mesh, sp)
+def _trace(model: torch.nn.Module, batch: int, seq: int) -> TensorParallelTrace:
+    cfg = model.cfg
     params = list(model.parameters())
     parameter_bytes = sum(_storage(p).nbytes() for p in params)
     saved: dict[int, int] = {}  # storage id -> nbytes

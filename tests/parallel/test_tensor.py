@@ -56,13 +56,30 @@ def test_fake_group_trace_equals_closed_form(name, cfg, impl, tp, sp, precision)
     assert traced.last_layer_saved == sum(layer.values())
     assert traced.saved == T.saved_activations_tp(cfg, BATCH, SEQ, a, tp, sp, impl)
     transfers = T.tp_communication(cfg, BATCH, SEQ, a, tp, sp)
+    got, want = _by_phase_and_kind(traced.collectives, transfers)
+    assert got == want
+
+
+def _by_phase_and_kind(traced_calls, transfers):
     want: dict[tuple[str, str], list[int]] = {}
     for item in transfers:
         want.setdefault((item.phase, item.collective), []).extend([item.bytes] * item.count)
     got: dict[tuple[str, str], list[int]] = {}
-    for phase, collective, size in traced.collectives:
+    for phase, collective, size in traced_calls:
         got.setdefault((phase, collective), []).append(size)
-    assert {k: sorted(v) for k, v in got.items()} == {k: sorted(v) for k, v in want.items()}
+    return {k: sorted(v) for k, v in got.items()}, {k: sorted(v) for k, v in want.items()}
+
+
+@pytest.mark.parametrize("sp", [False, True], ids=["tp", "tp+sp"])
+@pytest.mark.parametrize("tp", [2, 4])
+def test_full_checkpointing_recomputes_these_collectives(tp, sp):
+    torch = pytest.importorskip("torch")
+    from llmcalc.parallel.tensor_plan import trace_tensor_parallel
+
+    traced = trace_tensor_parallel(LLAMA, tp, sp, BATCH, SEQ, torch.float32, "sdpa", "full")
+    transfers = T.tp_communication(LLAMA, BATCH, SEQ, 4, tp, sp, checkpointing="full")
+    got, want = _by_phase_and_kind(traced.collectives, transfers)
+    assert got == want
 
 
 def test_sequence_parallel_keeps_the_gathered_input_where_tp_keeps_the_norms_whole():
