@@ -15,9 +15,12 @@ writes them (torchtitan/models/llama3/infra/parallelize.py: apply_tp):
                        torch's loss_parallel (vocab-parallel cross-entropy), so no rank holds
                        the full logits. A tied head shares the embedding's Shard(0) weight.
 
+Without SP the norms stay plain (replicated) tensors, which torch's fused optimizers will not
+mix with DTensors in one call: give them their own parameter group (as _trace does).
+
 Refused (LLMCalcError): what this plan does not shard correctly (fused qkv, latent attention,
-MoE, parallel blocks, norms other than pre-norm, q/k norms, ALiBi, attention sinks) and degrees
-that do not divide the heads, KV heads or d_ff.
+MoE, parallel blocks, norms other than pre-norm, q/k norms, ALiBi, attention sinks, an
+embedding norm) and degrees that do not divide the heads, KV heads or d_ff.
 """
 
 from __future__ import annotations
