@@ -59,6 +59,7 @@ CLOSED_FORMS = [
     "memory/experts.py",
     "memory/parameters.py",
     "memory/transients.py",
+    "parallel/tensor.py",
     "config/schema.py",
     "parallel/context.py",
 ]

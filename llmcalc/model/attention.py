@@ -124,12 +124,12 @@ class Attention(nn.Module):
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if cfg.qk_norm == "full":
             q, k = self.q_norm(q), self.k_norm(k)
-        q = q.view(batch, seq, cfg.n_heads, cfg.head_dim)
-        k = k.view(batch, seq, cfg.n_kv_heads, cfg.head_dim)
+        q = q.view(batch, seq, -1, cfg.head_dim)  # -1: the local heads under TP
+        k = k.view(batch, seq, -1, cfg.head_dim)
         if cfg.qk_norm == "per_head":  # on (B, T, H, d_h): q and k keep the projections' layout
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
-        v = v.view(batch, seq, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
+        v = v.view(batch, seq, -1, cfg.head_dim).transpose(1, 2)
         if cfg.qk_norm == "head":
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
@@ -140,7 +140,7 @@ class Attention(nn.Module):
         if self.context is not None:  # this rank's queries, the keys of every rank before it
             k, v, start = self.context(k, v)
         out = self._attend(q, k, v, start, first_key)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, cfg.q_dim))
+        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
 
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, first_key: int
