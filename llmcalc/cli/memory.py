@@ -21,6 +21,20 @@ from llmcalc.cli.options import (
     positive,
     progress,
 )
+from llmcalc.cli.parallel import (
+    CpOpt,
+    DpOpt,
+    EpOpt,
+    MicrobatchesOpt,
+    OffloadOpt,
+    PpOpt,
+    ScheduleOpt,
+    SpOpt,
+    TpOpt,
+    VirtualOpt,
+    ZeroOpt,
+    run_parallel,
+)
 from llmcalc.errors import LLMCalcError
 
 
@@ -81,12 +95,24 @@ def memory(
         bool,
         typer.Option("--force", help="--measure even if the predicted peak exceeds free memory."),
     ] = False,
+    dp: DpOpt = 1,
+    zero: ZeroOpt = 0,
+    tp: TpOpt = 1,
+    sp: SpOpt = False,
+    pp: PpOpt = 1,
+    schedule: ScheduleOpt = "1f1b",
+    microbatches: MicrobatchesOpt = 1,
+    virtual_stages: VirtualOpt = 1,
+    cp: CpOpt = 1,
+    ep: EpOpt = 1,
+    offload: OffloadOpt = "none",
     overrides: SetOpt = None,
     bias: BiasOpt = None,
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
 ) -> None:
-    """KV cache (MHA/GQA/MQA), training and inference memory: predicted, traced, measured."""
+    """KV cache (MHA/GQA/MQA), training and inference memory: predicted, traced, measured; per
+    GPU under data, ZeRO, tensor, sequence, pipeline, context and expert parallelism."""
     from llmcalc.config.dtypes import DTYPE_BYTES, KV_DTYPES
     from llmcalc.memory.analysis import analyze_memory, resolve_kv_heads
     from llmcalc.memory.formula import ATTENTION_IMPLS, CHECKPOINTING, OPTIMIZERS, PRECISIONS
@@ -116,6 +142,25 @@ def memory(
 
         check_step(cfg, batch, cfg.max_seq_len if seq is None else seq, attention)
     length = checked_seq(cfg, seq)
+    from llmcalc.parallel.layout import Layout
+
+    layout = Layout(dp, zero, tp, sp, pp, schedule, microbatches, virtual_stages, cp, ep, offload)
+    if layout != Layout():
+        if measure or gpu_mem is not None or mha or mqa or gqa is not None:
+            raise LLMCalcError(
+                "--dp/--tp/--pp/--cp/--ep/--zero/--offload: per-GPU memory takes --trace, not"
+                " --measure, --gpu-mem, --mha, --gqa or --mqa (use `llmcalc plan` to fit a GPU)"
+            )
+        setup = dict(
+            batch=batch,
+            seq=length,
+            precision=precision,
+            optimizer=optimizer,
+            checkpointing=checkpointing,
+            attention=attention,
+        )
+        run_parallel(cfg, layout, setup, trace, output)
+        return
     memory_bytes = parse_size("--gpu-mem", gpu_mem) if gpu_mem is not None else None
     result = analyze_memory(
         cfg,

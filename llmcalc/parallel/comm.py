@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.memory.formula import PRECISION
+from llmcalc.parallel.buffers import fsdp_units
+from llmcalc.parallel.context import context_comm
 from llmcalc.parallel.layout import Layout
-from llmcalc.parallel.memory import fsdp_units
+from llmcalc.parallel.tensor import tp_communication
 
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "point-to-point")
 CAUSES = ("parameters", "gradients", "activations", "experts")
@@ -89,5 +91,41 @@ def communication(
     precision: str = "fp32",
     checkpointing: str = "none",
 ) -> Communication:
-    """Every collective one GPU takes part in during one training step under `layout`."""
-    return Communication(data_parallel_rows(cfg, layout, precision))
+    """Every collective one GPU takes part in during one training step under `layout`: the
+    data-parallel ones over the dp · cp shard group (on the rank's tensor-parallel share of the
+    model), the tensor-parallel ones (parallel/tensor.py) and the context-parallel ones
+    (parallel/context.py), each per micro-batch, times the micro-batches."""
+    from llmcalc.parallel.memory import rank_config
+
+    a = PRECISION[precision].activation
+    m, tokens = layout.microbatches, seq // layout.cp
+    rows = data_parallel_rows(rank_config(cfg, layout), layout, precision)
+    if layout.tp > 1:
+        grad_bytes = PRECISION[precision].grad
+        transfers = tp_communication(
+            cfg, batch, tokens, a, layout.tp, layout.sp, grad_bytes, checkpointing
+        )
+        for t in transfers:
+            collective = t.collective.replace("_", "-")
+            rows.append(CommRow(collective, t.cause, "tp", m * t.total, m * t.count))
+    if layout.cp > 1:
+        cp = context_comm(rank_config(cfg, layout), batch, seq, layout.cp, a, checkpointing)
+        layers = cfg.n_layers
+        gathers = layers * (2 if checkpointing == "full" else 1)
+        rows.append(CommRow("all-gather", "activations", "cp", m * cp.all_gather, m * 2 * gathers))
+        rows.append(
+            CommRow("reduce-scatter", "activations", "cp", m * cp.reduce_scatter, m * 2 * layers)
+        )
+    return Communication(_merged(rows))
+
+
+def _merged(rows: list[CommRow]) -> list[CommRow]:
+    """One row per (collective, cause, group), in first-seen order."""
+    merged: dict[tuple[str, str, str], CommRow] = {}
+    for row in rows:
+        key = (row.collective, row.cause, row.group)
+        if key in merged:
+            old = merged[key]
+            row = CommRow(*key, old.bytes + row.bytes, old.count + row.count)
+        merged[key] = row
+    return list(merged.values())

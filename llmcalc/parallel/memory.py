@@ -1,51 +1,42 @@
-"""Predicted memory per GPU under a layout (parallel/layout.py), in exact bytes where the step is
-exact and with FSDP2's buffers as torch allocates them. No torch.
+"""Predicted memory per GPU under a layout (parallel/layout.py). No torch.
 
-The single-GPU step (memory/formula.py) is computed moment by moment on what one rank runs (its
-micro-batch, its share of the sequence and of each tensor); each moment's model states are then
-replaced by the rank's share (parallel/states.py) and the communication buffers alive at that
-moment are added:
+The single-GPU step (memory/formula.py), exact moment by moment, is computed on what one rank
+runs: its micro-batch, its T/cp share of the sequence (context parallelism) and its share of
+each layer (tensor parallelism: parallel/tensor.py's local_config, heads/t, d_ff/t and the
+vocabulary-parallel ceil(V/t) rows of the embedding and head). What that one-GPU model does not
+keep the way the parallel one does is then added per layer kept: sequence parallelism's 1/t
+norms and whole all-gathered linear inputs, context parallelism's gathered keys and values
+(parallel/context.py). Last, each moment's model states become the rank's share under ZeRO
+(parallel/states.py) and FSDP2's buffers alive at that moment join (parallel/buffers.py).
 
-    ZeRO-3  FSDP2 fully_shard(reshard_after_forward=True): the root unit (embeddings, final norm,
-            LM head) stays gathered from its forward to the end of the backward; a block is
-            gathered for its forward and again for its backward, while the next block's all-gather
-            is prefetched; FSDP2 keeps each all-gather's flat output until the next one is issued.
-    ZeRO-2  fully_shard(reshard_after_forward=False): blocks stay gathered from their forward to
-            their backward.
-    ZeRO-1  gradients all-reduced in full; each rank steps its shard of the optimizer state, then
-            the updated weights are all-gathered.
-    ZeRO-0  plain data parallelism: gradients all-reduced in full, everything replicated.
+Context-parallel ranks differ: rank r attends to (r + 1)·T/cp keys, so the first and the last
+are shown, the last being the peak.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from llmcalc.config.schema import ModelConfig
+from llmcalc.memory.activations import head_activations, layer_activations
 from llmcalc.memory.formula import PRECISION, Phase, training_memory
-from llmcalc.memory.parameters import block_sizes, parameter_groups
+from llmcalc.parallel.buffers import RankMemory, rank_moment
+from llmcalc.parallel.context import check_context, context_layer_activations
 from llmcalc.parallel.layout import Layout, check_layout
-from llmcalc.parallel.states import partitioned
-
-CATEGORIES = ("weights", "gradients", "optimizer", "activations", "buffers", "other")
-
-
-@dataclass(frozen=True)
-class RankMemory:
-    categories: dict[str, int]  # CATEGORIES -> bytes at this rank's peak
-    at: str  # the moment of the peak, in words
-    host: int = 0  # bytes offloaded to the host (not on the GPU)
-
-    @property
-    def peak(self) -> int:
-        return sum(self.categories.values())
+from llmcalc.parallel.tensor import (
+    check_tensor_parallel,
+    chunk,
+    head_activations_tp,
+    layer_activations_tp,
+    local_config,
+)
 
 
 @dataclass(frozen=True)
 class ParallelMemory:
     layout: Layout
     ranks: dict[str, RankMemory]  # rank kind -> its memory
-    single: int = 0  # the same step's peak on one GPU
+    single: int  # the same micro-batch's peak on one GPU
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -57,21 +48,20 @@ class ParallelMemory:
         return self.ranks[self.peak_rank].peak
 
 
-@dataclass(frozen=True)
-class Units:
-    """Elements of the FSDP units: the root (embeddings, final norm, LM head) and each block."""
+def check_parallel(cfg: ModelConfig, layout: Layout, seq: int, attention: str = "sdpa") -> None:
+    """Every refusal of the layout, the tensor- and the context-parallel closed forms."""
+    check_layout(cfg, layout, seq)
+    if layout.tp > 1:
+        check_tensor_parallel(cfg, layout.tp, layout.sp, seq)
+    if layout.cp > 1:
+        check_context(cfg, seq, layout.cp, attention)
 
-    root: int
-    block: int  # the largest block
-    blocks: int  # all blocks together
 
-
-def fsdp_units(cfg: ModelConfig) -> Units:
-    groups = parameter_groups(cfg)
-    root = sum(groups[0][0]) + sum(groups[-1][0])
-    sizes = {moe: sum(block) for moe, block in block_sizes(cfg).items() if block}
-    blocks = sum(sum(s) * times for s, times in groups[1:-1])
-    return Units(root, max(sizes.values()), blocks)
+def rank_config(cfg: ModelConfig, layout: Layout) -> ModelConfig:
+    """The model as one tensor-parallel rank holds it."""
+    if layout.tp == 1:
+        return cfg
+    return local_config(cfg, layout.tp).replace(vocab_size=chunk(cfg.vocab_size, layout.tp))
 
 
 def parallel_memory(
@@ -85,77 +75,70 @@ def parallel_memory(
     attention: str = "sdpa",
 ) -> ParallelMemory:
     """Per-GPU memory of one training step under `layout`; `batch` is the micro-batch."""
-    check_layout(cfg, layout, seq)
-    single = training_memory(cfg, batch, seq, precision, optimizer, checkpointing, attention)
-    local = training_memory(
-        cfg, batch, seq // layout.cp, precision, optimizer, checkpointing, attention
-    )
-    kind = "every rank"
-    moments = [_sharded(cfg, layout, moment, precision, optimizer) for moment in local.moments]
-    top = max(moments, key=lambda m: sum(m[0].values()))
-    return ParallelMemory(layout, {kind: RankMemory(top[0], top[1], top[2])}, single.peak)
+    check_parallel(cfg, layout, seq, attention)
+    setup = (precision, optimizer, checkpointing, attention)
+    single = training_memory(cfg, batch, seq, *setup)
+    local_cfg = rank_config(cfg, layout)
+    local = training_memory(local_cfg, batch, seq // layout.cp, *setup)
+    cp_ranks = sorted({0, layout.cp - 1})
+    ranks = {}
+    for cp_rank in cp_ranks:
+        extra = _extra_per_layer(cfg, layout, batch, seq, precision, attention, cp_rank)
+        head = _extra_head(cfg, layout, batch, seq, precision)
+        moments = []
+        for moment in local.moments:
+            moment = _with_extra(moment, cfg.n_layers, extra, head, checkpointing)
+            moments.append(rank_moment(cfg, local_cfg, layout, moment, precision, optimizer))
+        top = max(moments, key=lambda m: m.peak)
+        kind = f"cp rank {cp_rank}" if layout.cp > 1 else "every rank"
+        ranks[kind] = top
+    return ParallelMemory(layout, ranks, single.peak)
 
 
-def _sharded(
-    cfg: ModelConfig, layout: Layout, moment: Phase, precision: str, optimizer: str
-) -> tuple[dict[str, int], str, int]:
-    """One moment of the local step with the rank's model states and FSDP2's buffers."""
-    p = PRECISION[precision]
-    zero, ranks = layout.zero, layout.shard_group
-    units = fsdp_units(cfg)
-    n_params = units.root + units.blocks
-    cats = moment.categories
-    weights = n_params * p.weight
-    optimizer_bytes = cats["optimizer"]
-    host = 0
-    if zero >= 1:
-        optimizer_bytes = partitioned(optimizer_bytes, ranks)
-    if layout.offload in ("optimizer", "params"):
-        host, optimizer_bytes = optimizer_bytes, 0
-    grads = cats["gradients"]
-    buffers = 0
-    w = p.weight
-    phase = moment.at
-    if zero >= 2:
-        if phase == "optimizer step":
-            grads = partitioned(n_params * p.step_grad, ranks)
-        elif moment.layer is not None or phase == "embedding backward":
-            # the root's gradients stay whole until its reduce-scatter, at the very end
-            root = min(grads, _root_grads(cfg, phase == "embedding backward") * p.grad)
-            grads = root + partitioned(grads - root, ranks)
-    if zero == 3:
-        weights = partitioned(weights, ranks)
-        buffers = _zero3_buffers(moment, units, w, ranks)
-    return (
-        {
-            "weights": weights,
-            "gradients": grads,
-            "optimizer": optimizer_bytes,
-            "activations": cats["activations"],
-            "buffers": buffers,
-            "other": cats["other"],
-        },
-        phase,
-        host,
-    )
+def _extra_per_layer(
+    cfg: ModelConfig,
+    layout: Layout,
+    batch: int,
+    seq: int,
+    precision: str,
+    attention: str,
+    cp_rank: int,
+) -> int:
+    """Bytes a layer keeps on the rank beyond what the one-GPU model of its share keeps."""
+    a = PRECISION[precision].activation
+    local_cfg = rank_config(cfg, layout)
+    tokens = seq // layout.cp
+    plain = sum(layer_activations(local_cfg, batch, tokens, a, attention).values())
+    if layout.cp > 1:
+        exact = context_layer_activations(local_cfg, batch, seq, layout.cp, cp_rank, a, attention)
+        return sum(exact.values()) - plain
+    if layout.tp > 1 and layout.sp:
+        exact = layer_activations_tp(cfg, batch, tokens, a, layout.tp, True, attention)
+        return sum(exact.values()) - plain
+    return 0
 
 
-def _root_grads(cfg: ModelConfig, with_embeddings: bool) -> int:
-    groups = parameter_groups(cfg)
-    return sum(groups[-1][0]) + (sum(groups[0][0]) if with_embeddings else 0)
-
-
-def _zero3_buffers(moment: Phase, units: Units, w: int, ranks: int) -> int:
-    """FSDP2's gathered parameters and all-gather buffers alive at a moment of the step."""
-    at = moment.at
-    if at == "optimizer step":
+def _extra_head(cfg: ModelConfig, layout: Layout, batch: int, seq: int, precision: str) -> int:
+    """The same outside the layers (sequence parallelism's final norm and head input)."""
+    if layout.tp == 1:
         return 0
-    root, block = units.root * w, units.block * w
-    if at == "log-softmax":  # end of the forward: the root gathered, the last flat output kept
-        return root + block
-    if "forward" in at:  # a checkpointed block's forward
-        return root + 3 * block
-    if moment.layer is not None:  # a block's backward: it, its flat output, the prefetch
-        prefetch = block + partitioned(block, ranks) if moment.layer > 0 else 0
-        return root + 2 * block + prefetch
-    return root + block
+    a = PRECISION[precision].activation
+    tokens = seq // layout.cp
+    exact = head_activations_tp(cfg, batch, tokens, a, layout.tp, layout.sp)
+    plain = head_activations(rank_config(cfg, layout), batch, tokens, a)
+    return sum(exact.values()) - sum(plain.values())
+
+
+def _with_extra(moment: Phase, layers: int, extra: int, head: int, checkpointing: str) -> Phase:
+    """A moment with the extra activations of the layers still kept then (all in the forward,
+    layers 0..i in block i's backward, none at the embeddings' backward or the optimizer)."""
+    if (not extra and not head) or checkpointing == "full":
+        return moment
+    at = moment.at
+    if at in ("optimizer step", "embedding backward"):
+        return moment
+    kept = layers if moment.layer is None else moment.layer + 1
+    add = kept * extra + head
+    categories = dict(moment.categories)
+    categories["activations"] += add
+    return replace(moment, total=moment.total + add, categories=categories)

@@ -1,0 +1,132 @@
+"""One moment of a rank's step with its share of the model states under ZeRO and the buffers of
+torch's data parallelism alive then. No torch.
+
+FSDP2 (fully_shard, ZeRO-2 and 3) makes one unit of each block and one of the root (embeddings,
+final norm, LM head), as torchtitan wraps a model:
+    ZeRO-3  reshard_after_forward=True: the root stays gathered from its forward to the end of the
+            backward; a block is gathered for its forward and again for its backward. FSDP2 keeps
+            each all-gather's flat output until the next all-gather is issued, and in the backward
+            prefetches the next block's all-gather (its flat output and its sharded input).
+    ZeRO-2  reshard_after_forward=False: every block stays gathered from its forward to the end
+            of its backward.
+Under mixed precision FSDP2 keeps the sharded weights in fp32 (they are the master weights) and
+gathers them in bf16 (MixedPrecisionPolicy(param_dtype=bfloat16, reduce_dtype=float32)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmcalc.config.schema import ModelConfig
+from llmcalc.memory.formula import PRECISION, Phase
+from llmcalc.memory.parameters import block_sizes, parameter_groups
+from llmcalc.parallel.layout import Layout
+from llmcalc.parallel.states import partitioned
+
+CATEGORIES = ("weights", "gradients", "optimizer", "activations", "buffers", "other")
+
+
+@dataclass(frozen=True)
+class RankMemory:
+    categories: dict[str, int]  # CATEGORIES -> bytes at this rank's peak
+    at: str  # the moment of the peak, in words
+    host: int = 0  # bytes offloaded to the host (not on the GPU)
+
+    @property
+    def peak(self) -> int:
+        return sum(self.categories.values())
+
+
+@dataclass(frozen=True)
+class Units:
+    """Elements of the FSDP units: the root (embeddings, final norm, LM head) and the blocks."""
+
+    root: int
+    block: int  # the largest block
+    blocks: int  # all blocks together
+    head: int  # the root's part after the blocks (final norm, LM head)
+    layers: int
+
+
+def fsdp_units(cfg: ModelConfig) -> Units:
+    groups = parameter_groups(cfg)
+    head = sum(groups[-1][0])
+    sizes = [sum(block) for block in block_sizes(cfg).values() if block]
+    blocks = sum(sum(s) * times for s, times in groups[1:-1])
+    return Units(sum(groups[0][0]) + head, max(sizes), blocks, head, cfg.n_layers)
+
+
+def rank_moment(
+    cfg: ModelConfig,
+    local_cfg: ModelConfig,
+    layout: Layout,
+    moment: Phase,
+    precision: str,
+    optimizer: str,
+) -> RankMemory:
+    """`moment` of the rank's one-GPU step with the model states it holds under the layout."""
+    p = PRECISION[precision]
+    zero, ranks = layout.zero, layout.shard_group
+    units = fsdp_units(local_cfg)
+    n_params = units.root + units.blocks
+    cats = moment.categories
+    weights, grads, states = cats["weights"], cats["gradients"], cats["optimizer"]
+    at = moment.at
+    if zero >= 2 and precision == "mixed":  # FSDP2: the fp32 shard is the master copy
+        weights, states = n_params * p.master, states - n_params * p.master
+    if zero >= 2:  # FSDP2 keeps the weights sharded, gathering them into buffers
+        weights = partitioned(weights, ranks)
+    if zero >= 1:
+        states = partitioned(states, ranks)
+    host = 0
+    if layout.offload != "none":
+        host, states = states, 0
+        if layout.offload == "params":
+            host, weights = host + weights, 0
+    if zero >= 2:
+        if at == "optimizer step":
+            grads = partitioned(n_params * p.step_grad, ranks)
+        elif moment.layer is not None or at == "embedding backward":
+            # the root's gradients stay whole until its reduce-scatter, at the very end
+            root = units.head if moment.layer is not None else units.root
+            root = min(grads, root * p.grad)
+            grads = root + partitioned(grads - root, ranks)
+    if layout.offload == "params" and at == "optimizer step":
+        host, grads = host + grads, 0
+    buffers = fsdp_buffers(moment, units, p.weight, zero, ranks)
+    categories = {
+        "weights": weights,
+        "gradients": grads,
+        "optimizer": states,
+        "activations": cats["activations"],
+        "buffers": buffers,
+        "other": cats["other"],
+    }
+    return RankMemory(categories, at, host)
+
+
+def fsdp_buffers(moment: Phase, units: Units, w: int, zero: int, ranks: int) -> int:
+    """FSDP2's gathered parameters and all-gather buffers alive at a moment of the step."""
+    at = moment.at
+    if zero < 2 or ranks == 1 or at == "optimizer step":
+        return 0
+    root, block = units.root * w, units.block * w
+    if zero == 2:
+        return _zero2_buffers(moment, units, w)
+    if at == "log-softmax":  # end of the forward: the root gathered, the last flat output kept
+        return root + block
+    if "forward" in at:  # a checkpointed block's forward
+        return root + 3 * block
+    if moment.layer is not None:  # a block's backward: it, its flat output, the prefetch
+        prefetch = block + partitioned(block, ranks) if moment.layer > 0 else 0
+        return root + 2 * block + prefetch
+    return root + block
+
+
+def _zero2_buffers(moment: Phase, units: Units, w: int) -> int:
+    """ZeRO-2: the blocks gathered in the forward stay until their backward ends; block i's
+    backward holds blocks 0..i (and the root), with one flat all-gather output."""
+    blocks = units.blocks
+    if moment.layer is not None and "backward" in moment.at:
+        blocks = blocks * (moment.layer + 1) // units.layers
+    return (units.root + blocks + units.block) * w
