@@ -1,14 +1,15 @@
 """One moment of a rank's step with its share of the model states under ZeRO and the buffers of
 torch's data parallelism alive then. No torch.
 
-FSDP2 (fully_shard, ZeRO-2 and 3) makes one unit of each block and one of the root (embeddings,
-final norm, LM head), as torchtitan wraps a model:
+FSDP2 (fully_shard, ZeRO-2 and 3; replicate_with_fsdp, ZeRO 0 and 1) makes one unit of each
+block and one of the root (embeddings, final norm, LM head), as torchtitan wraps a model:
     ZeRO-3  reshard_after_forward=True: the root stays gathered from its forward to the end of the
             backward; a block is gathered for its forward and again for its backward. FSDP2 keeps
             each all-gather's flat output until the next all-gather is issued, and in the backward
             prefetches the next block's all-gather (its flat output and its sharded input).
     ZeRO-2  reshard_after_forward=False: every block stays gathered from its forward to the end
-            of its backward.
+            of its backward. replicate_with_fsdp (ZeRO 0 and 1) does the same with unsharded
+            copies of the replicated weights.
 Under mixed precision FSDP2 keeps the sharded weights in fp32 (they are the master weights) and
 gathers them in bf16 (MixedPrecisionPolicy(param_dtype=bfloat16, reduce_dtype=float32)).
 """
@@ -18,10 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmcalc.config.schema import ModelConfig
-from llmcalc.memory.formula import PRECISION, Phase
+from llmcalc.memory.formula import PRECISION, Phase, Precision
 from llmcalc.memory.parameters import block_sizes, parameter_groups
 from llmcalc.parallel.layout import Layout
 from llmcalc.parallel.states import partitioned
+from llmcalc.parallel.tensor import chunk
 
 CATEGORIES = ("weights", "gradients", "optimizer", "activations", "buffers", "other")
 
@@ -91,6 +93,8 @@ def rank_moment(
             root = units.head if moment.layer is not None else units.root
             root = min(grads, root * p.grad)
             grads = root + partitioned(grads - root, ranks)
+    whole_embedding, its_shard = _replicated_embedding_grad(cfg, layout, at, p, zero)
+    grads += whole_embedding
     if layout.offload == "params" and at == "optimizer step":
         host, grads = host + grads, 0
     buffers = fsdp_buffers(moment, units, p.weight, zero, ranks)
@@ -100,18 +104,36 @@ def rank_moment(
         "optimizer": states,
         "activations": cats["activations"],
         "buffers": buffers,
-        "other": cats["other"],
+        "other": cats["other"] + its_shard,
     }
     return RankMemory(categories, at, host)
+
+
+def _replicated_embedding_grad(
+    cfg: ModelConfig, layout: Layout, at: str, p: Precision, zero: int
+) -> tuple[int, int]:
+    """Tensor parallelism: torch's DTensor makes the vocabulary-parallel embedding's gradient
+    whole on every rank (parallel/tensor.py: rank_gradient_elements), from its backward to the
+    step (to its reduce-scatter under FSDP2), where the optimizer takes the rank's shard of it as
+    a copy; the one-GPU model of the rank's share has 1/t. Returns (gradient, copy) bytes."""
+    if layout.tp == 1 or cfg.tie_embeddings:
+        return 0, 0
+    shard = chunk(cfg.vocab_size, layout.tp) * cfg.d_model
+    extra = cfg.vocab_size * cfg.d_model - shard
+    if at == "embedding backward":
+        return extra * p.grad, 0
+    if at == "optimizer step" and zero < 2:
+        return extra * p.step_grad, shard * p.step_grad
+    return 0, 0
 
 
 def fsdp_buffers(moment: Phase, units: Units, w: int, zero: int, ranks: int) -> int:
     """FSDP2's gathered parameters and all-gather buffers alive at a moment of the step."""
     at = moment.at
-    if zero < 2 or ranks == 1 or at == "optimizer step":
+    if ranks == 1 or at == "optimizer step":
         return 0
     root, block = units.root * w, units.block * w
-    if zero == 2:
+    if zero <= 2:  # replicate_with_fsdp (ZeRO 0, 1) keeps its copies as ZeRO-2 its gathers
         return _zero2_buffers(moment, units, w)
     if at == "log-softmax":  # end of the forward: the root gathered, the last flat output kept
         return root + block
@@ -127,6 +149,8 @@ def _zero2_buffers(moment: Phase, units: Units, w: int) -> int:
     """ZeRO-2: the blocks gathered in the forward stay until their backward ends; block i's
     backward holds blocks 0..i (and the root), with one flat all-gather output."""
     blocks = units.blocks
-    if moment.layer is not None and "backward" in moment.at:
+    if moment.at == "embedding backward":  # every block's backward is over
+        blocks = 0
+    elif moment.layer is not None and "backward" in moment.at:
         blocks = blocks * (moment.layer + 1) // units.layers
     return (units.root + blocks + units.block) * w

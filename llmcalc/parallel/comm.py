@@ -8,8 +8,8 @@ take; the bytes a ring algorithm puts on the wire are (n âˆ’ 1)/n of them (2(n â
 all-reduce), which the planner applies (parallel/plan.py).
 
 Data parallelism, per micro-batch (PyTorch FSDP2; Zhao et al. 2023, 'PyTorch FSDP', section 3):
-    ZeRO-3  all-gather every block's weights for its forward and again for its backward, the
-            root unit's (embeddings, final norm, LM head) once; reduce-scatter every unit's
+    ZeRO-3  all-gather every unit's weights (each block, and the root: embeddings, final norm,
+            LM head) for its forward and again for its backward; reduce-scatter every unit's
             gradients (in the reduce dtype: fp32 under mixed precision)
     ZeRO-2  the same, but each block is gathered once (kept from forward to backward)
     ZeRO-1  all-reduce the gradients, then all-gather the updated weights once per step
@@ -71,8 +71,8 @@ def data_parallel_rows(cfg: ModelConfig, layout: Layout, precision: str = "fp32"
     n_params = units.root + units.blocks
     g = reduce_bytes(precision)
     if layout.zero >= 2:
-        gathers = (2 if layout.zero == 3 else 1) * layers + 1
-        gathered = (2 if layout.zero == 3 else 1) * units.blocks + units.root
+        times = 2 if layout.zero == 3 else 1  # ZeRO-3 gathers again for the backward
+        gathers, gathered = times * (layers + 1), times * (units.blocks + units.root)
         return [
             CommRow("all-gather", "parameters", "dp", m * gathered * p.weight, m * gathers),
             CommRow("reduce-scatter", "gradients", "dp", m * n_params * g, m * (layers + 1)),

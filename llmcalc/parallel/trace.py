@@ -12,17 +12,23 @@ parallel/collectives.py (every collective's bytes).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.memory.trace import PhasePeak, track_model_state
-from llmcalc.memory.train_step import precision_dtype, training_step
+from llmcalc.memory.train_step import (
+    Optimizer,
+    make_optimizer,
+    optimizer_for,
+    precision_dtype,
+    training_step,
+)
 from llmcalc.model.limits import check_step
 from llmcalc.model.transformer import build_model
 from llmcalc.parallel.layout import Layout
@@ -34,7 +40,7 @@ class TracedParallel:
     peak: int  # bytes on the traced rank at its busiest moment
     peak_phase: str
     phases: dict[str, PhasePeak]
-    comm: dict[tuple[str, str], int]  # (collective, mesh dimension) -> bytes this rank moved
+    comm: dict[str, int]  # collective -> bytes this rank issued (parallel/collectives.py)
 
     @property
     def categories(self) -> dict[str, int]:
@@ -42,13 +48,13 @@ class TracedParallel:
 
 
 @contextmanager
-def fake_world(world: int) -> Iterator[None]:
-    """torch.distributed's fake process group of `world` ranks, this process rank 0."""
+def fake_world(world: int, rank: int = 0) -> Iterator[None]:
+    """torch.distributed's fake process group of `world` ranks, this process `rank`."""
     from torch.testing._internal.distributed.fake_pg import FakeStore
 
     if dist.is_initialized():
         dist.destroy_process_group()
-    dist.init_process_group("fake", rank=0, world_size=world, store=FakeStore())
+    dist.init_process_group("fake", rank=rank, world_size=world, store=FakeStore())
     try:
         yield
     finally:
@@ -56,9 +62,18 @@ def fake_world(world: int) -> Iterator[None]:
 
 
 def layout_mesh(layout: Layout) -> DeviceMesh:
-    """The device mesh (dp, cp, tp); made outside FakeTensorMode (it reads real rank lists)."""
+    """The device mesh (dp, cp, tp), and its flattened dp × cp dimension (the ZeRO shard group);
+    made outside FakeTensorMode (it reads real rank lists)."""
     shape = (layout.dp, layout.cp, layout.tp)
-    return init_device_mesh("cpu", shape, mesh_dim_names=("dp", "cp", "tp"))
+    mesh = init_device_mesh("cpu", shape, mesh_dim_names=("dp", "cp", "tp"))
+    mesh["dp", "cp"]._flatten("dp_cp")
+    return mesh
+
+
+def traced_rank(layout: Layout) -> int:
+    """The rank traced: the last context-parallel rank (it attends to every key: the peak),
+    data- and tensor-parallel rank 0."""
+    return (layout.cp - 1) * layout.tp
 
 
 def trace_parallel(
@@ -71,17 +86,38 @@ def trace_parallel(
     checkpointing: str = "none",
     attention: str = "sdpa",
 ) -> TracedParallel:
-    """Rank 0's peak memory and collectives in one training step under `layout` (no pipeline)."""
-    from llmcalc.parallel.collectives import record_collectives
+    """One rank's peak memory and collectives in one training step under `layout` (no
+    pipeline, no experts: parallel/pipeline_trace.py and expert_plan.py trace those)."""
+    from torch.distributed.tensor.parallel import loss_parallel
+
+    from llmcalc.parallel.collectives import CollectiveRecorder
+    from llmcalc.parallel.context_plan import apply_context_parallel
     from llmcalc.parallel.data_plan import apply_data_parallel
+    from llmcalc.parallel.tensor_plan import apply_tensor_parallel
 
     check_step(cfg, batch, seq, attention)
     tracker = ShardedTracker()
-    with fake_world(layout.world):
+    recorder = CollectiveRecorder()
+    with fake_world(layout.world, traced_rank(layout)):
         mesh = layout_mesh(layout)
-        with FakeTensorMode(allow_non_fake_inputs=True):
-            model = build_model(cfg, "cpu", precision_dtype(precision), attention)
-            opt = apply_data_parallel(model, mesh["dp"], layout.zero, precision, optimizer)
+        parallel_loss = loss_parallel() if layout.tp > 1 else nullcontext()
+        with FakeTensorMode(allow_non_fake_inputs=True), parallel_loss:
+            dtype = torch.float32 if precision == "mixed" and layout.zero >= 2 else None
+            model = build_model(cfg, "cpu", dtype or precision_dtype(precision), attention)
+            if layout.tp > 1:
+                apply_tensor_parallel(model, mesh["tp"], layout.sp)
+            if layout.cp > 1:
+                apply_context_parallel(model, mesh["cp"])
+            if layout.shard_group > 1:
+                # FSDP2 builds meshes from real rank lists: out of fake mode (the parameters
+                # stay fake tensors)
+                with unset_fake_temporarily():
+                    wrapped = apply_data_parallel(
+                        model, mesh["dp_cp"], layout.zero, layout.offload, precision
+                    )
+                opt = wrapped.optimizer(optimizer)
+            else:
+                opt = _plain_optimizer(model, precision, optimizer)
             tokens = torch.randint(0, cfg.vocab_size, (batch, seq // layout.cp))
             training_step(model, opt, tokens, checkpointing)  # warm-up
             track_model_state(tracker, model, opt)
@@ -92,10 +128,31 @@ def trace_parallel(
                     for param in model.parameters():
                         tracker.track(param.grad, "gradients")
                 tracker.enter_phase(phase)
+                recorder.phase = phase
 
             hooks = torch.autograd.graph.saved_tensors_hooks(tracker.pack_saved, lambda t: t)
-            with record_collectives(mesh) as comm, tracker, hooks, tracker.following_resizes():
+            with (
+                recorder,
+                tracker,
+                hooks,
+                tracker.following_resizes(),
+                tracker.without_shape_inference(),
+            ):
                 training_step(model, opt, tokens, checkpointing, on_phase)
     phases = {phase: tracker.peaks[phase] for phase in ("forward", "backward", "optimizer")}
     top = max(phases, key=lambda phase: phases[phase].total)
-    return TracedParallel(phases[top].total, top, phases, comm.bytes_by_kind())
+    return TracedParallel(phases[top].total, top, phases, recorder.bytes_by_kind())
+
+
+def _plain_optimizer(model: torch.nn.Module, precision: str, optimizer: str) -> Optimizer:
+    """No data parallelism: the one-GPU optimizer, with tensor parallelism's plain (replicated)
+    norms in a group of their own (fused AdamW does not mix them with DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    if precision == "mixed":
+        return optimizer_for(model, precision, optimizer)
+    params = list(model.parameters())
+    sharded = [p for p in params if isinstance(p, DTensor)]
+    plain = [p for p in params if not isinstance(p, DTensor)]
+    groups = [{"params": group} for group in (sharded, plain) if group]
+    return make_optimizer(groups, optimizer)

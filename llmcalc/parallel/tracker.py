@@ -30,6 +30,20 @@ class ShardedTracker(StorageTracker):
     def __init__(self) -> None:
         super().__init__()
         self.totals[GATHERED] = 0
+        self.shadow = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        # DTensor ops pass on to DTensor's own dispatch, whose ops on the local shards come
+        # back here (as torch's CommDebugMode sees them)
+        if any(t is DTensor for t in types):
+            return NotImplemented
+        if self.shadow:  # DTensor's shape inference: global-shape tensors no device holds
+            return func(*args, **(kwargs or {}))
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+    def pack_saved(self, tensor: torch.Tensor) -> torch.Tensor:
+        super().pack_saved(local(tensor))
+        return tensor
 
     def track(self, tensor: torch.Tensor, category: str, move: bool = True) -> None:
         super().track(local(tensor), category, move)
@@ -50,6 +64,29 @@ class ShardedTracker(StorageTracker):
         self.totals[GATHERED] += nbytes
         self.current = sum(self.totals.values())
         self._note_peak()
+
+    @contextmanager
+    def without_shape_inference(self) -> Iterator[None]:
+        """DTensor infers each op's global output shape by running it on fake tensors of the
+        global shape (ShardingPropagator), in the trace's own FakeTensorMode: on a GPU that runs
+        on the meta device and holds nothing, so it is not counted."""
+        from torch.distributed.tensor._sharding_prop import ShardingPropagator
+
+        original = ShardingPropagator._propagate_tensor_meta_non_cached
+        tracker = self
+
+        def propagate(propagator, op_schema):  # noqa: ANN001, ANN202
+            tracker.shadow = True
+            try:
+                return original(propagator, op_schema)
+            finally:
+                tracker.shadow = False
+
+        ShardingPropagator._propagate_tensor_meta_non_cached = propagate
+        try:
+            yield
+        finally:
+            ShardingPropagator._propagate_tensor_meta_non_cached = original
 
     @contextmanager
     def following_resizes(self) -> Iterator[None]:
