@@ -78,9 +78,7 @@ class ExpertParallelExperts(Experts):
         if permutation is not None:  # back to the received order
             where = permutation.unsqueeze(-1).expand_as(out)  # a view: keeps the permutation only
             out = torch.empty_like(out).scatter_(0, where, out)
-        back = funcol.wait_tensor(
-            funcol.all_to_all_single_autograd(out, to_rank, from_rank, group)
-        )
+        back = funcol.wait_tensor(funcol.all_to_all_single_autograd(out, to_rank, from_rank, group))
         back = back * weights.flatten()[order].unsqueeze(-1).to(back.dtype)
         return torch.zeros_like(x).index_add_(0, token, back)
 
