@@ -128,13 +128,19 @@ def activations_per_rank(
     ep: int,
     rank: int,
     precision: str = "fp32",
+    checkpointing: str = "none",
     attention: str = "sdpa",
 ) -> int:
-    """Bytes of activations one rank keeps for backward in a training step without
-    checkpointing, each rank on its own (batch, seq) tokens: the single-GPU figure
-    (memory/formula.py) with each MoE layer's as moe_saved_per_rank."""
+    """Bytes of activations one rank keeps for backward in a training step, each rank on its
+    own (batch, seq) tokens: the single-GPU figure (memory/formula.py) with each MoE layer's as
+    moe_saved_per_rank; with full checkpointing the blocks keep only their inputs, as on one
+    GPU."""
     a = PRECISION[precision].activation
-    whole = training_memory(cfg, batch, seq, precision, attention=attention).activations
+    whole = training_memory(
+        cfg, batch, seq, precision, checkpointing=checkpointing, attention=attention
+    ).activations
+    if checkpointing == "full":
+        return whole
     n, layers = batch * seq, moe_layer_count(cfg)
     single = moe_saved_per_rank(cfg, n, a, 1, 0)
     return whole + layers * (moe_saved_per_rank(cfg, n, a, ep, rank) - single)

@@ -11,7 +11,7 @@ from torch.distributed.device_mesh import init_device_mesh
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.model.transformer import build_model
-from llmcalc.parallel.expert_plan import apply_expert_parallel
+from llmcalc.parallel.expert_plan import ExpertParallelExperts, apply_expert_parallel
 
 REAL = dict(
     name="tiny",
@@ -52,6 +52,11 @@ def ep_worker(rank: int, world: int, port: int, results) -> None:  # noqa: ANN00
             0, cfg.vocab_size, (2, 12), generator=torch.Generator().manual_seed(rank)
         )
         targets = tokens.roll(-1, dims=1)
+        routed = []  # rows per expert the router chose in the first MoE layer
+        first = next(m for m in model.modules() if isinstance(m, ExpertParallelExperts))
+        first.register_forward_hook(
+            lambda _, args, __: routed.append(torch.bincount(args[2].flatten(), minlength=4))
+        )
         logits = (model(tokens) - reference(tokens)).abs().max().item()
         loss, expected = model(tokens, targets), reference(tokens, targets)
         loss.backward()
@@ -65,9 +70,9 @@ def ep_worker(rank: int, world: int, port: int, results) -> None:  # noqa: ANN00
                 dist.all_reduce(grad)
                 grad = grad[rank * held : (rank + 1) * held]
             worst = max(worst, (p.grad - grad).abs().max().item())
-        results.put((rank, logits, abs(loss.item() - expected.item()), worst))
+        results.put((rank, logits, abs(loss.item() - expected.item()), worst, routed[0].tolist()))
     except Exception as error:  # noqa: BLE001
-        results.put((rank, repr(error), None, None))
+        results.put((rank, repr(error), None, None, None))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -95,7 +95,8 @@ def test_fake_group_step_matches_the_closed_form_exactly(fake_group, name, preci
 def test_full_checkpointing_runs_every_forward_all_to_all_again(fake_group):
     ep, rank, mesh = fake_group
     cfg = ModelConfig.from_dict(DEEPSEEK)
-    _, collectives = trace_expert_parallel(cfg, mesh, 2, SEQ, "bf16", checkpointing="full")
+    traced, collectives = trace_expert_parallel(cfg, mesh, 2, SEQ, "bf16", checkpointing="full")
+    assert traced.saved == activations_per_rank(cfg, 2, SEQ, ep, rank, "bf16", "full")
     predicted = all_to_alls(cfg, 2, SEQ, ep, rank, "bf16", "full")
     phase = {"recompute": "backward"}  # the recomputation runs inside the backward
     assert sorted((c.phase, c.sent, c.received) for c in collectives) == sorted(
@@ -115,6 +116,25 @@ def test_known_figures():
     assert all_to_all_bytes(cfg, 1, 14, 4, 0) == 2 * (64 + 2 * (3584 + 4096))
     expert = 2 * 24 * 32 + 32 * 24  # gate_up (2f, d) and down (d, f)
     assert parameters_per_rank(cfg, 1) - parameters_per_rank(cfg, 4) == 2 * 6 * expert
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "fake_group,preset,seq",
+    [((64, 63), "deepseek-v3", 512), ((8, 5), "mixtral-8x7b", 1024)],
+    indirect=["fake_group"],
+)
+def test_full_size_presets_match_the_closed_form_exactly(fake_group, preset, seq):
+    """DeepSeek-V3 on 64 ranks (4 experts each, regrouped by the permutation; 512 · 8
+    assignments over 256 experts), Mixtral 8x7B on 8 (one expert each), bf16: 10-40 s each."""
+    from llmcalc.config.presets import load_config
+
+    ep, rank, mesh = fake_group
+    cfg = load_config(preset)
+    traced, collectives = trace_expert_parallel(cfg, mesh, 1, seq, "bf16")
+    assert traced.phases["forward"].categories["weights"] == parameters_per_rank(cfg, ep) * 2
+    assert traced.saved == activations_per_rank(cfg, 1, seq, ep, rank, "bf16")
+    assert sum(c.sent for c in collectives) == all_to_all_bytes(cfg, 1, seq, ep, rank, "bf16")
 
 
 @pytest.mark.parametrize(
@@ -154,6 +174,8 @@ def test_gloo_expert_parallel_equals_the_single_process_model():
             worker.join(timeout=10)
             if worker.is_alive():
                 worker.kill()
-    for rank, logits, loss, gradients in got:
+    for rank, logits, loss, gradients, _ in got:
         assert loss is not None, f"rank {rank}: {logits}"
         assert logits < 1e-5 and loss < 1e-5 and gradients < 1e-5, (rank, logits, loss, gradients)
+    routed = [counts for *_, counts in got]
+    assert any(counts != [12, 12, 12, 12] for counts in routed), routed  # not the balanced rule
