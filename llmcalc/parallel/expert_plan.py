@@ -17,6 +17,7 @@ real step's).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 import torch.distributed._functional_collectives as funcol
@@ -64,7 +65,7 @@ class ExpertParallelExperts(Experts):
         counts = [sum(received[s * held + j] for s in range(ep)) for j in range(held)]
         permutation = None
         if held > 1:  # regroup by local expert
-            permutation = _by_expert(received, ep, held)
+            permutation = _by_expert(received, ep, held, got.device)
             got = got[permutation]
         outputs, start = [], 0
         for run_first, n, each in equal_runs(counts):
@@ -100,15 +101,12 @@ class ExpertParallelExperts(Experts):
         return sent, sent[first : first + held] * ep
 
 
-def _by_expert(received: list[int], ep: int, held: int) -> torch.Tensor:
+def _by_expert(received: list[int], ep: int, held: int, device: torch.device) -> torch.Tensor:
     """Indices that reorder rows laid out by (source rank, local expert) as (local expert,
     source rank), int64."""
-    starts, at = [], 0
-    for size in received:
-        starts.append(at)
-        at += size
+    starts = [0, *accumulate(received)]
     pieces = [
-        torch.arange(starts[s * held + j], starts[s * held + j] + received[s * held + j])
+        torch.arange(starts[s * held + j], starts[s * held + j + 1], device=device)
         for j in range(held)
         for s in range(ep)
     ]
@@ -121,16 +119,10 @@ def apply_expert_parallel(model: nn.Module, ep_mesh: object) -> nn.Module:
     tokens by all-to-all. Returns the model. Raises LLMCalcError if ep does not divide
     n_experts or the model is dense."""
     ep, rank, group = ep_mesh.size(), ep_mesh.get_local_rank(), ep_mesh.get_group()
-    cfg = getattr(model, "cfg", None)
-    for module in model.modules():
-        if isinstance(module, Experts):
-            cfg = module.cfg
-            break
-    check_expert_parallel(cfg, ep)
-    held = cfg.n_experts // ep if cfg.n_experts else 0
-    for module in list(model.modules()):
-        if not isinstance(module, Experts):
-            continue
+    layers = [module for module in model.modules() if isinstance(module, Experts)]
+    check_expert_parallel(layers[0].cfg if layers else model.cfg, ep)
+    for module in layers:
+        held = module.cfg.n_experts // ep
         for name in SHARDED:
             whole = getattr(module, name, None)
             if whole is None:
