@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmcalc.config.schema import ModelConfig
-from llmcalc.memory.formula import PRECISION, Phase, Precision
+from llmcalc.memory.formula import PRECISION, STATE_TENSORS, Phase, Precision
 from llmcalc.memory.parameters import block_sizes, parameter_groups
+from llmcalc.parallel.expert import parameters_per_rank
 from llmcalc.parallel.layout import Layout
 from llmcalc.parallel.states import partitioned
 from llmcalc.parallel.tensor import chunk
@@ -74,6 +75,13 @@ def rank_moment(
     cats = moment.categories
     weights, grads, states = cats["weights"], cats["gradients"], cats["optimizer"]
     at = moment.at
+    if layout.ep > 1:  # the router's E logits where the one-GPU model of the share has E/ep
+        delta = parameters_per_rank(cfg, layout.ep) - n_params
+        n_params += delta
+        weights += delta * p.weight
+        states += delta * (STATE_TENSORS[optimizer] * p.state + p.master)
+        if at in ("optimizer step", "embedding backward"):
+            grads += delta * (p.step_grad if at == "optimizer step" else p.grad)
     if zero >= 2 and precision == "mixed":  # FSDP2: the fp32 shard is the master copy
         weights, states = n_params * p.master, states - n_params * p.master
     if zero >= 2:  # FSDP2 keeps the weights sharded, gathering them into buffers

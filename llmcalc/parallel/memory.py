@@ -17,11 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from llmcalc.config.experts import is_moe
 from llmcalc.config.schema import ModelConfig
+from llmcalc.errors import LLMCalcError
 from llmcalc.memory.activations import head_activations, layer_activations
+from llmcalc.memory.experts import layer_kinds
 from llmcalc.memory.formula import PRECISION, Phase, training_memory
 from llmcalc.parallel.buffers import RankMemory, rank_moment
 from llmcalc.parallel.context import check_context, context_layer_activations
+from llmcalc.parallel.expert import check_expert_parallel, moe_saved_per_rank
 from llmcalc.parallel.layout import Layout, check_layout
 from llmcalc.parallel.tensor import (
     check_tensor_parallel,
@@ -49,19 +53,33 @@ class ParallelMemory:
 
 
 def check_parallel(cfg: ModelConfig, layout: Layout, seq: int, attention: str = "sdpa") -> None:
-    """Every refusal of the layout, the tensor- and the context-parallel closed forms."""
+    """Every refusal of the layout, the tensor-, context- and expert-parallel closed forms."""
     check_layout(cfg, layout, seq)
     if layout.tp > 1:
         check_tensor_parallel(cfg, layout.tp, layout.sp, seq)
     if layout.cp > 1:
         check_context(cfg, seq, layout.cp, attention)
+    if layout.ep > 1:
+        check_expert_parallel(cfg, layout.ep)
+        local = cfg.n_experts // layout.ep
+        if cfg.experts_per_token > local:
+            raise LLMCalcError(
+                f"--ep {layout.ep}: per-GPU memory is modelled while each GPU holds at least "
+                f"experts_per_token ({cfg.experts_per_token}) experts; here {cfg.n_experts}/"
+                f"{layout.ep} = {local}; allowed: --ep up to {cfg.n_experts // cfg.experts_per_token}"
+            )
 
 
 def rank_config(cfg: ModelConfig, layout: Layout) -> ModelConfig:
-    """The model as one tensor-parallel rank holds it."""
-    if layout.tp == 1:
-        return cfg
-    return local_config(cfg, layout.tp).replace(vocab_size=chunk(cfg.vocab_size, layout.tp))
+    """The model as one rank holds and runs it: tensor parallelism's share of each layer and of
+    the vocabulary; expert parallelism's n_experts/ep experts, which under the balanced rule
+    process as many rows (n·k of every rank's tokens, over its experts) as ep·n·k/E each."""
+    local = cfg
+    if layout.tp > 1:
+        local = local_config(cfg, layout.tp).replace(vocab_size=chunk(cfg.vocab_size, layout.tp))
+    if layout.ep > 1:
+        local = local.replace(n_experts=cfg.n_experts // layout.ep)
+    return local
 
 
 def parallel_memory(
@@ -87,7 +105,9 @@ def parallel_memory(
         head = _extra_head(cfg, layout, batch, seq, precision)
         moments = []
         for moment in local.moments:
-            moment = _with_extra(moment, cfg.n_layers, extra, head, checkpointing)
+            moment = _with_extra(cfg, moment, extra, head, checkpointing)
+            tokens = seq // layout.cp
+            moment = _loss_parallel_backward(moment, layout, batch, tokens, local_cfg.vocab_size)
             moments.append(rank_moment(cfg, local_cfg, layout, moment, precision, optimizer))
         top = max(moments, key=lambda m: m.peak)
         kind = f"cp rank {cp_rank}" if layout.cp > 1 else "every rank"
@@ -103,19 +123,30 @@ def _extra_per_layer(
     precision: str,
     attention: str,
     cp_rank: int,
-) -> int:
-    """Bytes a layer keeps on the rank beyond what the one-GPU model of its share keeps."""
+) -> dict[bool, int]:
+    """Bytes a dense (False) and an MoE (True) layer keep on the rank beyond what the one-GPU
+    model of its share keeps."""
     a = PRECISION[precision].activation
     local_cfg = rank_config(cfg, layout)
     tokens = seq // layout.cp
-    plain = sum(layer_activations(local_cfg, batch, tokens, a, attention).values())
-    if layout.cp > 1:
-        exact = context_layer_activations(local_cfg, batch, seq, layout.cp, cp_rank, a, attention)
-        return sum(exact.values()) - plain
-    if layout.tp > 1 and layout.sp:
-        exact = layer_activations_tp(cfg, batch, tokens, a, layout.tp, True, attention)
-        return sum(exact.values()) - plain
-    return 0
+    extra = {}
+    for moe in {False, is_moe(cfg)}:
+        plain = sum(layer_activations(local_cfg, batch, tokens, a, attention, moe=moe).values())
+        exact = plain
+        if layout.cp > 1:
+            saved = context_layer_activations(
+                local_cfg, batch, seq, layout.cp, cp_rank, a, attention, moe=moe
+            )
+            exact = sum(saved.values())
+        elif layout.tp > 1 and layout.sp:
+            saved = layer_activations_tp(cfg, batch, tokens, a, layout.tp, True, attention)
+            exact = sum(saved.values())
+        if moe and layout.ep > 1:  # the rows rank 0's experts process, as dispatched
+            n = batch * tokens
+            exact += moe_saved_per_rank(cfg, n, a, layout.ep, 0)
+            exact -= moe_saved_per_rank(local_cfg, n, a, 1, 0)
+        extra[moe] = exact - plain
+    return extra
 
 
 def _extra_head(cfg: ModelConfig, layout: Layout, batch: int, seq: int, precision: str) -> int:
@@ -129,16 +160,30 @@ def _extra_head(cfg: ModelConfig, layout: Layout, batch: int, seq: int, precisio
     return sum(exact.values()) - sum(plain.values())
 
 
-def _with_extra(moment: Phase, layers: int, extra: int, head: int, checkpointing: str) -> Phase:
+def _with_extra(
+    cfg: ModelConfig, moment: Phase, extra: dict[bool, int], head: int, checkpointing: str
+) -> Phase:
     """A moment with the extra activations of the layers still kept then (all in the forward,
     layers 0..i in block i's backward, none at the embeddings' backward or the optimizer)."""
-    if (not extra and not head) or checkpointing == "full":
+    if not any(extra.values()) and not head or checkpointing == "full":
         return moment
-    at = moment.at
-    if at in ("optimizer step", "embedding backward"):
+    if moment.at in ("optimizer step", "embedding backward"):
         return moment
-    kept = layers if moment.layer is None else moment.layer + 1
-    add = kept * extra + head
+    kinds = layer_kinds(cfg, moment.layer)
+    add = head + sum(count * extra[moe] for (_, moe), count in kinds.items())
     categories = dict(moment.categories)
     categories["activations"] += add
+    return replace(moment, total=moment.total + add, categories=categories)
+
+
+def _loss_parallel_backward(
+    moment: Phase, layout: Layout, batch: int, tokens: int, vocab: int
+) -> Phase:
+    """torch's loss_parallel differentiates its log-softmax with one more fp32 buffer of the
+    local logits than cross_entropy does (zeros, exp and their sum alive at once)."""
+    if layout.tp == 1 or moment.at != "log-softmax backward":
+        return moment
+    add = batch * tokens * vocab * 4
+    categories = dict(moment.categories)
+    categories["other"] += add
     return replace(moment, total=moment.total + add, categories=categories)
