@@ -12,8 +12,9 @@ Data parallelism, per micro-batch (PyTorch FSDP2; Zhao et al. 2023, 'PyTorch FSD
             LM head) for its forward and again for its backward; reduce-scatter every unit's
             gradients (in the reduce dtype: fp32 under mixed precision)
     ZeRO-2  the same, but each block is gathered once (kept from forward to backward)
-    ZeRO-1  all-reduce the gradients, then all-gather the updated weights once per step
-    ZeRO-0  all-reduce the gradients
+    ZeRO-1  all-reduce every unit's gradients (replicate_with_fsdp), then all-gather each updated
+            weight once per step (parallel/data_plan.py's ShardedOptimizer)
+    ZeRO-0  all-reduce every unit's gradients
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.memory.formula import PRECISION
+from llmcalc.memory.parameters import parameter_groups
 from llmcalc.parallel.buffers import fsdp_units
 from llmcalc.parallel.context import context_comm
 from llmcalc.parallel.layout import Layout
@@ -77,9 +79,12 @@ def data_parallel_rows(cfg: ModelConfig, layout: Layout, precision: str = "fp32"
             CommRow("all-gather", "parameters", "dp", m * gathered * p.weight, m * gathers),
             CommRow("reduce-scatter", "gradients", "dp", m * n_params * g, m * (layers + 1)),
         ]
-    rows = [CommRow("all-reduce", "gradients", "dp", n_params * g, 1)]
+    # replicate_with_fsdp all-reduces the gradients as the backward makes them (bf16 under
+    # mixed precision: MasterWeights converts them to fp32 only for the step)
+    rows = [CommRow("all-reduce", "gradients", "dp", m * n_params * p.grad, m * (layers + 1))]
     if layout.zero == 1:
-        rows.append(CommRow("all-gather", "parameters", "dp", n_params * p.weight, 1))
+        tensors = sum(len(sizes) * times for sizes, times in parameter_groups(cfg))
+        rows.append(CommRow("all-gather", "parameters", "dp", n_params * p.weight, tensors))
     return rows
 
 

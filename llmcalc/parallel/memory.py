@@ -101,11 +101,11 @@ def parallel_memory(
     cp_ranks = sorted({0, layout.cp - 1})
     ranks = {}
     for cp_rank in cp_ranks:
-        extra = _extra_per_layer(cfg, layout, batch, seq, precision, attention, cp_rank)
+        extra = _extra_per_layer(cfg, layout, batch, seq, setup, cp_rank)
         head = _extra_head(cfg, layout, batch, seq, precision)
         moments = []
         for moment in local.moments:
-            moment = _with_extra(cfg, moment, extra, head, checkpointing)
+            moment = _with_extra(cfg, moment, extra, head)
             tokens = seq // layout.cp
             moment = _loss_parallel_backward(moment, layout, batch, tokens, local_cfg.vocab_size)
             moments.append(rank_moment(cfg, local_cfg, layout, moment, precision, optimizer))
@@ -120,15 +120,20 @@ def _extra_per_layer(
     layout: Layout,
     batch: int,
     seq: int,
-    precision: str,
-    attention: str,
+    setup: tuple[str, str, str, str],
     cp_rank: int,
 ) -> dict[bool, int]:
     """Bytes a dense (False) and an MoE (True) layer keep on the rank beyond what the one-GPU
-    model of its share keeps."""
+    model of its share keeps. Under full checkpointing a layer keeps its input: with sequence
+    parallelism 1/t of it."""
+    precision, _, checkpointing, attention = setup
     a = PRECISION[precision].activation
     local_cfg = rank_config(cfg, layout)
     tokens = seq // layout.cp
+    if checkpointing == "full":
+        stream = batch * tokens * cfg.d_model * a
+        shrink = stream // layout.tp - stream if layout.sp else 0
+        return {False: shrink, True: shrink}
     extra = {}
     for moe in {False, is_moe(cfg)}:
         plain = sum(layer_activations(local_cfg, batch, tokens, a, attention, moe=moe).values())
@@ -160,12 +165,11 @@ def _extra_head(cfg: ModelConfig, layout: Layout, batch: int, seq: int, precisio
     return sum(exact.values()) - sum(plain.values())
 
 
-def _with_extra(
-    cfg: ModelConfig, moment: Phase, extra: dict[bool, int], head: int, checkpointing: str
-) -> Phase:
+def _with_extra(cfg: ModelConfig, moment: Phase, extra: dict[bool, int], head: int) -> Phase:
     """A moment with the extra activations of the layers still kept then (all in the forward,
-    layers 0..i in block i's backward, none at the embeddings' backward or the optimizer)."""
-    if not any(extra.values()) and not head or checkpointing == "full":
+    layers 0..i in block i's backward or checkpointed forward, none at the embeddings' backward
+    or the optimizer)."""
+    if not any(extra.values()) and not head:
         return moment
     if moment.at in ("optimizer step", "embedding backward"):
         return moment
