@@ -106,20 +106,21 @@ def check_runs(cfg: ModelConfig, runs: list[tuple[list[bool], int]]) -> bool:
     return flat == [is_moe_layer(cfg, i) for i in range(cfg.n_layers)]
 
 
-def moe_sizes(cfg: ModelConfig, linear: Linear) -> list[int]:
+def moe_sizes(cfg: ModelConfig, linear: Linear, pad: int = 1) -> list[int]:
     """An MoE layer's MLP tensors: the router (and its bias), the grouped experts' gate_up_proj
     (E, 2f or f, d) and down_proj (E, d, f), their biases (expert_bias), the shared experts
     as one MLP of width d_ff_shared, and its sigmoid gate. DeepSeek-V3's score correction is a
-    buffer, not a parameter."""
+    buffer, not a parameter. With `pad`: first dimensions padded to a multiple of it."""
     d, experts, f = cfg.d_model, cfg.n_experts, cfg.d_ff_expert
     up = 2 * f if cfg.is_glu else f
-    sizes = linear(d, experts, cfg.router_bias) + [experts * up * d, experts * d * f]
+    rows = -(-experts // pad) * pad
+    sizes = linear(d, experts, cfg.router_bias) + [rows * up * d, rows * d * f]
     if cfg.expert_bias:
-        sizes += [experts * up, experts * d]
+        sizes += [rows * up, rows * d]
     if cfg.n_shared_experts:
         sizes += dense_mlp_sizes(cfg, linear, cfg.d_ff_shared)
         if cfg.shared_expert_gate:
-            sizes += [d]
+            sizes += linear(d, 1, False)  # a (1, d) weight
     return sizes
 
 

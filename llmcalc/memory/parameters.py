@@ -17,28 +17,36 @@ Linear = Callable[[int, int, bool], list[int]]
 # --- parameter tensors (optimizers keep per-tensor state) --------------------------------------
 
 
-def _norm_and_linear(cfg: ModelConfig) -> tuple[Norm, Linear]:
+def padded(rows: int, pad: int) -> int:
+    """Rows of a tensor whose first dimension is padded to a multiple of `pad` (FSDP2 shards
+    dimension 0 of every parameter in equal chunks over `pad` ranks)."""
+    return -(-rows // pad) * pad
+
+
+def _norm_and_linear(cfg: ModelConfig, pad: int = 1) -> tuple[Norm, Linear]:
     ln_bias = cfg.norm == "layernorm" and cfg.norm_bias
 
     def norm(width: int) -> list[int]:
         if not cfg.norm_affine:
             return []
-        return [width, width] if ln_bias else [width]
+        return [padded(width, pad)] * (2 if ln_bias else 1)
 
     def linear(inputs: int, outputs: int, bias: bool) -> list[int]:
-        return [inputs * outputs, outputs] if bias else [inputs * outputs]
+        rows = padded(outputs, pad)
+        return [inputs * rows, rows] if bias else [inputs * rows]
 
     return norm, linear
 
 
-def block_sizes(cfg: ModelConfig) -> dict[bool, list[int]]:
-    """One block's parameter tensors in order, for a dense (False) and an MoE (True) layer."""
+def block_sizes(cfg: ModelConfig, pad: int = 1) -> dict[bool, list[int]]:
+    """One block's parameter tensors in order, for a dense (False) and an MoE (True) layer; with
+    `pad`, each tensor's first dimension padded to a multiple of it."""
     d = cfg.d_model
-    norm, linear = _norm_and_linear(cfg)
+    norm, linear = _norm_and_linear(cfg, pad)
     pre = cfg.norm_position in ("pre", "sandwich")
     out = cfg.norm_position in ("sandwich", "output")
     shared = cfg.block == "parallel_shared_norm"
-    attn = [cfg.n_heads] if cfg.attention_sinks else []  # gpt-oss: a logit per head, first
+    attn = [padded(cfg.n_heads, pad)] if cfg.attention_sinks else []  # gpt-oss: a logit per head
     if is_latent(cfg):
         attn += latent_attention_sizes(cfg, norm, linear)
     elif cfg.fused_qkv:
@@ -48,7 +56,8 @@ def block_sizes(cfg: ModelConfig) -> dict[bool, list[int]]:
     if not is_latent(cfg):
         attn += linear(cfg.q_dim, d, cfg.out_bias)
     if cfg.qk_norm == "per_head":  # one (heads, head_dim) weight each, no bias
-        attn += [cfg.q_dim, cfg.kv_dim]
+        h_dim = cfg.head_dim
+        attn += [padded(cfg.n_heads, pad) * h_dim, padded(cfg.n_kv_heads, pad) * h_dim]
     elif cfg.qk_norm != "none":
         heads = cfg.qk_norm == "head"
         attn += norm(cfg.head_dim if heads else cfg.q_dim) + norm(
@@ -56,7 +65,7 @@ def block_sizes(cfg: ModelConfig) -> dict[bool, list[int]]:
         )
 
     def block(moe: bool) -> list[int]:
-        mlp = moe_sizes(cfg, linear) if moe else dense_mlp_sizes(cfg, linear, cfg.d_ff)
+        mlp = moe_sizes(cfg, linear, pad) if moe else dense_mlp_sizes(cfg, linear, cfg.d_ff)
         sizes = (norm(d) if pre else []) + attn + (norm(d) if out else [])
         sizes += (norm(d) if pre and not shared else []) + mlp
         sizes += norm(d) if out and not shared else []
@@ -67,22 +76,22 @@ def block_sizes(cfg: ModelConfig) -> dict[bool, list[int]]:
     return {False: block(False), True: block(True) if is_moe(cfg) else []}
 
 
-def parameter_groups(cfg: ModelConfig) -> list[tuple[list[int], int]]:
+def parameter_groups(cfg: ModelConfig, pad: int = 1) -> list[tuple[list[int], int]]:
     """Sizes of the parameter tensors in the model's order (model/; a tied head is the
     embedding, listed once), as (sizes, times): the embeddings once, the blocks as runs of
     equal blocks (dense and MoE layers: memory/experts.py's layer_runs), the head once; never
-    a list n_layers long (n_layers may be 10**9)."""
+    a list n_layers long (n_layers may be 10**9); with `pad`, each tensor's first dimension
+    padded to a multiple of it (what FSDP2's collectives move)."""
     d = cfg.d_model
-    norm, _ = _norm_and_linear(cfg)
-    blocks = block_sizes(cfg)
-    first = [cfg.vocab_size * d]
+    norm, _ = _norm_and_linear(cfg, pad)
+    blocks = block_sizes(cfg, pad)
+    vocab = padded(cfg.vocab_size, pad)
+    first = [vocab * d]
     if cfg.position == "learned":
-        first.append((cfg.max_seq_len + cfg.position_offset) * d)
+        first.append(padded(cfg.max_seq_len + cfg.position_offset, pad) * d)
     first += norm(d) if cfg.embedding_norm else []
-    last = (norm(d) if cfg.final_norm else []) + (
-        [] if cfg.tie_embeddings else [cfg.vocab_size * d]
-    )
-    last += [cfg.vocab_size] if cfg.lm_head_bias else []
+    last = (norm(d) if cfg.final_norm else []) + ([] if cfg.tie_embeddings else [vocab * d])
+    last += [vocab] if cfg.lm_head_bias else []
     runs = [
         ([s for moe in pattern for s in blocks[moe]], times) for pattern, times in layer_runs(cfg)
     ]

@@ -51,10 +51,12 @@ class Units:
     layers: int
 
 
-def fsdp_units(cfg: ModelConfig) -> Units:
-    groups = parameter_groups(cfg)
+def fsdp_units(cfg: ModelConfig, pad: int = 1) -> Units:
+    """The units' elements; with `pad` (the shard group), as FSDP2 pads them for its
+    collectives: each tensor's first dimension to a multiple of the group."""
+    groups = parameter_groups(cfg, pad)
     head = sum(groups[-1][0])
-    sizes = [sum(block) for block in block_sizes(cfg).values() if block]
+    sizes = [sum(block) for block in block_sizes(cfg, pad).values() if block]
     blocks = sum(sum(s) * times for s, times in groups[1:-1])
     return Units(sum(groups[0][0]) + head, max(sizes), blocks, head, cfg.n_layers)
 

@@ -68,23 +68,25 @@ def data_parallel_rows(cfg: ModelConfig, layout: Layout, precision: str = "fp32"
     if layout.shard_group == 1:
         return []
     p = PRECISION[precision]
-    units = fsdp_units(cfg)
     m, layers = layout.microbatches, cfg.n_layers
-    n_params = units.root + units.blocks
-    g = reduce_bytes(precision)
+    units = fsdp_units(cfg, pad=layout.shard_group)  # what FSDP2's collectives move, padded
+    n_padded = units.root + units.blocks
     if layout.zero >= 2:
         times = 2 if layout.zero == 3 else 1  # ZeRO-3 gathers again for the backward
-        gathers, gathered = times * (layers + 1), times * (units.blocks + units.root)
+        gathers, gathered = times * (layers + 1), times * n_padded
+        g = reduce_bytes(precision)
         return [
             CommRow("all-gather", "parameters", "dp", m * gathered * p.weight, m * gathers),
-            CommRow("reduce-scatter", "gradients", "dp", m * n_params * g, m * (layers + 1)),
+            CommRow("reduce-scatter", "gradients", "dp", m * n_padded * g, m * (layers + 1)),
         ]
     # replicate_with_fsdp all-reduces the gradients as the backward makes them (bf16 under
-    # mixed precision: MasterWeights converts them to fp32 only for the step)
+    # mixed precision: MasterWeights converts them to fp32 only for the step), unpadded
+    whole = fsdp_units(cfg)
+    n_params = whole.root + whole.blocks
     rows = [CommRow("all-reduce", "gradients", "dp", m * n_params * p.grad, m * (layers + 1))]
     if layout.zero == 1:
         tensors = sum(len(sizes) * times for sizes, times in parameter_groups(cfg))
-        rows.append(CommRow("all-gather", "parameters", "dp", n_params * p.weight, tensors))
+        rows.append(CommRow("all-gather", "parameters", "dp", n_padded * p.weight, tensors))
     return rows
 
 
