@@ -1,0 +1,340 @@
+"""`llmcalc plan`: the layouts of a training job on N GPUs that fit in their memory, ranked by an
+estimated step time. No torch.
+
+A layout is dp × tp × pp × cp (= the GPUs; ep borrows its ranks from dp · cp, layout.py), a ZeRO
+stage, full recomputation or none, a micro-batch size and a pipeline schedule. Its memory is
+parallel_memory's closed form on the busiest GPU; its step time
+
+    step = compute + exposed communication + pipeline bubble
+    compute = FLOPs per GPU / (peak · MFU),  FLOPs per GPU = step FLOPs / (dp · tp · pp · cp)
+    bubble = (pp − 1) / (v · M) · compute     (1F1B and interleaved 1F1B; Narayanan et al. 2021,
+                                               "Efficient Large-Scale Language Model Training on
+                                               GPU Clusters Using Megatron-LM", section 2.2)
+
+with step FLOPs flops/formula.py's training step (forward, backward and the recomputed forward,
+every T×T attention product counted as torch's FlopCounterMode counts it) and the communication
+of comm.py's closed form, each collective's bytes over the bandwidth of the link its group spans
+(interconnect.py). ASSUMPTIONS says each simplification in words; the report prints them.
+
+The search is best-first: every candidate has a lower bound (compute + bubble: communication
+only adds), candidates are taken cheapest bound first, their memory checked (a micro-batch that
+does not fit rules out the larger ones of the same layout) and then their communication timed;
+the search stops once `top` layouts are found whose times no remaining bound can beat.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmcalc.config.experts import is_moe
+from llmcalc.config.schema import ModelConfig
+from llmcalc.errors import LLMCalcError
+from llmcalc.flops.formula import forward_flops, step_flops
+from llmcalc.parallel.interconnect import Machine, peak
+from llmcalc.parallel.layout import Layout
+from llmcalc.units import format_bytes
+
+RECOMPUTE = ("none", "full")
+GROUPS = ("tp", "cp", "ep", "dp", "pp")
+ASSUMPTIONS = (
+    "compute = FLOPs per GPU / (peak × MFU); FLOPs per GPU = the step's counted FLOPs (forward,"
+    " backward, recomputed forward; full T×T attention products) / (dp·tp·pp·cp): evenly"
+    " split, the pipeline stage holding the LM head is not made slower",
+    "MFU is the same for every layout and micro-batch size; ties go to the larger micro-batch",
+    "ranks in Megatron-LM's order, tp innermost, then cp, dp, pp ({node} GPUs a node): a group"
+    " uses the intra-node link ({intra}/s per GPU) if its ranks share a node, else the network"
+    " ({inter}/s per GPU)",
+    "collective bytes are what each GPU sends; time = bytes / the link's per-direction bandwidth;"
+    " no latency term, no contention between groups",
+    "tensor-, context- and expert-parallel collectives and pipeline sends are not overlapped",
+    "data-parallel collectives (gradient reduction, ZeRO parameter gathers) run behind compute"
+    " bucket by bucket: all but one layer's share is hidden, as long as the compute lasts",
+    "pipeline bubble = (pp − 1) / (v · M) of compute (1F1B; interleaved with v = 2 chunks per"
+    " rank); GPipe is left out (the same bubble, more memory)",
+    "sequence parallelism is on whenever tp > 1 (the same bytes as tensor parallelism alone, less"
+    " activation memory: Korthikanti et al. 2022); nothing is offloaded",
+    "memory is the closed form's peak on the busiest GPU; CUDA context, NCCL buffers and"
+    " allocator fragmentation are not counted (leave room for them with --gpu-mem)",
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    layout: Layout
+    batch: int  # sequences per data-parallel rank per micro-batch
+    checkpointing: str
+    flops: int  # per GPU per step
+    compute: float  # seconds
+    bubble: float
+    memory: Any  # ParallelMemory
+    comm: Any = None  # Communication
+    comm_bytes: dict[str, int] = field(default_factory=dict)  # group -> bytes per GPU
+    exposed: dict[str, float] = field(default_factory=dict)  # group -> seconds not overlapped
+    links: dict[str, str] = field(default_factory=dict)  # group -> "intra-node" / "inter-node"
+
+    @property
+    def exposed_comm(self) -> float:
+        return sum(self.exposed.values())
+
+    @property
+    def step(self) -> float:
+        return self.compute + self.exposed_comm + self.bubble
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: ModelConfig
+    machine: Machine
+    gpus: int
+    seq: int
+    global_batch: int  # tokens per step
+    mfu: float
+    precision: str
+    optimizer: str
+    attention: str
+    peak_flops: float
+    dtype: str
+    best: list[Candidate]
+    candidates: int  # every (layout, ZeRO, recomputation, micro-batch) the GPUs allow
+    memory_checked: int
+    timed: int
+    assumptions: list[str]
+
+    @property
+    def sequences(self) -> int:
+        return self.global_batch // self.seq
+
+    def tokens_per_second(self, candidate: Candidate) -> float:
+        return self.global_batch / candidate.step
+
+
+def divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)})
+
+
+def check_request(cfg: ModelConfig, gpus: int, seq: int, global_batch: int) -> int:
+    """The sequences a step trains on; refuses a batch that is not whole sequences."""
+    for option, value in (("--gpus", gpus), ("--seq", seq), ("--global-batch", global_batch)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise LLMCalcError(f"{option} {value!r}: must be a whole number of at least 1")
+    if global_batch % seq:
+        raise LLMCalcError(
+            f"--global-batch {global_batch}: not a multiple of --seq {seq}; a step trains on whole"
+            f" sequences (e.g. {max(1, global_batch // seq) * seq} tokens)"
+        )
+    return global_batch // seq
+
+
+def degrees(
+    cfg: ModelConfig, gpus: int, seq: int, sequences: int | None, node: int
+) -> Iterator[tuple[int, int, int, int, int]]:
+    """(dp, tp, pp, cp, ep) with dp·tp·pp·cp = gpus: tp inside a node dividing the heads and KV
+    heads, pp at most the layers, cp dividing seq, dp dividing the sequences (unless None); ep
+    (MoE only) dividing the experts and dp·cp."""
+    for tp in divisors(gpus):
+        if tp > node or cfg.n_heads % tp or cfg.n_kv_heads % tp:
+            continue
+        for pp in divisors(gpus // tp):
+            if pp > cfg.n_layers:
+                continue
+            for cp in divisors(gpus // (tp * pp)):
+                dp = gpus // (tp * pp * cp)
+                if seq % cp or (sequences is not None and sequences % dp):
+                    continue
+                eps = divisors(math.gcd(cfg.n_experts, dp * cp)) if is_moe(cfg) else [1]
+                for ep in eps:
+                    yield dp, tp, pp, cp, ep
+
+
+def schedules(cfg: ModelConfig, pp: int) -> list[tuple[str, int]]:
+    if pp == 1:
+        return [("1f1b", 1)]
+    return [("1f1b", 1)] + ([("interleaved", 2)] if 2 * pp <= cfg.n_layers else [])
+
+
+def span(layout: Layout, group: str) -> int:
+    """Consecutive ranks a group's members spread over (tp innermost, then cp, dp, pp; the ep
+    ranks the innermost of dp · cp); a pipeline send spans two neighbouring stages."""
+    tp, cp, dp = layout.tp, layout.cp, layout.dp
+    return {
+        "tp": tp,
+        "cp": tp * cp,
+        "ep": tp * layout.ep,
+        "dp": tp * cp * dp,
+        "pp": 2 * tp * cp * dp,
+    }[group]
+
+
+def link(machine: Machine, layout: Layout, group: str) -> tuple[float, str]:
+    if span(layout, group) <= machine.gpus_per_node or layout.world <= machine.gpus_per_node:
+        return machine.intra_node, "intra-node"
+    return machine.inter_node, "inter-node"
+
+
+def exposed_time(
+    machine: Machine, layout: Layout, cfg: ModelConfig, comm: Any, compute: float
+) -> tuple[dict[str, int], dict[str, float], dict[str, str]]:
+    """(bytes, seconds not overlapped, link) per group (ASSUMPTIONS)."""
+    sent: dict[str, int] = {}
+    for row in comm.rows:
+        sent[row.group] = sent.get(row.group, 0) + row.bytes
+    layers = math.ceil(cfg.n_layers / layout.pp)
+    exposed, links = {}, {}
+    for group, nbytes in sent.items():
+        bandwidth, links[group] = link(machine, layout, group)
+        seconds = nbytes / bandwidth
+        if group == "dp":
+            seconds = max(seconds / layers, seconds - compute)
+        exposed[group] = seconds
+    return sent, exposed, links
+
+
+def plan(
+    cfg: ModelConfig,
+    gpus: int,
+    machine: Machine,
+    seq: int,
+    global_batch: int,
+    mfu: float = 0.4,
+    precision: str = "mixed",
+    optimizer: str = "adamw",
+    attention: str = "sdpa",
+    top: int = 5,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Plan:
+    """The `top` fastest layouts that fit, one per (degrees, schedule), best first."""
+    from llmcalc.parallel.comm import communication
+    from llmcalc.parallel.memory import parallel_memory
+
+    sequences = check_request(cfg, gpus, seq, global_batch)
+    if not 0 < mfu <= 1:
+        raise LLMCalcError(f"--mfu {mfu}: must be in (0, 1]")
+    if top < 1:
+        raise LLMCalcError(f"--top {top}: must be at least 1")
+    flops_per_second, dtype = peak(machine, precision)
+    forward = forward_flops(cfg, sequences, seq)
+    step = {recompute: step_flops(cfg, forward, recompute).hardware for recompute in RECOMPUTE}
+
+    heap: list[tuple] = []
+    order = itertools.count()  # unique: equal keys never compare the items
+    found = list(degrees(cfg, gpus, seq, sequences, machine.gpus_per_node))
+    if not found:
+        _refuse_batch(cfg, gpus, seq, sequences, machine.gpus_per_node)
+    for dp, tp, pp, cp, ep in found:
+        share = dp * tp * pp * cp
+        for schedule, v in schedules(cfg, pp):
+            for batch in divisors(sequences // dp):
+                m = sequences // dp // batch
+                if pp > 1 and (m < pp or (schedule == "interleaved" and m % pp)):
+                    continue
+                for recompute in RECOMPUTE:
+                    flops = step[recompute] // share
+                    compute = flops / (flops_per_second * mfu)
+                    bubble = (pp - 1) / (v * m) * compute
+                    for zero in (3, 2, 1, 0):
+                        layout = Layout(
+                            dp=dp, zero=zero, tp=tp, sp=tp > 1, pp=pp, schedule=schedule,
+                            microbatches=m, virtual_stages=v, cp=cp, ep=ep,
+                        )  # fmt: skip
+                        item = (layout, batch, recompute, flops, compute, bubble)
+                        heapq.heappush(heap, (compute + bubble, 0, -batch, -zero, next(order), item))
+    total = len(heap)
+    best: dict[tuple, Candidate] = {}
+    too_big: dict[tuple, int] = {}  # (layout less its micro-batches, recomputation) -> smallest
+    smallest: tuple[int, Candidate] | None = None
+    checked = timed = done = 0
+    while heap and len(best) < top:
+        time, exact, *_, item = heapq.heappop(heap)
+        if not exact:
+            done += 1
+            if on_progress and done % 64 == 0:
+                on_progress(done, total)
+            layout, batch, recompute, flops, compute, bubble = item
+            if _taken(best, layout):
+                continue
+            family = (_degrees(layout) + (layout.zero,), recompute)
+            if batch >= too_big.get(family, math.inf):
+                continue  # a smaller micro-batch of this layout already did not fit
+            memory = parallel_memory(
+                cfg, layout, batch, seq, precision, optimizer, recompute, attention
+            )
+            checked += 1
+            candidate = Candidate(layout, batch, recompute, flops, compute, bubble, memory)
+            if smallest is None or memory.peak < smallest[0]:
+                smallest = (memory.peak, candidate)
+            if memory.peak > machine.memory:
+                too_big[family] = min(batch, too_big.get(family, math.inf))
+                continue
+            comm = communication(cfg, layout, batch, seq, precision, recompute)
+            timed += 1
+            sent, exposed, links = exposed_time(machine, layout, cfg, comm, compute)
+            candidate = Candidate(
+                layout, batch, recompute, flops, compute, bubble, memory, comm, sent, exposed, links
+            )
+            key = (candidate.step, 1, -batch, -layout.zero, next(order), candidate)
+            heapq.heappush(heap, key)
+        elif not _taken(best, item.layout):
+            best[_degrees(item.layout)] = item
+    if on_progress:
+        on_progress(total, total)
+    if not best:
+        _refuse_memory(machine, smallest)
+    return Plan(
+        cfg, machine, gpus, seq, global_batch, mfu, precision, optimizer, attention,
+        flops_per_second, dtype, list(best.values()), total, checked, timed,
+        assumptions(machine),
+    )  # fmt: skip
+
+
+def _degrees(layout: Layout) -> tuple:
+    return (layout.dp, layout.tp, layout.pp, layout.cp, layout.ep, layout.schedule)
+
+
+def _taken(best: dict[tuple, Candidate], layout: Layout) -> bool:
+    return _degrees(layout) in best
+
+
+def assumptions(machine: Machine) -> list[str]:
+    words = dict(
+        node=machine.gpus_per_node,
+        intra=_rate(machine.intra_node),
+        inter=_rate(machine.inter_node),
+    )
+    return [line.format(**words) for line in ASSUMPTIONS]
+
+
+def _rate(bytes_per_second: float) -> str:
+    return f"{bytes_per_second / 1e9:g} GB"
+
+
+def _refuse_batch(cfg: ModelConfig, gpus: int, seq: int, sequences: int, node: int) -> None:
+    """No data-parallel degree the GPUs allow divides the sequences of the global batch."""
+    smallest = min(
+        (dp for dp, *_ in degrees(cfg, gpus, seq, None, node)), default=None
+    )
+    if smallest is None:
+        raise LLMCalcError(
+            f"--gpus {gpus}: no layout of {cfg.name} over {gpus} GPUs (tp at most {node} and"
+            f" dividing the heads, pp at most {cfg.n_layers} layers, cp dividing --seq {seq})"
+        )
+    raise LLMCalcError(
+        f"--global-batch {sequences * seq}: {sequences} sequences of {seq} tokens cannot be split"
+        f" evenly over the data-parallel ranks of {gpus} GPUs (at least dp {smallest}); give a"
+        f" multiple of {smallest * seq} tokens"
+    )
+
+
+def _refuse_memory(machine: Machine, smallest: tuple[int, Candidate] | None) -> None:
+    need, where = smallest if smallest else (0, None)
+    shown = f" ({where.layout.describe()}, micro-batch {where.batch}" if where else ""
+    shown += f", recompute {where.checkpointing})" if where else ""
+    raise LLMCalcError(
+        f"--gpu-mem {format_bytes(machine.memory)}: no layout fits; the smallest need found is"
+        f" {format_bytes(need)} per GPU{shown}"
+    )
