@@ -17,6 +17,7 @@ from llmcalc.cli.compare import compare
 from llmcalc.cli.flops import flops
 from llmcalc.cli.memory import memory
 from llmcalc.cli.params import params
+from llmcalc.cli.plan import plan
 from llmcalc.cli.presets import presets
 from llmcalc.cli.show import show
 from llmcalc.cli.sweep import sweep
@@ -95,7 +96,7 @@ def _root(
     """Exact parameters, FLOPs and memory of Transformer LLMs, counted on the real model."""
 
 
-for command in (presets, show, params, flops, memory, compare, sweep, check):
+for command in (presets, show, params, flops, memory, plan, compare, sweep, check):
     app.command()(command)
 
 

@@ -104,7 +104,9 @@ def machine(
     """The datasheet machine of a GPU kind (any case: H100, h100), with any figure overridden."""
     known = gpu.lower()
     if known not in MACHINES:
-        raise LLMCalcError(f"--gpu {quote(gpu)}: unknown GPU for plan; known: {', '.join(MACHINES)}")
+        raise LLMCalcError(
+            f"--gpu {quote(gpu)}: unknown GPU for plan; known: {', '.join(MACHINES)}"
+        )
     changes = dict(
         memory=memory, intra_node=intra_node, inter_node=inter_node, gpus_per_node=gpus_per_node
     )

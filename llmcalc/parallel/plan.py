@@ -243,7 +243,9 @@ def plan(
                             microbatches=m, virtual_stages=v, cp=cp, ep=ep,
                         )  # fmt: skip
                         item = (layout, batch, recompute, flops, compute, bubble)
-                        heapq.heappush(heap, (compute + bubble, 0, -batch, -zero, next(order), item))
+                        heapq.heappush(
+                            heap, (compute + bubble, 0, -batch, -zero, next(order), item)
+                        )
     total = len(heap)
     best: dict[tuple, Candidate] = {}
     too_big: dict[tuple, int] = {}  # (layout less its micro-batches, recomputation) -> smallest
@@ -315,9 +317,7 @@ def _rate(bytes_per_second: float) -> str:
 
 def _refuse_batch(cfg: ModelConfig, gpus: int, seq: int, sequences: int, node: int) -> None:
     """No data-parallel degree the GPUs allow divides the sequences of the global batch."""
-    smallest = min(
-        (dp for dp, *_ in degrees(cfg, gpus, seq, None, node)), default=None
-    )
+    smallest = min((dp for dp, *_ in degrees(cfg, gpus, seq, None, node)), default=None)
     if smallest is None:
         raise LLMCalcError(
             f"--gpus {gpus}: no layout of {cfg.name} over {gpus} GPUs (tp at most {node} and"

@@ -42,8 +42,16 @@ def _params(cfg):
     return L * (attn + mlp) + 2 * V * d
 
 
-def parallel_memory(cfg, layout, batch, seq, precision="mixed", optimizer="adamw",
-                    checkpointing="none", attention="sdpa"):
+def parallel_memory(
+    cfg,
+    layout,
+    batch,
+    seq,
+    precision="mixed",
+    optimizer="adamw",
+    checkpointing="none",
+    attention="sdpa",
+):
     params = _params(cfg) // (layout.tp * layout.pp)
     shard = layout.shard_group
     w, g, o = 2 * params, 2 * params, 12 * params
