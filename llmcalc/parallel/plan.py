@@ -49,8 +49,10 @@ ASSUMPTIONS = (
     "ranks in Megatron-LM's order, tp innermost, then cp, dp, pp ({node} GPUs a node): a group"
     " uses the intra-node link ({intra}/s per GPU) if its ranks share a node, else the network"
     " ({inter}/s per GPU)",
-    "collective bytes are what each GPU sends; time = bytes / the link's per-direction bandwidth;"
-    " no latency term, no contention between groups",
+    "each collective's size as torch takes it (comm.py) becomes the bytes a GPU sends on a ring"
+    " of n ranks: (n − 1)/n of it for all-gather, reduce-scatter and all-to-all, 2(n − 1)/n for"
+    " all-reduce, all of a point-to-point send; time = those bytes / the link's per-direction"
+    " bandwidth; no latency term, no contention between groups",
     "tensor-, context- and expert-parallel collectives and pipeline sends are not overlapped",
     "data-parallel collectives (gradient reduction, ZeRO parameter gathers) run behind compute"
     " bucket by bucket: all but one layer's share is hidden, as long as the compute lasts",
@@ -73,7 +75,7 @@ class Candidate:
     bubble: float
     memory: Any  # ParallelMemory
     comm: Any = None  # Communication
-    comm_bytes: dict[str, int] = field(default_factory=dict)  # group -> bytes per GPU
+    comm_bytes: dict[str, int] = field(default_factory=dict)  # group -> bytes a GPU sends
     exposed: dict[str, float] = field(default_factory=dict)  # group -> seconds not overlapped
     links: dict[str, str] = field(default_factory=dict)  # group -> "intra-node" / "inter-node"
 
@@ -177,13 +179,37 @@ def link(machine: Machine, layout: Layout, group: str) -> tuple[float, str]:
     return machine.inter_node, "inter-node"
 
 
+def group_size(layout: Layout, group: str) -> int:
+    """Ranks in one collective of a group; ZeRO's dp group is the dp · cp shard group."""
+    return {
+        "tp": layout.tp,
+        "cp": layout.cp,
+        "ep": layout.ep,
+        "dp": layout.shard_group,
+        "pp": 2,
+    }[group]
+
+
+def wire_bytes(row: Any, layout: Layout) -> int:
+    """Bytes one GPU sends for a collective of `row.bytes` (the size torch's collective takes,
+    comm.py) over a ring of n ranks: (n − 1)/n of an all-gather's output, a reduce-scatter's
+    input or an all-to-all's input; 2(n − 1)/n of an all-reduce's tensor; a point-to-point
+    transfer whole (Thakur et al. 2005, 'Optimization of Collective Communication Operations in
+    MPICH'; NCCL's bus bandwidth uses the same factors)."""
+    n = group_size(layout, row.group)
+    if row.collective == "point-to-point":
+        return row.bytes
+    factor = 2 if row.collective == "all-reduce" else 1
+    return factor * row.bytes * (n - 1) // n
+
+
 def exposed_time(
     machine: Machine, layout: Layout, cfg: ModelConfig, comm: Any, compute: float
 ) -> tuple[dict[str, int], dict[str, float], dict[str, str]]:
-    """(bytes, seconds not overlapped, link) per group (ASSUMPTIONS)."""
+    """(bytes sent, seconds not overlapped, link) per group (ASSUMPTIONS)."""
     sent: dict[str, int] = {}
     for row in comm.rows:
-        sent[row.group] = sent.get(row.group, 0) + row.bytes
+        sent[row.group] = sent.get(row.group, 0) + wire_bytes(row, layout)
     layers = math.ceil(cfg.n_layers / layout.pp)
     exposed, links = {}, {}
     for group, nbytes in sent.items():

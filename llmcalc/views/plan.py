@@ -82,7 +82,7 @@ def comm_table(result: Plan) -> Table:
         g for g in ("tp", "cp", "ep", "dp", "pp") if any(g in c.comm_bytes for c in result.best)
     ]
     table = _table(
-        "Communication per GPU per step: bytes sent (link) -> time not overlapped",
+        "Communication per GPU per step: bytes it sends (link) -> time not overlapped",
         "#",
         *groups,
     )
@@ -169,7 +169,7 @@ def _candidate_json(result: Plan, candidate: Candidate) -> dict[str, Any]:
         "tokens_per_s": result.tokens_per_second(candidate),
         "communication": {
             group: {
-                "bytes": candidate.comm_bytes[group],
+                "bytes_sent": candidate.comm_bytes[group],
                 "link": candidate.links[group],
                 "exposed_s": candidate.exposed[group],
             }
@@ -177,7 +177,7 @@ def _candidate_json(result: Plan, candidate: Candidate) -> dict[str, Any]:
         },
         "comm_rows": [
             {"collective": r.collective, "cause": r.cause, "group": r.group, "bytes": r.bytes}
-            for r in candidate.comm.rows
+            for r in candidate.comm.rows  # sizes as torch's collectives take them (comm.py)
         ],
         "memory": {
             "peak": candidate.memory.peak,

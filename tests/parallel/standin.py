@@ -27,12 +27,16 @@ class CommRow:
     cause: str
     group: str
     bytes: int
+    count: int = 1
 
 
 @dataclass(frozen=True)
 class Communication:
     rows: list
-    total: int
+
+    @property
+    def total(self):
+        return sum(row.bytes for row in self.rows)
 
 
 def _params(cfg):
@@ -92,7 +96,7 @@ def communication(cfg, layout, batch, seq, precision="mixed", checkpointing="non
         rows.append(CommRow("send/recv", "activations", "pp", 4 * tokens * cfg.d_model * m))
     if layout.cp > 1:
         rows.append(CommRow("send/recv", "activations", "cp", 8 * tokens * cfg.d_model * m))
-    return Communication(rows, sum(r.bytes for r in rows))
+    return Communication(rows)
 
 
 def install():

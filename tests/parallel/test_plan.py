@@ -69,19 +69,31 @@ def test_links_follow_megatron_rank_order():
     assert planning.link(h100, Layout(dp=1, tp=4, pp=2), "pp")[1] == "intra-node"
 
 
+def test_ring_bytes_per_gpu():
+    layout = Layout(dp=4, cp=2, tp=8, pp=2)  # ZeRO's dp group: dp · cp = 8 ranks
+    row = lambda collective, group: SimpleNamespace(collective=collective, group=group, bytes=800)  # noqa: E731
+    assert planning.wire_bytes(row("all-reduce", "dp"), layout) == 2 * 800 * 7 // 8
+    assert planning.wire_bytes(row("all-gather", "dp"), layout) == 700
+    assert planning.wire_bytes(row("reduce-scatter", "tp"), layout) == 700
+    assert planning.wire_bytes(row("all-to-all", "cp"), layout) == 400
+    assert planning.wire_bytes(row("point-to-point", "pp"), layout) == 800
+
+
 def test_data_parallel_traffic_hides_behind_compute_but_one_layer():
     cfg, h100 = load_config("llama-3-8b"), machine("h100")  # 32 layers
-    rows = [SimpleNamespace(group="dp", bytes=50 * 10**9), SimpleNamespace(group="tp", bytes=9e9)]
-    sent, exposed, _ = planning.exposed_time(
-        h100, Layout(dp=16, tp=8), cfg, SimpleNamespace(rows=rows), 10.0
-    )
-    assert sent == {"dp": 50 * 10**9, "tp": 9e9}
-    assert exposed["dp"] == pytest.approx(1.0 / 32)  # 1 s of traffic, 1/32 of it exposed
-    assert exposed["tp"] == pytest.approx(9e9 / 450e9)  # not overlapped
-    _, exposed, _ = planning.exposed_time(
-        h100, Layout(dp=16, tp=8), cfg, SimpleNamespace(rows=rows), 0.5
-    )
-    assert exposed["dp"] == pytest.approx(0.5)  # 1 s of traffic behind 0.5 s of compute
+    layout = Layout(dp=16, tp=8)
+    rows = [
+        SimpleNamespace(collective="all-reduce", group="dp", bytes=16 * 10**9),  # sends 30 GB
+        SimpleNamespace(collective="all-reduce", group="tp", bytes=8 * 10**9),  # sends 14 GB
+    ]
+    comm = SimpleNamespace(rows=rows)
+    sent, exposed, links = planning.exposed_time(h100, layout, cfg, comm, 10.0)
+    assert sent == {"dp": 30 * 10**9, "tp": 14 * 10**9}
+    assert links == {"dp": "inter-node", "tp": "intra-node"}
+    assert exposed["dp"] == pytest.approx(0.6 / 32)  # 0.6 s on the network, one layer's exposed
+    assert exposed["tp"] == pytest.approx(14e9 / 450e9)  # not overlapped
+    _, exposed, _ = planning.exposed_time(h100, layout, cfg, comm, 0.5)
+    assert exposed["dp"] == pytest.approx(0.1)  # 0.6 s of traffic behind 0.5 s of compute
 
 
 def _setup(name="llama-3-8b", gpus=16, seq=2048, sequences=64, gpu_mem=None):
