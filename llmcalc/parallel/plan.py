@@ -60,6 +60,9 @@ ASSUMPTIONS = (
     " rank); GPipe is left out (the same bubble, more memory)",
     "sequence parallelism is on whenever tp > 1 (the same bytes as tensor parallelism alone, less"
     " activation memory: Korthikanti et al. 2022); nothing is offloaded",
+    "the search takes memory to grow with the micro-batch and to shrink with the ZeRO stage (a"
+    " candidate that does not fit rules out the larger micro-batches and lower stages of its"
+    " layout); ZeRO stages 1-3 only where dp·cp > 1",
     "memory is the closed form's peak on the busiest GPU; CUDA context, NCCL buffers and"
     " allocator fragmentation are not counted (leave room for them with --gpu-mem)",
 )
@@ -247,68 +250,51 @@ def plan(
     forward = forward_flops(cfg, sequences, seq)
     step = {recompute: step_flops(cfg, forward, recompute).hardware for recompute in RECOMPUTE}
 
-    heap: list[tuple] = []
-    order = itertools.count()  # unique: equal keys never compare the items
     found = list(degrees(cfg, gpus, seq, sequences, machine.gpus_per_node))
     if not found:
         _refuse_batch(cfg, gpus, seq, sequences, machine.gpus_per_node)
-    for dp, tp, pp, cp, ep in found:
-        share = dp * tp * pp * cp
-        for schedule, v in schedules(cfg, pp):
-            for batch in divisors(sequences // dp):
-                m = sequences // dp // batch
-                if pp > 1 and (m < pp or (schedule == "interleaved" and m % pp)):
-                    continue
-                for recompute in RECOMPUTE:
-                    flops = step[recompute] // share
-                    compute = flops / (flops_per_second * mfu)
-                    bubble = (pp - 1) / (v * m) * compute
-                    for zero in (3, 2, 1, 0):
-                        layout = Layout(
-                            dp=dp, zero=zero, tp=tp, sp=tp > 1, pp=pp, schedule=schedule,
-                            microbatches=m, virtual_stages=v, cp=cp, ep=ep,
-                        )  # fmt: skip
-                        item = (layout, batch, recompute, flops, compute, bubble)
-                        heapq.heappush(
-                            heap, (compute + bubble, 0, -batch, -zero, next(order), item)
-                        )
+    order = itertools.count()  # unique: equal keys never compare the items
+    heap = [
+        (compute + bubble, 0, batch, -layout.zero, next(order), item)
+        for item in _candidates(cfg, found, sequences, step, flops_per_second * mfu)
+        for layout, batch, _, _, compute, bubble in [item]
+    ]
+    heapq.heapify(heap)
     total = len(heap)
     best: dict[tuple, Candidate] = {}
-    too_big: dict[tuple, int] = {}  # (layout less its micro-batches, recomputation) -> smallest
+    too_big: dict[tuple, list[tuple[int, int]]] = {}  # layout family -> (ZeRO, micro-batch)
     smallest: tuple[int, Candidate] | None = None
     checked = timed = done = 0
     while heap and len(best) < top:
         time, exact, *_, item = heapq.heappop(heap)
-        if not exact:
-            done += 1
-            if on_progress and done % 64 == 0:
-                on_progress(done, total)
-            layout, batch, recompute, flops, compute, bubble = item
-            if _taken(best, layout):
-                continue
-            family = (_degrees(layout) + (layout.zero,), recompute)
-            if batch >= too_big.get(family, math.inf):
-                continue  # a smaller micro-batch of this layout already did not fit
-            memory = parallel_memory(
-                cfg, layout, batch, seq, precision, optimizer, recompute, attention
-            )
-            checked += 1
-            candidate = Candidate(layout, batch, recompute, flops, compute, bubble, memory)
-            if smallest is None or memory.peak < smallest[0]:
-                smallest = (memory.peak, candidate)
-            if memory.peak > machine.memory:
-                too_big[family] = min(batch, too_big.get(family, math.inf))
-                continue
-            comm = communication(cfg, layout, batch, seq, precision, recompute)
-            timed += 1
-            sent, exposed, links = exposed_time(machine, layout, cfg, comm, compute)
-            candidate = Candidate(
-                layout, batch, recompute, flops, compute, bubble, memory, comm, sent, exposed, links
-            )
-            key = (candidate.step, 1, -batch, -layout.zero, next(order), candidate)
-            heapq.heappush(heap, key)
-        elif not _taken(best, item.layout):
-            best[_degrees(item.layout)] = item
+        if exact:
+            if not _taken(best, item.layout):
+                best[_degrees(item.layout)] = item
+            continue
+        done += 1
+        if on_progress and done % 64 == 0:
+            on_progress(done, total)
+        layout, batch, recompute, flops, compute, bubble = item
+        family = (_degrees(layout), recompute)
+        if _taken(best, layout) or _ruled_out(too_big.get(family, []), layout.zero, batch):
+            continue
+        memory = parallel_memory(
+            cfg, layout, batch, seq, precision, optimizer, recompute, attention
+        )
+        checked += 1
+        candidate = Candidate(layout, batch, recompute, flops, compute, bubble, memory)
+        if smallest is None or memory.peak < smallest[0]:
+            smallest = (memory.peak, candidate)
+        if memory.peak > machine.memory:
+            too_big.setdefault(family, []).append((layout.zero, batch))
+            continue
+        comm = communication(cfg, layout, batch, seq, precision, recompute)
+        timed += 1
+        sent, exposed, links = exposed_time(machine, layout, cfg, comm, compute)
+        candidate = Candidate(
+            layout, batch, recompute, flops, compute, bubble, memory, comm, sent, exposed, links
+        )
+        heapq.heappush(heap, (candidate.step, 1, -batch, -layout.zero, next(order), candidate))
     if on_progress:
         on_progress(total, total)
     if not best:
@@ -318,6 +304,41 @@ def plan(
         flops_per_second, dtype, list(best.values()), total, checked, timed,
         assumptions(machine),
     )  # fmt: skip
+
+
+def _candidates(
+    cfg: ModelConfig,
+    found: list[tuple[int, int, int, int, int]],
+    sequences: int,
+    step: dict[str, int],
+    flops_per_second: float,
+) -> Iterator[tuple[Layout, int, str, int, float, float]]:
+    """(layout, micro-batch, recomputation, FLOPs per GPU, compute s, bubble s) of every
+    candidate. ZeRO stages 1-3 only where there is more than one rank to shard over."""
+    for dp, tp, pp, cp, ep in found:
+        share = dp * tp * pp * cp
+        zeros = (3, 2, 1, 0) if dp * cp > 1 else (0,)
+        for schedule, v in schedules(cfg, pp):
+            for batch in divisors(sequences // dp):
+                m = sequences // dp // batch
+                if pp > 1 and (m < pp or (schedule == "interleaved" and m % pp)):
+                    continue
+                for recompute in RECOMPUTE:
+                    flops = step[recompute] // share
+                    compute = flops / flops_per_second
+                    bubble = (pp - 1) / (v * m) * compute
+                    for zero in zeros:
+                        layout = Layout(
+                            dp=dp, zero=zero, tp=tp, sp=tp > 1, pp=pp, schedule=schedule,
+                            microbatches=m, virtual_stages=v, cp=cp, ep=ep,
+                        )  # fmt: skip
+                        yield layout, batch, recompute, flops, compute, bubble
+
+
+def _ruled_out(failures: list[tuple[int, int]], zero: int, batch: int) -> bool:
+    """Memory grows with the micro-batch and shrinks with the ZeRO stage: a layout that did not
+    fit at (ZeRO z, micro-batch b) does not fit at a stage ≤ z with a micro-batch ≥ b."""
+    return any(zero <= z and batch >= b for z, b in failures)
 
 
 def _degrees(layout: Layout) -> tuple:
