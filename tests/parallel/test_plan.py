@@ -96,8 +96,8 @@ def test_data_parallel_traffic_hides_behind_compute_but_one_layer():
     assert exposed["dp"] == pytest.approx(0.1)  # 0.6 s of traffic behind 0.5 s of compute
 
 
-def _setup(name="llama-3-8b", gpus=16, seq=2048, sequences=64, gpu_mem=None):
-    cfg = load_config(name)
+def _setup(name="llama-3-8b", gpus=16, seq=2048, sequences=64, gpu_mem=None, changes=None):
+    cfg = load_config(name, changes or {})
     hw = machine("h100", memory=gpu_mem)
     return cfg, gpus, hw, seq, sequences * seq
 
@@ -159,18 +159,25 @@ def _exhaustive(cfg, gpus, hw, seq, tokens, top):
 @pytest.mark.parametrize(
     "setup",
     [
-        dict(name="llama-3-8b", gpus=16, seq=2048, sequences=64),
-        dict(name="llama-3-8b", gpus=16, seq=2048, sequences=64, gpu_mem=24 * GIB),
-        dict(name="mixtral-8x7b", gpus=16, seq=1024, sequences=32),
+        dict(name="llama-3-8b", gpus=16, seq=2048, sequences=32),
+        dict(name="llama-3-8b", gpus=16, seq=2048, sequences=32, gpu_mem=30 * GIB),
+        dict(
+            name="mixtral-8x7b",
+            changes={"n_layers": 4},
+            gpus=8,
+            seq=1024,
+            sequences=8,
+            gpu_mem=40 * GIB,
+        ),
     ],
-    ids=["8b", "8b-24GiB", "mixtral"],
+    ids=["8b", "8b-30GiB", "mixtral-4-layers-40GiB"],
 )
 def test_best_first_search_finds_what_an_exhaustive_search_finds(setup):
     cfg, gpus, hw, seq, tokens = _setup(**setup)
     result = planning.plan(cfg, gpus, hw, seq, tokens, top=6)
     expected = _exhaustive(cfg, gpus, hw, seq, tokens, 6)
     assert [c.step for c in result.best] == pytest.approx([t for _, t in expected])
-    assert result.memory_checked < result.candidates
+    assert result.timed < result.memory_checked < result.candidates  # some did not fit
 
 
 def test_requests_that_cannot_be_met_are_refused():
