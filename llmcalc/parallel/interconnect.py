@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from llmcalc.config.hardware import GPUS
 from llmcalc.errors import LLMCalcError, quote
+from llmcalc.parallel.layout import Layout
 
 GB = 10**9
 GIB = 2**30
@@ -132,3 +134,46 @@ def peak(machine: Machine, precision: str) -> tuple[float, str]:
             f"--precision {precision}: no {machine.gpu} {dtype} peak in its datasheet"
         )
     return machine.peak_flops[dtype], dtype
+
+
+def span(layout: Layout, group: str) -> int:
+    """Consecutive ranks a group's members spread over (tp innermost, then cp, dp, pp; the ep
+    ranks the innermost of dp · cp); a pipeline send spans two neighbouring stages."""
+    tp, cp, dp = layout.tp, layout.cp, layout.dp
+    return {
+        "tp": tp,
+        "cp": tp * cp,
+        "ep": tp * layout.ep,
+        "dp": tp * cp * dp,
+        "pp": 2 * tp * cp * dp,
+    }[group]
+
+
+def link(machine: Machine, layout: Layout, group: str) -> tuple[float, str]:
+    if span(layout, group) <= machine.gpus_per_node or layout.world <= machine.gpus_per_node:
+        return machine.intra_node, "intra-node"
+    return machine.inter_node, "inter-node"
+
+
+def group_size(layout: Layout, group: str) -> int:
+    """Ranks in one collective of a group; ZeRO's dp group is the dp · cp shard group."""
+    return {
+        "tp": layout.tp,
+        "cp": layout.cp,
+        "ep": layout.ep,
+        "dp": layout.shard_group,
+        "pp": 2,
+    }[group]
+
+
+def wire_bytes(row: Any, layout: Layout) -> int:
+    """Bytes one GPU sends for a collective of `row.bytes` (the size torch's collective takes,
+    comm.py) over a ring of n ranks: (n − 1)/n of an all-gather's output, a reduce-scatter's
+    input or an all-to-all's input; 2(n − 1)/n of an all-reduce's tensor; a point-to-point
+    transfer whole (Thakur et al. 2005, 'Optimization of Collective Communication Operations in
+    MPICH'; NCCL's bus bandwidth uses the same factors)."""
+    n = group_size(layout, row.group)
+    if row.collective == "point-to-point":
+        return row.bytes
+    factor = 2 if row.collective == "all-reduce" else 1
+    return factor * row.bytes * (n - 1) // n

@@ -16,16 +16,13 @@ every T×T attention product counted as torch's FlopCounterMode counts it) and t
 of comm.py's closed form, each collective's bytes over the bandwidth of the link its group spans
 (interconnect.py). ASSUMPTIONS says each simplification in words; the report prints them.
 
-The search is best-first: every candidate has a lower bound (compute + bubble: communication
-only adds), candidates are taken cheapest bound first, their memory checked (a micro-batch that
-does not fit rules out the larger ones of the same layout) and then their communication timed;
-the search stops once `top` layouts are found whose times no remaining bound can beat.
+The search (search.py) is best-first on a lower bound of the step time, so it evaluates the
+closed forms only for the candidates that could make the answer.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,8 +32,9 @@ from llmcalc.config.experts import is_moe
 from llmcalc.config.schema import ModelConfig
 from llmcalc.errors import LLMCalcError
 from llmcalc.flops.formula import forward_flops, step_flops
-from llmcalc.parallel.interconnect import Machine, peak
+from llmcalc.parallel.interconnect import Machine, link, peak, wire_bytes
 from llmcalc.parallel.layout import Layout
+from llmcalc.parallel.search import Group, Search
 from llmcalc.units import format_bytes
 
 RECOMPUTE = ("none", "full")
@@ -108,6 +106,7 @@ class Plan:
     candidates: int  # every (layout, ZeRO, recomputation, micro-batch) the GPUs allow
     memory_checked: int
     timed: int
+    unmodelled: dict[str, int]  # why the closed forms refused some layouts -> how many
     assumptions: list[str]
 
     @property
@@ -163,49 +162,6 @@ def schedules(cfg: ModelConfig, pp: int) -> list[tuple[str, int]]:
     return [("1f1b", 1)] + ([("interleaved", 2)] if 2 * pp <= cfg.n_layers else [])
 
 
-def span(layout: Layout, group: str) -> int:
-    """Consecutive ranks a group's members spread over (tp innermost, then cp, dp, pp; the ep
-    ranks the innermost of dp · cp); a pipeline send spans two neighbouring stages."""
-    tp, cp, dp = layout.tp, layout.cp, layout.dp
-    return {
-        "tp": tp,
-        "cp": tp * cp,
-        "ep": tp * layout.ep,
-        "dp": tp * cp * dp,
-        "pp": 2 * tp * cp * dp,
-    }[group]
-
-
-def link(machine: Machine, layout: Layout, group: str) -> tuple[float, str]:
-    if span(layout, group) <= machine.gpus_per_node or layout.world <= machine.gpus_per_node:
-        return machine.intra_node, "intra-node"
-    return machine.inter_node, "inter-node"
-
-
-def group_size(layout: Layout, group: str) -> int:
-    """Ranks in one collective of a group; ZeRO's dp group is the dp · cp shard group."""
-    return {
-        "tp": layout.tp,
-        "cp": layout.cp,
-        "ep": layout.ep,
-        "dp": layout.shard_group,
-        "pp": 2,
-    }[group]
-
-
-def wire_bytes(row: Any, layout: Layout) -> int:
-    """Bytes one GPU sends for a collective of `row.bytes` (the size torch's collective takes,
-    comm.py) over a ring of n ranks: (n − 1)/n of an all-gather's output, a reduce-scatter's
-    input or an all-to-all's input; 2(n − 1)/n of an all-reduce's tensor; a point-to-point
-    transfer whole (Thakur et al. 2005, 'Optimization of Collective Communication Operations in
-    MPICH'; NCCL's bus bandwidth uses the same factors)."""
-    n = group_size(layout, row.group)
-    if row.collective == "point-to-point":
-        return row.bytes
-    factor = 2 if row.collective == "all-reduce" else 1
-    return factor * row.bytes * (n - 1) // n
-
-
 def exposed_time(
     machine: Machine, layout: Layout, cfg: ModelConfig, comm: Any, compute: float
 ) -> tuple[dict[str, int], dict[str, float], dict[str, str]]:
@@ -253,100 +209,61 @@ def plan(
     found = list(degrees(cfg, gpus, seq, sequences, machine.gpus_per_node))
     if not found:
         _refuse_batch(cfg, gpus, seq, sequences, machine.gpus_per_node)
-    order = itertools.count()  # unique: equal keys never compare the items
-    heap = [
-        (compute + bubble, 0, batch, -layout.zero, next(order), item)
-        for item in _candidates(cfg, found, sequences, step, flops_per_second * mfu)
-        for layout, batch, _, _, compute, bubble in [item]
-    ]
-    heapq.heapify(heap)
-    total = len(heap)
-    best: dict[tuple, Candidate] = {}
-    too_big: dict[tuple, list[tuple[int, int]]] = {}  # layout family -> (ZeRO, micro-batch)
-    smallest: tuple[int, Candidate] | None = None
-    checked = timed = done = 0
-    while heap and len(best) < top:
-        time, exact, *_, item = heapq.heappop(heap)
-        if exact:
-            if not _taken(best, item.layout):
-                best[_degrees(item.layout)] = item
-            continue
-        done += 1
-        if on_progress and done % 64 == 0:
-            on_progress(done, total)
-        layout, batch, recompute, flops, compute, bubble = item
-        family = (_degrees(layout), recompute)
-        if _taken(best, layout) or _ruled_out(too_big.get(family, []), layout.zero, batch):
-            continue
-        memory = parallel_memory(
-            cfg, layout, batch, seq, precision, optimizer, recompute, attention
+
+    def memory(layout: Layout, batch: int, group: Group) -> Candidate:
+        need = parallel_memory(
+            cfg, layout, batch, seq, precision, optimizer, group.recompute, attention
         )
-        checked += 1
-        candidate = Candidate(layout, batch, recompute, flops, compute, bubble, memory)
-        if smallest is None or memory.peak < smallest[0]:
-            smallest = (memory.peak, candidate)
-        if memory.peak > machine.memory:
-            too_big.setdefault(family, []).append((layout.zero, batch))
-            continue
-        comm = communication(cfg, layout, batch, seq, precision, recompute)
-        timed += 1
-        sent, exposed, links = exposed_time(machine, layout, cfg, comm, compute)
-        candidate = Candidate(
-            layout, batch, recompute, flops, compute, bubble, memory, comm, sent, exposed, links
+        bubble = group.bubble(batch)
+        return Candidate(layout, batch, group.recompute, group.flops, group.compute, bubble, need)
+
+    def timing(candidate: Candidate, group: Group) -> Candidate:
+        comm = communication(
+            cfg, candidate.layout, candidate.batch, seq, precision, group.recompute
         )
-        heapq.heappush(heap, (candidate.step, 1, -batch, -layout.zero, next(order), candidate))
-    if on_progress:
-        on_progress(total, total)
+        sent, exposed, links = exposed_time(machine, candidate.layout, cfg, comm, group.compute)
+        return dataclasses.replace(
+            candidate, comm=comm, comm_bytes=sent, exposed=exposed, links=links
+        )
+
+    search = Search(top, machine.memory, memory, timing, on_progress)
+    best = search.run(list(groups(cfg, found, sequences, step, flops_per_second * mfu)))
     if not best:
-        _refuse_memory(machine, smallest)
+        _refuse_memory(cfg, gpus, machine, search)
     return Plan(
         cfg, machine, gpus, seq, global_batch, mfu, precision, optimizer, attention,
-        flops_per_second, dtype, list(best.values()), total, checked, timed,
-        assumptions(machine),
+        flops_per_second, dtype, best, search.total, search.memory_checked, search.timed,
+        dict(search.unmodelled), assumptions(machine),
     )  # fmt: skip
 
 
-def _candidates(
+def groups(
     cfg: ModelConfig,
     found: list[tuple[int, int, int, int, int]],
     sequences: int,
     step: dict[str, int],
     flops_per_second: float,
-) -> Iterator[tuple[Layout, int, str, int, float, float]]:
-    """(layout, micro-batch, recomputation, FLOPs per GPU, compute s, bubble s) of every
-    candidate. ZeRO stages 1-3 only where there is more than one rank to shard over."""
+) -> Iterator[Group]:
+    """Every (degrees, schedule, recomputation) with a micro-batch the schedule allows (1F1B:
+    at least pp micro-batches; interleaved: a multiple of pp). ZeRO stages 1-3 only where there
+    is more than one rank to shard over."""
     for dp, tp, pp, cp, ep in found:
         share = dp * tp * pp * cp
         zeros = (3, 2, 1, 0) if dp * cp > 1 else (0,)
         for schedule, v in schedules(cfg, pp):
+            batches = []
             for batch in divisors(sequences // dp):
                 m = sequences // dp // batch
-                if pp > 1 and (m < pp or (schedule == "interleaved" and m % pp)):
-                    continue
-                for recompute in RECOMPUTE:
-                    flops = step[recompute] // share
-                    compute = flops / flops_per_second
-                    bubble = (pp - 1) / (v * m) * compute
-                    for zero in zeros:
-                        layout = Layout(
-                            dp=dp, zero=zero, tp=tp, sp=tp > 1, pp=pp, schedule=schedule,
-                            microbatches=m, virtual_stages=v, cp=cp, ep=ep,
-                        )  # fmt: skip
-                        yield layout, batch, recompute, flops, compute, bubble
-
-
-def _ruled_out(failures: list[tuple[int, int]], zero: int, batch: int) -> bool:
-    """Memory grows with the micro-batch and shrinks with the ZeRO stage: a layout that did not
-    fit at (ZeRO z, micro-batch b) does not fit at a stage ≤ z with a micro-batch ≥ b."""
-    return any(zero <= z and batch >= b for z, b in failures)
-
-
-def _degrees(layout: Layout) -> tuple:
-    return (layout.dp, layout.tp, layout.pp, layout.cp, layout.ep, layout.schedule)
-
-
-def _taken(best: dict[tuple, Candidate], layout: Layout) -> bool:
-    return _degrees(layout) in best
+                if pp == 1 or (m >= pp and (schedule != "interleaved" or m % pp == 0)):
+                    batches.append(batch)
+            if not batches:
+                continue
+            for recompute in RECOMPUTE:
+                flops = step[recompute] // share
+                degrees = (dp, tp, pp, cp, ep, schedule, v)
+                yield Group(
+                    degrees, recompute, batches, zeros, sequences, flops, flops / flops_per_second
+                )
 
 
 def assumptions(machine: Machine) -> list[str]:
@@ -377,11 +294,16 @@ def _refuse_batch(cfg: ModelConfig, gpus: int, seq: int, sequences: int, node: i
     )
 
 
-def _refuse_memory(machine: Machine, smallest: tuple[int, Candidate] | None) -> None:
-    need, where = smallest if smallest else (0, None)
-    shown = f" ({where.layout.describe()}, micro-batch {where.batch}" if where else ""
-    shown += f", recompute {where.checkpointing})" if where else ""
+def _refuse_memory(cfg: ModelConfig, gpus: int, machine: Machine, search: Search) -> None:
+    if search.smallest is None:
+        reasons = "; ".join(search.unmodelled) or "none"
+        raise LLMCalcError(
+            f"--gpus {gpus}: the closed forms model no layout of {cfg.name} on {gpus} GPUs"
+            f" ({reasons})"
+        )
+    need, where = search.smallest
     raise LLMCalcError(
         f"--gpu-mem {format_bytes(machine.memory)}: no layout fits; the smallest need found is"
-        f" {format_bytes(need)} per GPU{shown}"
+        f" {format_bytes(need)} per GPU ({where.layout.describe()}, micro-batch {where.batch},"
+        f" recompute {where.checkpointing})"
     )

@@ -135,6 +135,7 @@ def assumptions_text(result: Plan) -> Group:
             f" {result.timed:,}; the best ZeRO stage, recomputation and micro-batch shown per"
             " layout.",
         ),
+        *_unmodelled(result),
         Text(
             f"{machine.gpu}: {result.dtype} peak {result.peak_flops / 1e12:,.1f} TFLOP/s × MFU"
             f" {result.mfu:g}; {format_bytes(machine.memory)} a GPU; precision {result.precision},"
@@ -146,6 +147,16 @@ def assumptions_text(result: Plan) -> Group:
         *(Text(f"  - {source}") for source in machine.sources),
     ]
     return Group(*lines)
+
+
+def _unmodelled(result: Plan) -> list[Text]:
+    if not result.unmodelled:
+        return []
+    reasons = list(result.unmodelled)
+    shown = "; ".join(reasons[:3])
+    more = f"; {len(reasons) - 3} more reasons in --json" if len(reasons) > 3 else ""
+    count = sum(result.unmodelled.values())
+    return [Text(f"Left out {count:,} layouts the closed forms do not model: {shown}{more}.")]
 
 
 def plan_renderables(result: Plan) -> list[RenderableType]:
@@ -216,6 +227,7 @@ def plan_json(result: Plan) -> dict[str, Any]:
             "candidates": result.candidates,
             "memory_checked": result.memory_checked,
             "timed": result.timed,
+            "unmodelled": result.unmodelled,
         },
         "best": [_candidate_json(result, c) for c in result.best],
         "assumptions": result.assumptions,
