@@ -31,11 +31,7 @@ def _table(title: str, *columns: str) -> Table:
 
 
 def _seconds(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.1f} s"
-    if value >= 1:
-        return f"{value:.3f} s"
-    return f"{value * 1e3:.1f} ms"
+    return f"{value:,.2f} s" if value >= 1 else f"{value * 1e3:.1f} ms"
 
 
 def _tokens(value: float) -> str:
