@@ -60,7 +60,8 @@ ASSUMPTIONS = (
     " activation memory: Korthikanti et al. 2022); nothing is offloaded",
     "the search takes memory to grow with the micro-batch and to shrink with the ZeRO stage (a"
     " candidate that does not fit rules out the larger micro-batches and lower stages of its"
-    " layout); ZeRO stages 1-3 only where dp·cp > 1",
+    " layout), and the tensor-, context-, expert- and pipeline-parallel bytes never to shrink"
+    " with more micro-batches nor to depend on the ZeRO stage; ZeRO 1-3 only where dp·cp > 1",
     "memory is the closed form's peak on the busiest GPU; CUDA context, NCCL buffers and"
     " allocator fragmentation are not counted (leave room for them with --gpu-mem)",
 )
@@ -106,6 +107,7 @@ class Plan:
     candidates: int  # every (layout, ZeRO, recomputation, micro-batch) the GPUs allow
     memory_checked: int
     timed: int
+    floored: int  # groups whose fixed traffic was costed to bound them
     unmodelled: dict[str, int]  # why the closed forms refused some layouts -> how many
     assumptions: list[str]
 
@@ -226,14 +228,24 @@ def plan(
             candidate, comm=comm, comm_bytes=sent, exposed=exposed, links=links
         )
 
-    search = Search(top, machine.memory, memory, timing, on_progress)
+    def floor(group: Group) -> float:
+        """Seconds of tensor-, context-, expert- and pipeline-parallel traffic not overlapped at
+        the group's largest micro-batch: none of it shrinks with more micro-batches, none of it
+        depends on the ZeRO stage, so every candidate of the group spends at least as long."""
+        batch = group.batches[-1]
+        layout = group.layout(batch, group.zeros[-1])
+        comm = communication(cfg, layout, batch, seq, precision, group.recompute)
+        _, exposed, _ = exposed_time(machine, layout, cfg, comm, group.compute)
+        return sum(seconds for name, seconds in exposed.items() if name != "dp")
+
+    search = Search(top, machine.memory, memory, timing, floor, on_progress)
     best = search.run(list(groups(cfg, found, sequences, step, flops_per_second * mfu)))
     if not best:
         _refuse_memory(cfg, gpus, machine, search)
     return Plan(
         cfg, machine, gpus, seq, global_batch, mfu, precision, optimizer, attention,
         flops_per_second, dtype, best, search.total, search.memory_checked, search.timed,
-        dict(search.unmodelled), assumptions(machine),
+        search.floored, dict(search.unmodelled), assumptions(machine),
     )  # fmt: skip
 
 

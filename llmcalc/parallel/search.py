@@ -7,7 +7,9 @@ Candidates come in groups (one per degrees, schedule and recomputation, each its
 candidates by bound, and candidates by exact time; at equal seconds groups come out first, then
 bounds, then exact times, so a candidate is accepted only when nothing left can beat it:
 
-    group out      -> its candidates go in by their bounds
+    group out      -> the first time, its floor (plan.py: the traffic every candidate of the
+                      group sends whatever its micro-batch and ZeRO stage) raises its bound and
+                      it goes back in; the second time, its candidates go in by their bounds
     bound out      -> its memory is checked: if it does not fit, it rules out the larger
                       micro-batches and lower ZeRO stages of its layout; if it fits, its
                       communication is costed and it goes in by its exact time
@@ -58,19 +60,15 @@ class Group:
     def size(self) -> int:
         return len(self.batches) * len(self.zeros)
 
-    def layouts(self) -> list[tuple[Layout, int]]:
+    def layout(self, batch: int, zero: int) -> Layout:
         dp, tp, pp, cp, ep, schedule, v = self.degrees
-        return [
-            (
-                Layout(
-                    dp=dp, zero=zero, tp=tp, sp=tp > 1, pp=pp, schedule=schedule,
-                    microbatches=self.sequences // dp // batch, virtual_stages=v, cp=cp, ep=ep,
-                ),
-                batch,
-            )
-            for batch in self.batches
-            for zero in self.zeros
-        ]  # fmt: skip
+        return Layout(
+            dp=dp, zero=zero, tp=tp, sp=tp > 1, pp=pp, schedule=schedule,
+            microbatches=self.sequences // dp // batch, virtual_stages=v, cp=cp, ep=ep,
+        )  # fmt: skip
+
+    def layouts(self) -> list[tuple[Layout, int]]:
+        return [(self.layout(b, zero), b) for b in self.batches for zero in self.zeros]
 
 
 @dataclass
@@ -82,6 +80,9 @@ class Search:
     capacity: int  # bytes a GPU has
     memory: Callable[[Layout, int, Group], Any]
     timing: Callable[[Any, Group], Any]
+    # seconds every candidate of a group spends at least in traffic that does not depend on its
+    # micro-batch or ZeRO stage (or None: no such floor)
+    floor: Callable[[Group], float] | None = None
     on_progress: Callable[[int, int], None] | None = None
     best: dict[tuple, Any] = field(default_factory=dict)  # degrees + schedule -> accepted
     too_big: dict[tuple, list[tuple[int, int]]] = field(default_factory=dict)
@@ -91,22 +92,34 @@ class Search:
     total: int = 0
     memory_checked: int = 0
     timed: int = 0
+    floored: int = 0
 
     def run(self, groups: list[Group]) -> list[Any]:
         order = itertools.count()  # unique: equal keys never compare the items
-        heap = [(group.bound, 0, 0, 0, next(order), group) for group in groups]
+        heap = [(group.bound, 0, 0, 0, next(order), (group, None)) for group in groups]
         heapq.heapify(heap)
         self.total = sum(group.size for group in groups)
         done = 0
         while heap and len(self.best) < self.top:
             _, kind, *_, item = heapq.heappop(heap)
-            if kind == 0:  # a group: its candidates, by bound
-                if item.degrees[:6] in self.best:
-                    done += item.size
+            if kind == 0:  # a group: first its floor, then its candidates, by bound
+                group, extra = item
+                if group.degrees[:6] in self.best or self._family(group) in self.refused:
+                    done += group.size
                     continue
-                for layout, batch in item.layouts():
-                    key = (item.compute + item.bubble(batch), 1, batch, -layout.zero, next(order))
-                    heapq.heappush(heap, (*key, (layout, batch, item)))
+                if extra is None and self.floor is not None:
+                    extra = self._floor(group)
+                    if extra is None:
+                        done += group.size
+                        continue
+                    heapq.heappush(
+                        heap, (group.bound + extra, 0, 0, 0, next(order), (group, extra))
+                    )
+                    continue
+                for layout, batch in group.layouts():
+                    seconds = group.compute + group.bubble(batch) + (extra or 0.0)
+                    key = (seconds, 1, batch, -layout.zero, next(order))
+                    heapq.heappush(heap, (*key, (layout, batch, group)))
                 continue
             if kind == 2:
                 self.best.setdefault(degrees(item.layout), item)
@@ -132,10 +145,28 @@ class Search:
         failures = self.too_big.get(self._family(layout, group), [])
         return not any(layout.zero <= z and batch >= b for z, b in failures)
 
+    @staticmethod
+    def _family(group: Group) -> tuple:
+        return group.degrees[:6], group.recompute
+
+    def _floor(self, group: Group) -> float | None:
+        try:
+            self.floored += 1
+            return self.floor(group)  # type: ignore[misc]
+        except LLMCalcError as exc:
+            self._refuse(group, exc)
+            return None
+
+    def _refuse(self, group: Group, exc: LLMCalcError) -> None:
+        """A layout the closed forms do not model: left out, with its micro-batches and ZeRO
+        stages (the refusals are about the degrees, the model and the sequence)."""
+        self.refused.add(self._family(group))
+        self.unmodelled[str(exc)] = self.unmodelled.get(str(exc), 0) + 1
+
     def _evaluate(self, layout: Layout, batch: int, group: Group) -> Any:
         """The candidate with its memory and time, or None: taken, ruled out, too big or not
         modelled."""
-        family = (degrees(layout), group.recompute)
+        family = self._family(group)
         if degrees(layout) in self.best or family in self.refused:
             return None
         if any(layout.zero <= z and batch >= b for z, b in self.too_big.get(family, [])):
@@ -151,9 +182,8 @@ class Search:
                 return None
             self.timed += 1
             return self.timing(candidate, group)
-        except LLMCalcError as exc:  # a layout the closed forms do not model
-            self.refused.add(family)
-            self.unmodelled[str(exc)] = self.unmodelled.get(str(exc), 0) + 1
+        except LLMCalcError as exc:
+            self._refuse(group, exc)
             return None
 
 

@@ -128,8 +128,8 @@ def assumptions_text(result: Plan) -> Group:
         Text(
             f"Searched {result.candidates:,} candidates (layout, ZeRO stage, recomputation,"
             f" micro-batch): memory checked for {result.memory_checked:,}, time for"
-            f" {result.timed:,}; the best ZeRO stage, recomputation and micro-batch shown per"
-            " layout.",
+            f" {result.timed:,}, {result.floored:,} layouts bounded by their fixed traffic; the"
+            " best ZeRO stage, recomputation and micro-batch shown per layout.",
         ),
         *_unmodelled(result),
         Text(
@@ -223,6 +223,7 @@ def plan_json(result: Plan) -> dict[str, Any]:
             "candidates": result.candidates,
             "memory_checked": result.memory_checked,
             "timed": result.timed,
+            "floored": result.floored,
             "unmodelled": result.unmodelled,
         },
         "best": [_candidate_json(result, c) for c in result.best],
