@@ -161,19 +161,18 @@ def _exhaustive(cfg, gpus, hw, seq, tokens, top):
 @pytest.mark.parametrize(
     "setup",
     [
-        dict(name="llama-3-8b", gpus=16, seq=2048, sequences=32),
-        dict(name="llama-3-8b", gpus=16, seq=2048, sequences=32, gpu_mem=30 * GIB),
+        dict(name="llama-3-8b", changes={"n_layers": 8}, gpus=16, seq=2048, sequences=16),
         dict(
-            name="mixtral-8x7b",
-            changes={"n_layers": 4},
-            gpus=8,
-            seq=1024,
-            sequences=8,
+            name="llama-3-8b", changes={"n_layers": 8}, gpus=16, seq=2048, sequences=16,
+            gpu_mem=8 * GIB,
+        ),
+        dict(
+            name="mixtral-8x7b", changes={"n_layers": 4}, gpus=8, seq=1024, sequences=8,
             gpu_mem=40 * GIB,
         ),
     ],
-    ids=["8b", "8b-30GiB", "mixtral-4-layers-40GiB"],
-)
+    ids=["8b-8-layers", "8b-8-layers-8GiB", "mixtral-4-layers-40GiB"],
+)  # fmt: skip
 def test_best_first_search_finds_what_an_exhaustive_search_finds(setup):
     cfg, gpus, hw, seq, tokens = _setup(**setup)
     result = planning.plan(cfg, gpus, hw, seq, tokens, top=6)
