@@ -14,19 +14,13 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-# TEMPORARY: crude stand-ins for parallel/memory.py and parallel/comm.py until they land on main
-# (installed only when the real modules are missing). Delete with tests/parallel/standin.py.
-from tests.parallel import standin
-
-standin.install()
-
-from llmcalc.cli import app  # noqa: E402
-from llmcalc.config.presets import load_config  # noqa: E402
-from llmcalc.errors import LLMCalcError  # noqa: E402
-from llmcalc.flops.formula import forward_flops, step_flops  # noqa: E402
-from llmcalc.parallel import plan as planning  # noqa: E402
-from llmcalc.parallel.interconnect import GIB, MACHINES, machine  # noqa: E402
-from llmcalc.parallel.layout import Layout, check_layout  # noqa: E402
+from llmcalc.cli import app
+from llmcalc.config.presets import load_config
+from llmcalc.errors import LLMCalcError
+from llmcalc.flops.formula import forward_flops, step_flops
+from llmcalc.parallel import plan as planning
+from llmcalc.parallel.interconnect import GIB, MACHINES, machine
+from llmcalc.parallel.layout import Layout, check_layout
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -248,7 +242,7 @@ def test_table_never_cuts_a_value():
 
 def test_plan_imports_no_torch():
     code = (
-        "import sys; sys.path.insert(0, 'tests/parallel'); import standin; standin.install()\n"
+        "import sys\n"
         "from llmcalc.cli.app import app\n"
         "app(['plan', 'llama-3-8b', '--gpus', '16', '--seq', '2048', '--global-batch', '131072',"
         " '--json'], standalone_mode=False)\n"
