@@ -16,6 +16,7 @@ are shown, the last being the peak.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from llmcalc.config.experts import is_moe
 from llmcalc.config.schema import ModelConfig
@@ -70,6 +71,11 @@ def check_parallel(cfg: ModelConfig, layout: Layout, seq: int, attention: str = 
             )
 
 
+# the planner asks for many layouts of one model: configs are hashable, so share the work
+_training_memory = lru_cache(maxsize=4096)(training_memory)
+
+
+@lru_cache(maxsize=4096)
 def rank_config(cfg: ModelConfig, layout: Layout) -> ModelConfig:
     """The model as one rank holds and runs it: tensor parallelism's share of each layer and of
     the vocabulary; expert parallelism's n_experts/ep experts, which under the balanced rule
@@ -95,9 +101,9 @@ def parallel_memory(
     """Per-GPU memory of one training step under `layout`; `batch` is the micro-batch."""
     check_parallel(cfg, layout, seq, attention)
     setup = (precision, optimizer, checkpointing, attention)
-    single = training_memory(cfg, batch, seq, *setup)
+    single = _training_memory(cfg, batch, seq, *setup)
     local_cfg = rank_config(cfg, layout)
-    local = training_memory(local_cfg, batch, seq // layout.cp, *setup)
+    local = _training_memory(local_cfg, batch, seq // layout.cp, *setup)
     cp_ranks = sorted({0, layout.cp - 1})
     ranks = {}
     for cp_rank in cp_ranks:
