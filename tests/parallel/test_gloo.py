@@ -1,20 +1,10 @@
-"""Data parallelism with ZeRO 0-3 in real processes on the gloo backend (CPU), against one process
-on the whole batch (the step is right) and against the fake process group on fake tensors (the
-traced memory and collectives are the real ones). Processes are forked, bind 127.0.0.1 only
-(the store on a socket the test binds, gloo on the loopback), and are killed past a deadline."""
-
-import datetime
-import os
-import socket
-import tempfile
-import time
-import traceback
-from pathlib import Path
+"""Data parallelism with ZeRO 0-3 in real processes on the gloo backend (CPU, tests/parallel/
+gloo.py), against one process on the whole batch (the step is right) and against the fake process
+group on fake tensors (the traced memory and the collectives are the real ones)."""
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
@@ -25,10 +15,10 @@ from llmcalc.memory.train_step import create_optimizer_state, make_optimizer, tr
 from llmcalc.model.transformer import build_model
 from llmcalc.parallel.data_plan import data_parallel_step
 from tests.conftest import tiny
+from tests.parallel.gloo import run_gloo
 
 CFG = ModelConfig.from_dict(tiny(vocab_size=66))  # MLP rows 85 and vocab 66: uneven chunks
 PER_RANK, SEQ = 2, 16
-DEADLINE = 120  # seconds for a whole group of processes (they take ~10-20 s here)
 
 
 def global_batch(world: int) -> torch.Tensor:
@@ -52,60 +42,19 @@ def summary(step) -> dict:  # noqa: ANN001
 # -- the processes -------------------------------------------------------------------------------
 
 
-def _worker(rank: int, world: int, port: int, listen_fd: int, out: str, jobs: list) -> None:
-    try:
-        torch.set_num_threads(1)
-        os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-        timeout = datetime.timedelta(seconds=60)
-        fd = listen_fd if rank == 0 else -1
-        store = dist.TCPStore("127.0.0.1", port, world, rank == 0, timeout, master_listen_fd=fd)
-        dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timeout)
-        mesh = init_device_mesh("cpu", (world,))
-        results = {}
-        for zero, optimizer in jobs:
-            torch.manual_seed(0)
-            model = build_model(CFG, "cpu", torch.float32)
-            tokens = global_batch(world).chunk(world)[rank].clone()  # its own storage
-            step = data_parallel_step(model, mesh, zero, tokens, optimizer)
-            results[zero, optimizer] = dict(
-                summary(step), losses=step.losses, params=full_params(model)
-            )
-        torch.save(results, Path(out) / f"rank{rank}.pt")
-        dist.destroy_process_group()
-    except BaseException:
-        (Path(out) / f"rank{rank}.err").write_text(traceback.format_exc())
-        raise
-
-
-def run_gloo(world: int, jobs: list) -> list[dict]:
-    """Each rank's results of `jobs` [(zero, optimizer)], from `world` real gloo processes."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))  # a free port, on the loopback only
-    listener.listen()
-    port = listener.getsockname()[1]
-    ctx = mp.get_context("fork")
-    with tempfile.TemporaryDirectory() as out:
-        procs = [
-            ctx.Process(target=_worker, args=(r, world, port, listener.fileno(), out, jobs))
-            for r in range(world)
-        ]
-        try:
-            for proc in procs:
-                proc.start()
-            listener.close()
-            end = time.monotonic() + DEADLINE
-            for proc in procs:
-                proc.join(max(0.0, end - time.monotonic()))
-            errors = [p.read_text() for p in sorted(Path(out).glob("*.err"))]
-            assert not errors, errors[0]
-            assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
-            return [torch.load(Path(out) / f"rank{r}.pt") for r in range(world)]
-        finally:
-            listener.close()
-            for proc in procs:
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(5)
+def train(rank: int, world: int, jobs: list) -> dict:
+    """This rank's results of `jobs` [(zero, optimizer)] in a real process group."""
+    mesh = init_device_mesh("cpu", (world,))
+    results = {}
+    for zero, optimizer in jobs:
+        torch.manual_seed(0)
+        model = build_model(CFG, "cpu", torch.float32)
+        tokens = global_batch(world).chunk(world)[rank].clone()  # its own storage
+        step = data_parallel_step(model, mesh, zero, tokens, optimizer)
+        results[zero, optimizer] = dict(
+            summary(step), losses=step.losses, params=full_params(model)
+        )
+    return results
 
 
 # -- the references ------------------------------------------------------------------------------
@@ -151,7 +100,7 @@ JOBS = [(zero, optimizer) for zero in (0, 1, 2, 3) for optimizer in ("adamw", "s
 
 
 def check_world(world: int, fake_ranks: list[int]) -> None:
-    real = run_gloo(world, JOBS)
+    real = run_gloo(world, train, JOBS)
     for optimizer in ("adamw", "sgd"):
         loss, params = single_process(world, optimizer)
         for zero in (0, 1, 2, 3):
