@@ -13,7 +13,7 @@ from torch.testing._internal.distributed.fake_pg import FakeStore
 from llmcalc.config.schema import ModelConfig
 from llmcalc.memory.train_step import create_optimizer_state, make_optimizer, training_step
 from llmcalc.model.transformer import build_model
-from llmcalc.parallel.data_plan import data_parallel_step
+from llmcalc.parallel.data_trace import data_parallel_step
 from tests.conftest import tiny
 from tests.parallel.gloo import run_gloo
 
@@ -43,15 +43,15 @@ def summary(step) -> dict:  # noqa: ANN001
 
 
 def train(rank: int, world: int, jobs: list) -> dict:
-    """This rank's results of `jobs` [(zero, optimizer)] in a real process group."""
+    """This rank's results of `jobs` [(zero, optimizer, offload)] in a real process group."""
     mesh = init_device_mesh("cpu", (world,))
     results = {}
-    for zero, optimizer in jobs:
+    for zero, optimizer, offload in jobs:
         torch.manual_seed(0)
         model = build_model(CFG, "cpu", torch.float32)
         tokens = global_batch(world).chunk(world)[rank].clone()  # its own storage
-        step = data_parallel_step(model, mesh, zero, tokens, optimizer)
-        results[zero, optimizer] = dict(
+        step = data_parallel_step(model, mesh, zero, tokens, optimizer, offload)
+        results[zero, optimizer, offload] = dict(
             summary(step), losses=step.losses, params=full_params(model)
         )
     return results
@@ -82,12 +82,12 @@ def fake_process_group(world: int, rank: int, jobs: list) -> dict:
     try:
         mesh = init_device_mesh("cpu", (world,))
         results = {}
-        for zero, optimizer in jobs:
+        for zero, optimizer, offload in jobs:
             with FakeTensorMode():
                 model = build_model(CFG, "cpu", torch.float32)
                 tokens = torch.randint(0, CFG.vocab_size, (PER_RANK, SEQ))
-                results[zero, optimizer] = summary(
-                    data_parallel_step(model, mesh, zero, tokens, optimizer)
+                results[zero, optimizer, offload] = summary(
+                    data_parallel_step(model, mesh, zero, tokens, optimizer, offload)
                 )
         return results
     finally:
@@ -96,7 +96,8 @@ def fake_process_group(world: int, rank: int, jobs: list) -> dict:
 
 # -- the checks ----------------------------------------------------------------------------------
 
-JOBS = [(zero, optimizer) for zero in (0, 1, 2, 3) for optimizer in ("adamw", "sgd")]
+JOBS = [(zero, optimizer, "none") for zero in (0, 1, 2, 3) for optimizer in ("adamw", "sgd")]
+JOBS += [(1, "adamw", "optimizer"), (3, "adamw", "optimizer"), (3, "adamw", "params")]
 
 
 def check_world(world: int, fake_ranks: list[int]) -> None:
@@ -104,15 +105,14 @@ def check_world(world: int, fake_ranks: list[int]) -> None:
     adamw = [job for job in JOBS if job[1] == "adamw"]
     fake = {rank: fake_process_group(world, rank, adamw) for rank in fake_ranks}
     real = run_gloo(world, train, JOBS)
-    for optimizer in ("adamw", "sgd"):
-        loss, params = single_process(world, optimizer)
-        for zero in (0, 1, 2, 3):
-            ranks = [r[zero, optimizer] for r in real]
-            losses = [r["losses"][0] for r in ranks]
-            assert sum(losses) / world == pytest.approx(loss, abs=1e-6), (zero, optimizer)
-            for r in ranks:  # every rank holds the single process's updated parameters
-                for name, value in params.items():
-                    torch.testing.assert_close(r["params"][name], value, atol=1e-5, rtol=0)
+    references = {optimizer: single_process(world, optimizer) for optimizer in ("adamw", "sgd")}
+    for job in JOBS:
+        loss, params = references[job[1]]
+        ranks = [r[job] for r in real]
+        assert sum(r["losses"][0] for r in ranks) / world == pytest.approx(loss, abs=1e-6), job
+        for r in ranks:  # every rank holds the single process's updated parameters
+            for name, value in params.items():
+                torch.testing.assert_close(r["params"][name], value, atol=1e-5, rtol=0)
     for rank in fake_ranks:
         for job, traced in fake[rank].items():
             assert real[rank][job]["memory"] == traced["memory"], (world, rank, job)
