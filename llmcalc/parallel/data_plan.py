@@ -47,9 +47,10 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor
 
 from llmcalc.errors import LLMCalcError
-from llmcalc.memory.train_step import make_optimizer
+from llmcalc.memory.train_step import MasterWeights, make_optimizer
 
 ZERO_STAGES = (0, 1, 2, 3)
+PRECISIONS = ("fp32", "bf16", "mixed")
 OFFLOADS = ("none", "optimizer", "params")
 
 
@@ -71,16 +72,19 @@ class HostOptimizer:
     the host, steps there and copies the updated parameters back. On a CPU-only run the host is
     the same memory: the trace counts these tensors under "host" (data_parallel_step)."""
 
-    def __init__(self, params: list[nn.Parameter], name: str, host: str = "cpu") -> None:
+    def __init__(
+        self, params: list[nn.Parameter], name: str, mixed: bool = False, host: str = "cpu"
+    ) -> None:
         self.params = params
-        self.masters = [nn.Parameter(local(p).detach().to(host, copy=True)) for p in params]
+        dtype = torch.float32 if mixed else None  # mixed: the fp32 master weights are these
+        self.masters = [nn.Parameter(local(p).detach().to(host, dtype, copy=True)) for p in params]
         self.inner = make_optimizer(self.masters, name)
         self.state = self.inner.state
         self.on_host: Callable[[torch.Tensor], None] = lambda tensor: None
 
     def step(self) -> None:
         for param, master in zip(self.params, self.masters, strict=True):
-            master.grad = local(param.grad).detach().to(master.device, copy=True)
+            master.grad = local(param.grad).detach().to(master.device, master.dtype, copy=True)
             self.on_host(master.grad)
         self.inner.step()
         with torch.no_grad():
@@ -99,7 +103,12 @@ class ShardedOptimizer:
     state, then all-gathers every updated parameter into a padded buffer and copies it back."""
 
     def __init__(
-        self, params: list[nn.Parameter], mesh: DeviceMesh, name: str, host: bool = False
+        self,
+        params: list[nn.Parameter],
+        mesh: DeviceMesh,
+        name: str,
+        host: bool = False,
+        mixed: bool = False,
     ) -> None:
         self.group = mesh.get_group()
         world, rank = mesh.size(), mesh.get_local_rank()
@@ -112,7 +121,7 @@ class ShardedOptimizer:
             self.chunks.append((param, chunk, first, end, rows))
         self.world = world
         mine = [c[1] for c in self.chunks if c[1].numel()]
-        self.inner = HostOptimizer(mine, name) if host else make_optimizer(mine, name)
+        self.inner = _optimizer(mine, name, host, mixed)
         self.state = self.inner.state
 
     def step(self) -> None:
@@ -135,7 +144,15 @@ class ShardedOptimizer:
             param.grad = chunk.grad = None
 
 
-Optimizer = torch.optim.Optimizer | HostOptimizer | ShardedOptimizer
+Optimizer = torch.optim.Optimizer | MasterWeights | HostOptimizer | ShardedOptimizer
+
+
+def _optimizer(params: list[nn.Parameter], name: str, host: bool, mixed: bool) -> Optimizer:
+    """The optimizer of the tensors a rank updates itself: on the host (offload), with fp32
+    master weights (mixed: MasterWeights, or the host's fp32 copies), or torch's as it is."""
+    if host:
+        return HostOptimizer(params, name, mixed)
+    return MasterWeights(params, name) if mixed else make_optimizer(params, name)
 
 
 @dataclass
@@ -146,14 +163,16 @@ class DataParallel:
     mesh: DeviceMesh
     zero: int
     offload: str
+    precision: str
     api: str  # the torch API and settings used, in words
 
     def optimizer(self, name: str = "adamw") -> Optimizer:
         params = list(self.model.parameters())
         host = self.offload == "optimizer"
+        mixed = self.precision == "mixed" and self.zero < 2  # 2, 3: FSDP2's own mixed precision
         if self.zero == 1:
-            return ShardedOptimizer(params, self.mesh, name, host)
-        return HostOptimizer(params, name) if host else make_optimizer(params, name)
+            return ShardedOptimizer(params, self.mesh, name, host, mixed)
+        return _optimizer(params, name, host, mixed)
 
 
 def apply_data_parallel(
@@ -179,6 +198,8 @@ def apply_data_parallel(
         raise LLMCalcError(f"--offload {offload}: must be one of {', '.join(OFFLOADS)}")
     if offload == "params" and zero < 2:
         raise LLMCalcError(f"--offload params with --zero {zero}: needs ZeRO stage 2 or 3")
+    if precision not in PRECISIONS:
+        raise LLMCalcError(f"--precision {precision}: must be one of {', '.join(PRECISIONS)}")
     mp = MixedPrecisionPolicy()
     if precision == "mixed" and zero >= 2:
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
@@ -191,7 +212,7 @@ def apply_data_parallel(
         api = "replicate_with_fsdp.replicate on every block and the root"
         if zero == 1:
             api += " + ShardedOptimizer (Shard(0) chunks, all_gather_into_tensor after the step)"
-        return DataParallel(model, dp_mesh, zero, offload, api)
+        return DataParallel(model, dp_mesh, zero, offload, precision, api)
     reshard = zero == 3
     pin = dp_mesh.device_type != "cpu"  # pinned host memory speeds copies to a GPU
     policy = CPUOffloadPolicy(pin_memory=pin) if offload == "params" else OffloadPolicy()
@@ -202,4 +223,4 @@ def apply_data_parallel(
         fully_shard(block, **settings)
     fully_shard(model, **settings)
     api = f"fully_shard on every block and the root, reshard_after_forward={reshard}"
-    return DataParallel(model, dp_mesh, zero, offload, api)
+    return DataParallel(model, dp_mesh, zero, offload, precision, api)

@@ -20,6 +20,7 @@ from llmcalc.memory.trace import StorageTracker, TracedMemory, _result
 from llmcalc.memory.train_step import (
     PHASES,
     LossFn,
+    MasterWeights,
     create_optimizer_state,
     next_token_loss,
     training_step,
@@ -172,13 +173,15 @@ def data_parallel_step(
     tokens: torch.Tensor,
     optimizer: str = "adamw",
     offload: str = "none",
+    precision: str = "fp32",
     loss_fn: LossFn = next_token_loss,
 ) -> DataParallelStep:
     """One steady-state training step of this rank on its slice `tokens` (B/N, T): the model
     wrapped for stage `zero`, its optimizer's state created, then forward, backward and step
     traced (tensor bytes and collectives). The same code runs on real tensors and on fake ones
-    (call it under FakeTensorMode, the model built there, with the fake process group)."""
-    plan = apply_data_parallel(model, mesh, zero, offload)
+    (call it under FakeTensorMode, the model built there, with the fake process group). Build
+    the model in bf16 for "mixed" at stages 0 and 1, in fp32 at 2 and 3 (data_plan.py)."""
+    plan = apply_data_parallel(model, mesh, zero, offload, precision)
     if hasattr(model, "_get_fsdp_state"):
         # FSDP2's lazy init (run by the first forward) pads uneven shards again when they are not
         # plain tensors (fake ones): run it before the trace, so both runs trace the same step
@@ -200,6 +203,11 @@ def data_parallel_step(
         for master in host.masters:
             tracker.track(master, "host")
         host.on_host = lambda tensor: tracker.track(tensor, "host")
+    masters = opt if isinstance(opt, MasterWeights) else getattr(opt, "inner", None)
+    if isinstance(masters, MasterWeights):  # mixed at stages 0 and 1: as memory/trace.py
+        for master in masters.masters:
+            tracker.track(master, "optimizer")
+        masters.on_fp32_grad = lambda master: tracker.track(master.grad, "gradients")
     tracker.track(tokens, "other")
     losses: list[float] = []
 
