@@ -17,21 +17,34 @@ a copy of the model's computation and trains on its slice of the global batch; N
     3      fully_shard on every block and the root,                 optimizer state, gradients,
            reshard_after_forward=True: gathered again in backward   parameters
 
+ZeRO-0 uses replicate_with_fsdp, not DDP: it works on the fake process group and gloo alike, and
+is FSDP2's own code; its cost (measured, tests/parallel/test_gloo.py): it gathers the replicated
+parameters into unsharded copies for compute like FSDP2 does, so a rank's forward and backward
+hold the parameters twice (tiny model, fp32: +115,584 B = 1x the weights over a single-GPU step);
+its gradients are all-reduced per block (c10d allreduce_ of each block's gradients).
+
 Chunks are FSDP2's: dim 0 split in N chunks of ceil(dim0 / N) rows (torch.chunk), the last
 ones shorter or empty; a collective moves the padded N x ceil(dim0 / N) rows.
 
-Offload: "params" = FSDP2's CPUOffloadPolicy (stages 2 and 3: sharded parameters, gradients and
-so the optimizer step live on the host); "optimizer" = FSDP2-free: the optimizer's state (and
-stage 1's chunk it steps) lives on the host; a CPU-only run has no device to tell apart, so the
-trace counts those tensors under a category "host" instead of "optimizer" (HostOptimizer).
+Offload (Ren et al. 2021, ZeRO-Offload):
+    "optimizer"  FSDP2-free (HostOptimizer): a copy of the parameters this rank updates (fp32
+                 when mixed) and the optimizer's state live on the host; each step copies the
+                 gradients there, steps, and copies the parameters back; any stage
+    "params"     FSDP2's CPUOffloadPolicy (stages 2 and 3): the sharded parameters, their
+                 gradients and so the optimizer step live on the host; each block's parameters
+                 are copied to the device and all-gathered when used
+A CPU-only run has no device to tell apart: the trace counts the host's tensors under a category
+"host" that is not in a phase's total (the device's bytes).
 
 Precision, llmcalc's "mixed" (memory/train_step.py MasterWeights: bf16 weights and gradients for
 compute, fp32 master weights, fp32 optimizer state, fp32 gradients for the step) per stage:
-    0, 1   the model in bf16 and MasterWeights (stage 1: masters and state of the chunk only)
+    0, 1   the model in bf16 and MasterWeights (stage 1: masters and state of the chunk only);
+           gradients all-reduced in bf16
     2, 3   FSDP2's way: the model in fp32 (the sharded fp32 parameters are the master weights),
            MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): bf16 copies gathered for
-           compute, gradients reduce-scattered in fp32 into fp32 sharded gradients; there are no
-           persistent bf16 weights (precision="mixed" here).
+           compute (all-gather bytes halve), gradients reduce-scattered in fp32 into fp32 sharded
+           gradients; no persistent bf16 weights, so per parameter 4/N (fp32 shard) + 4/N
+           (gradient) + 8/N (state) instead of llmcalc's 2 + 2 + 4 + 8 split by stage
 """
 
 from __future__ import annotations

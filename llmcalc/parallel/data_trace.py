@@ -1,7 +1,13 @@
 """One steady-state training step of a rank under data parallelism (data_plan.py), traced: its
 tensor bytes phase by phase (memory/trace.py's StorageTracker, made to follow sharded training)
 and the collectives it issues (collectives.py). The same code runs in a real process group
-(gloo, nccl) and on the fake process group with fake tensors, and gives the same figures."""
+(gloo, nccl) and on the fake process group with fake tensors, and gives the same figures, byte
+for byte and phase by phase (tests/parallel/test_gloo.py), once two sources of timing are taken
+out of a real run: Python's cyclic garbage collector (off during the step: tensors are freed by
+reference counts only) and the backend's threads (gloo's pt_gloo_runloop releases a finished
+collective when it next holds the GIL, which freed the program's buffers at random points of the
+backward: _private_collective). Each rank traces its own tensors: a DTensor counts as its local
+shard."""
 
 from __future__ import annotations
 
