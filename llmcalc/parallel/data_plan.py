@@ -17,52 +17,53 @@ a copy of the model's computation and trains on its slice of the global batch; N
     3      fully_shard on every block and the root,                 optimizer state, gradients,
            reshard_after_forward=True: gathered again in backward   parameters
 
+ZeRO-0 uses replicate_with_fsdp, not DDP: it works on the fake process group and gloo alike, and
+is FSDP2's own code; its cost (measured, tests/parallel/test_gloo.py): it gathers the replicated
+parameters into unsharded copies for compute like FSDP2 does, so a rank's forward and backward
+hold the parameters twice (tiny model, fp32: +115,584 B = 1x the weights over a single-GPU step);
+its gradients are all-reduced per block (c10d allreduce_ of each block's gradients).
+
 Chunks are FSDP2's: dim 0 split in N chunks of ceil(dim0 / N) rows (torch.chunk), the last
 ones shorter or empty; a collective moves the padded N x ceil(dim0 / N) rows.
 
-Offload: "params" = FSDP2's CPUOffloadPolicy (stages 2 and 3: sharded parameters, gradients and
-so the optimizer step live on the host); "optimizer" = FSDP2-free: the optimizer's state (and
-stage 1's chunk it steps) lives on the host; a CPU-only run has no device to tell apart, so the
-trace counts those tensors under a category "host" instead of "optimizer" (HostOptimizer).
+Offload (Ren et al. 2021, ZeRO-Offload):
+    "optimizer"  FSDP2-free (HostOptimizer): a copy of the parameters this rank updates (fp32
+                 when mixed) and the optimizer's state live on the host; each step copies the
+                 gradients there, steps, and copies the parameters back; any stage
+    "params"     FSDP2's CPUOffloadPolicy (stages 2 and 3): the sharded parameters, their
+                 gradients and so the optimizer step live on the host; each block's parameters
+                 are copied to the device and all-gathered when used
+A CPU-only run has no device to tell apart: the trace counts the host's tensors under a category
+"host" that is not in a phase's total (the device's bytes).
 
 Precision, llmcalc's "mixed" (memory/train_step.py MasterWeights: bf16 weights and gradients for
 compute, fp32 master weights, fp32 optimizer state, fp32 gradients for the step) per stage:
-    0, 1   the model in bf16 and MasterWeights (stage 1: masters and state of the chunk only)
+    0, 1   the model in bf16 and MasterWeights (stage 1: masters and state of the chunk only);
+           gradients all-reduced in bf16
     2, 3   FSDP2's way: the model in fp32 (the sharded fp32 parameters are the master weights),
            MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): bf16 copies gathered for
-           compute, gradients reduce-scattered in fp32 into fp32 sharded gradients; there are no
-           persistent bf16 weights (precision="mixed" here).
+           compute (all-gather bytes halve), gradients reduce-scattered in fp32 into fp32 sharded
+           gradients; no persistent bf16 weights, so per parameter 4/N (fp32 shard) + 4/N
+           (gradient) + 8/N (state) instead of llmcalc's 2 + 2 + 4 + 8 split by stage
 """
 
 from __future__ import annotations
 
-import gc
 import math
-import time
-import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch._C._distributed_c10d import _create_work_from_future
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor
-from torch.utils._pytree import tree_leaves, tree_map
 
 from llmcalc.errors import LLMCalcError
-from llmcalc.memory.trace import StorageTracker, TracedMemory, _result
-from llmcalc.memory.train_step import (
-    PHASES,
-    LossFn,
-    create_optimizer_state,
-    make_optimizer,
-    next_token_loss,
-    training_step,
-)
-from llmcalc.parallel.collectives import CollectiveRecorder, classify
+from llmcalc.memory.train_step import MasterWeights, make_optimizer
 
 ZERO_STAGES = (0, 1, 2, 3)
+PRECISIONS = ("fp32", "bf16", "mixed")
 OFFLOADS = ("none", "optimizer", "params")
 
 
@@ -78,12 +79,50 @@ def chunk_rows(dim0: int, world: int, rank: int) -> tuple[int, int, int]:
     return first, min(first + rows, dim0), rows
 
 
+class HostOptimizer:
+    """--offload optimizer (ZeRO-Offload, Ren et al. 2021): an fp32 copy of the parameters this
+    rank updates and the optimizer's state live on the host; each step copies the gradients to
+    the host, steps there and copies the updated parameters back. On a CPU-only run the host is
+    the same memory: the trace counts these tensors under "host" (data_parallel_step)."""
+
+    def __init__(
+        self, params: list[nn.Parameter], name: str, mixed: bool = False, host: str = "cpu"
+    ) -> None:
+        self.params = params
+        dtype = torch.float32 if mixed else None  # mixed: the fp32 master weights are these
+        self.masters = [nn.Parameter(local(p).detach().to(host, dtype, copy=True)) for p in params]
+        self.inner = make_optimizer(self.masters, name)
+        self.state = self.inner.state
+        self.on_host: Callable[[torch.Tensor], None] = lambda tensor: None
+
+    def step(self) -> None:
+        for param, master in zip(self.params, self.masters, strict=True):
+            master.grad = local(param.grad).detach().to(master.device, master.dtype, copy=True)
+            self.on_host(master.grad)
+        self.inner.step()
+        with torch.no_grad():
+            for param, master in zip(self.params, self.masters, strict=True):
+                local(param).copy_(master)
+                master.grad = None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for param in self.params:
+            param.grad = None
+
+
 class ShardedOptimizer:
     """ZeRO-1 (DeepSpeed's stage 1): gradients arrive all-reduced in full; each rank steps only
     its Shard(0) chunk of each parameter (a view: no copy) with an optimizer holding that chunk's
     state, then all-gathers every updated parameter into a padded buffer and copies it back."""
 
-    def __init__(self, params: list[nn.Parameter], mesh: DeviceMesh, name: str) -> None:
+    def __init__(
+        self,
+        params: list[nn.Parameter],
+        mesh: DeviceMesh,
+        name: str,
+        host: bool = False,
+        mixed: bool = False,
+    ) -> None:
         self.group = mesh.get_group()
         world, rank = mesh.size(), mesh.get_local_rank()
         self.params = params
@@ -94,7 +133,8 @@ class ShardedOptimizer:
             chunk = nn.Parameter(full.detach()[first:end])  # shares the parameter's storage
             self.chunks.append((param, chunk, first, end, rows))
         self.world = world
-        self.inner = make_optimizer([c[1] for c in self.chunks if c[1].numel()], name)
+        mine = [c[1] for c in self.chunks if c[1].numel()]
+        self.inner = _optimizer(mine, name, host, mixed)
         self.state = self.inner.state
 
     def step(self) -> None:
@@ -117,6 +157,17 @@ class ShardedOptimizer:
             param.grad = chunk.grad = None
 
 
+Optimizer = torch.optim.Optimizer | MasterWeights | HostOptimizer | ShardedOptimizer
+
+
+def _optimizer(params: list[nn.Parameter], name: str, host: bool, mixed: bool) -> Optimizer:
+    """The optimizer of the tensors a rank updates itself: on the host (offload), with fp32
+    master weights (mixed: MasterWeights, or the host's fp32 copies), or torch's as it is."""
+    if host:
+        return HostOptimizer(params, name, mixed)
+    return MasterWeights(params, name) if mixed else make_optimizer(params, name)
+
+
 @dataclass
 class DataParallel:
     """The model prepared for stage `zero`, and how to make its optimizer."""
@@ -125,13 +176,16 @@ class DataParallel:
     mesh: DeviceMesh
     zero: int
     offload: str
+    precision: str
     api: str  # the torch API and settings used, in words
 
-    def optimizer(self, name: str = "adamw") -> torch.optim.Optimizer | ShardedOptimizer:
+    def optimizer(self, name: str = "adamw") -> Optimizer:
         params = list(self.model.parameters())
+        host = self.offload == "optimizer"
+        mixed = self.precision == "mixed" and self.zero < 2  # 2, 3: FSDP2's own mixed precision
         if self.zero == 1:
-            return ShardedOptimizer(params, self.mesh, name)
-        return make_optimizer(params, name)
+            return ShardedOptimizer(params, self.mesh, name, host, mixed)
+        return _optimizer(params, name, host, mixed)
 
 
 def apply_data_parallel(
@@ -157,8 +211,8 @@ def apply_data_parallel(
         raise LLMCalcError(f"--offload {offload}: must be one of {', '.join(OFFLOADS)}")
     if offload == "params" and zero < 2:
         raise LLMCalcError(f"--offload params with --zero {zero}: needs ZeRO stage 2 or 3")
-    if offload == "optimizer":
-        raise LLMCalcError("--offload optimizer: not implemented yet (allowed: none, params)")
+    if precision not in PRECISIONS:
+        raise LLMCalcError(f"--precision {precision}: must be one of {', '.join(PRECISIONS)}")
     mp = MixedPrecisionPolicy()
     if precision == "mixed" and zero >= 2:
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
@@ -171,9 +225,10 @@ def apply_data_parallel(
         api = "replicate_with_fsdp.replicate on every block and the root"
         if zero == 1:
             api += " + ShardedOptimizer (Shard(0) chunks, all_gather_into_tensor after the step)"
-        return DataParallel(model, dp_mesh, zero, offload, api)
+        return DataParallel(model, dp_mesh, zero, offload, precision, api)
     reshard = zero == 3
-    policy = CPUOffloadPolicy() if offload == "params" else OffloadPolicy()
+    pin = dp_mesh.device_type != "cpu"  # pinned host memory speeds copies to a GPU
+    policy = CPUOffloadPolicy(pin_memory=pin) if offload == "params" else OffloadPolicy()
     settings = dict(
         mesh=dp_mesh, reshard_after_forward=reshard, mp_policy=mp, offload_policy=policy
     )
@@ -181,167 +236,4 @@ def apply_data_parallel(
         fully_shard(block, **settings)
     fully_shard(model, **settings)
     api = f"fully_shard on every block and the root, reshard_after_forward={reshard}"
-    return DataParallel(model, dp_mesh, zero, offload, api)
-
-
-def _is_work(value: object) -> bool:
-    return not isinstance(value, torch.Tensor) and hasattr(value, "wait")
-
-
-def _wait_and_copy_back(out: object, written: object, private: object) -> None:
-    for leaf in tree_leaves(out):
-        if _is_work(leaf):
-            leaf.wait()
-    # every c10d collective writes its first argument (all-gather's and reduce-scatter's output,
-    # all-reduce's and broadcast's tensors, recv's buffer; send's come back unchanged)
-    for mine, theirs in zip(tree_leaves(written), tree_leaves(private), strict=True):
-        mine.copy_(theirs)
-
-
-def _private_collective(func, args: tuple, kwargs: dict):  # noqa: ANN001, ANN202
-    """Run a c10d collective on private copies of its tensors, wait for it, write what it wrote
-    back, and wait until the backend has let go of it: a real backend (gloo) releases a finished
-    collective on its own thread, when that thread next gets the GIL, and what it releases would
-    free the program's tensors at racy times. The copies are made with the tracker off (inside
-    its handler); the caller gets the program's tensors and an already completed Work."""
-    copies, refs = {}, []
-
-    def private(value):  # noqa: ANN001, ANN202
-        if isinstance(value, torch.Tensor):
-            copy = value.clone()
-            copies[id(copy)] = value
-            refs.append(weakref.ref(copy))
-            return copy
-        return value
-
-    private_args, private_kwargs = tree_map(private, (args, kwargs))
-    out = func(*private_args, **private_kwargs)
-    _wait_and_copy_back(out, args[0], private_args[0])
-    done = torch.futures.Future()
-    done.set_result(None)
-    work = _create_work_from_future(done).boxed()  # as the dispatcher returns a Work
-    result = tree_map(lambda v: copies.get(id(v), work if _is_work(v) else v), out)
-    del out, private_args, private_kwargs
-    deadline = time.monotonic() + 30
-    while any(ref() is not None for ref in refs):  # the backend's thread still holds them
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{func._schema.name}: the backend never released its tensors")
-        time.sleep(0.0001)
-    return result
-
-
-class ShardedStorageTracker(StorageTracker):
-    """StorageTracker for sharded training: a DTensor counts as its local tensor, a storage
-    resized in place (FSDP2 frees and re-allocates each unsharded parameter's storage with
-    UntypedStorage.resize_, which no dispatch mode sees) is counted at its new size, and
-    collectives run on private copies (_private_collective): the same trace on a real backend
-    as on the fake process group."""
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        if func._schema.name.startswith("c10d::") and classify(func._schema.name, args):
-            return _private_collective(func, args, kwargs or {})
-        out = func(*args, **(kwargs or {}))
-        for leaf in tree_leaves(out):
-            if isinstance(leaf, torch.Tensor):
-                self.track(local(leaf), "other", move=False)
-        return out
-
-    def pack_saved(self, tensor: torch.Tensor) -> torch.Tensor:
-        super().pack_saved(local(tensor))
-        return tensor
-
-    def resized(self, storage: torch.UntypedStorage) -> None:
-        entry = self.live.get(id(storage))
-        if entry is not None and storage.nbytes() != entry[0]:
-            delta = storage.nbytes() - entry[0]
-            entry[0] += delta
-            self.totals[entry[1]] += delta
-            self.current += delta
-            self._note_peak()
-
-    def __enter__(self):  # noqa: ANN204
-        cls = torch.UntypedStorage
-        self._own = cls.__dict__.get("resize_")
-        original = cls.resize_
-
-        def resize_(storage: torch.UntypedStorage, size: int) -> torch.UntypedStorage:
-            out = original(storage, size)
-            self.resized(storage)
-            return out
-
-        cls.resize_ = resize_
-        return super().__enter__()
-
-    def __exit__(self, *exc):  # noqa: ANN002
-        if self._own is None:
-            del torch.UntypedStorage.resize_
-        else:
-            torch.UntypedStorage.resize_ = self._own
-        return super().__exit__(*exc)
-
-
-@dataclass
-class DataParallelStep:
-    memory: TracedMemory  # this rank's tensor bytes, phase by phase
-    collectives: CollectiveRecorder  # what this rank issued in the step, by phase
-    losses: list[float]  # this rank's loss (real runs; empty on fake tensors)
-    plan: DataParallel
-    optimizer: torch.optim.Optimizer | ShardedOptimizer
-
-
-def data_parallel_step(
-    model: nn.Module,
-    mesh: DeviceMesh,
-    zero: int,
-    tokens: torch.Tensor,
-    optimizer: str = "adamw",
-    offload: str = "none",
-    loss_fn: LossFn = next_token_loss,
-) -> DataParallelStep:
-    """One steady-state training step of this rank on its slice `tokens` (B/N, T): the model
-    wrapped for stage `zero`, its optimizer's state created, then forward, backward and step
-    traced (tensor bytes and collectives). The same code runs on real tensors and on fake ones
-    (call it under FakeTensorMode, the model built there, with the fake process group)."""
-    plan = apply_data_parallel(model, mesh, zero, offload)
-    if hasattr(model, "_get_fsdp_state"):
-        # FSDP2's lazy init (run by the first forward) pads uneven shards again when they are not
-        # plain tensors (fake ones): run it before the trace, so both runs trace the same step
-        model._get_fsdp_state()._lazy_init()
-    opt = plan.optimizer(optimizer)
-    create_optimizer_state(model, opt)
-    tracker, recorder = ShardedStorageTracker(), CollectiveRecorder()
-    for param in model.parameters():
-        tracker.track(local(param), "weights")
-    for buffer in model.buffers():
-        tracker.track(local(buffer), "other")
-    for state in opt.state.values():
-        for value in state.values():
-            if isinstance(value, torch.Tensor):
-                tracker.track(local(value), "optimizer")
-    tracker.track(tokens, "other")
-    losses: list[float] = []
-
-    def on_phase(phase: str) -> None:
-        if phase == "optimizer":  # every gradient now exists
-            for param in model.parameters():
-                tracker.track(local(param.grad), "gradients")
-        tracker.enter_phase(phase)
-        recorder.phase = phase
-
-    def loss_and_value(module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor):  # noqa: ANN202
-        loss = loss_fn(module, inputs, targets)
-        if not isinstance(loss, torch._subclasses.FakeTensor):
-            losses.append(loss.item())
-        return loss
-
-    hooks = torch.autograd.graph.saved_tensors_hooks(tracker.pack_saved, lambda t: t)
-    collecting = gc.isenabled()
-    gc.collect()
-    gc.disable()  # tensors freed by reference counts only, never at a collection's whim
-    try:
-        with tracker, recorder, hooks:
-            training_step(model, opt, tokens, "none", on_phase, loss_and_value)
-    finally:
-        if collecting:
-            gc.enable()
-    return DataParallelStep(_result(tracker, PHASES), recorder, losses, plan, opt)
+    return DataParallel(model, dp_mesh, zero, offload, precision, api)
