@@ -21,7 +21,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from llmcalc.config.schema import ModelConfig
-from llmcalc.memory.trace import PhasePeak, track_model_state
+from llmcalc.memory.trace import PhasePeak
 from llmcalc.memory.train_step import (
     Optimizer,
     make_optimizer,
@@ -93,6 +93,7 @@ def trace_parallel(
     from llmcalc.parallel.collectives import CollectiveRecorder
     from llmcalc.parallel.context_plan import apply_context_parallel
     from llmcalc.parallel.data_plan import apply_data_parallel
+    from llmcalc.parallel.data_trace import track_states
     from llmcalc.parallel.tensor_plan import apply_tensor_parallel
 
     check_step(cfg, batch, seq, attention)
@@ -120,24 +121,19 @@ def trace_parallel(
                 opt = _plain_optimizer(model, precision, optimizer)
             tokens = torch.randint(0, cfg.vocab_size, (batch, seq // layout.cp))
             training_step(model, opt, tokens, checkpointing)  # warm-up
-            track_model_state(tracker, model, opt)
+            track_states(tracker, model, opt, layout.offload)
             tracker.track(tokens, "other")
 
             def on_phase(phase: str) -> None:
                 if phase == "optimizer":
+                    where = "host" if layout.offload == "params" else "gradients"
                     for param in model.parameters():
-                        tracker.track(param.grad, "gradients")
+                        tracker.track(param.grad, where)
                 tracker.enter_phase(phase)
                 recorder.phase = phase
 
             hooks = torch.autograd.graph.saved_tensors_hooks(tracker.pack_saved, lambda t: t)
-            with (
-                recorder,
-                tracker,
-                hooks,
-                tracker.following_resizes(),
-                tracker.without_shape_inference(),
-            ):
+            with recorder, tracker, hooks:
                 training_step(model, opt, tokens, checkpointing, on_phase)
     phases = {phase: tracker.peaks[phase] for phase in ("forward", "backward", "optimizer")}
     top = max(phases, key=lambda phase: phases[phase].total)
