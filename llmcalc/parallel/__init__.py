@@ -1,0 +1,1 @@
+"""Per-GPU memory and communication when training on many GPUs."""
