@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.errors import LLMCalcError
-from llmcalc.memory.activations import head_activations, layer_activations
+from llmcalc.memory.activations import block_backward_peak, head_activations, layer_activations
 from llmcalc.memory.experts import layer_kinds
 from llmcalc.memory.formula import PRECISION, STATE_TENSORS
 from llmcalc.memory.parameters import _norm_and_linear, block_sizes
@@ -271,7 +271,8 @@ class StageMemory:
     in_flight: int
     saved_per_microbatch: dict[int, int]  # chunk -> bytes one microbatch keeps for backward
     saved_peak: int  # activations held at most: the schedule's worst set of in-flight forwards
-    parts: dict[str, int]  # the peak's composition, below
+    parts: dict[str, int]  # the peak's composition (stage_memory's docstring)
+    at: str  # the moment of the peak, in words
     p2p: P2P
 
     @property
@@ -289,6 +290,21 @@ def saved_peak(order: list[tuple[str, int, int]], saved: dict[int, int]) -> int:
     return top
 
 
+def backward_transient(
+    cfg: ModelConfig, c: Chunk, batch: int, seq: int, a: int, attention: str
+) -> int:
+    """Beyond the chunk's saved tensors, the most one backward of it holds: inside a block,
+    memory/activations.py's block_backward_peak less the block's own saved tensors; on the last
+    chunk first the loss's two n·V fp32 gradients (log-softmax and its input)."""
+    top = 2 * batch * seq * cfg.vocab_size * 4 if c.is_last else 0
+    for (local, moe), count in _kinds_in(cfg, c.first_layer, c.layers).items():
+        if count:
+            saved = layer_activations(cfg, batch, seq, a, attention, local, moe)
+            block = block_backward_peak(cfg, batch, seq, a, attention, saved)
+            top = max(top, block - sum(saved.values()))
+    return top
+
+
 def stage_memory(
     cfg: ModelConfig,
     pp: int,
@@ -302,49 +318,88 @@ def stage_memory(
     virtual: int = 1,
     attention: str = "sdpa",
 ) -> StageMemory:
-    """One rank's memory during a pipeline step, in words:
-    peak ≈ the stage's weights, gradients and optimizer state
-         + the in-flight microbatches' saved activations (the schedule's worst moment)
+    """One rank's memory during a pipeline step, walked along the schedule's order; at its
+    worst moment, in words:
+    peak ≈ the stage's weights and optimizer state, and the gradients of the chunks whose
+           first backward has run (all of them from then on)
+         + the in-flight microbatches' saved activations (chunk_saved, exact)
          + each in-flight forward's output, kept by the stage until its backward
-           (n·d·a; the last stage's logits, n·V·a)
+           (n·d·a; the last chunk's logits, n·V·a)
          + the receive buffers torch's PipelineStage allocates for every microbatch up front
            (M·n·d·a per chunk that receives activations, and per chunk that receives gradients)
-         + one backward's transient: the last stage's loss gradients (2·n·V·4), else
-           two n·d·a gradients of the residual stream
-         + the batch's token ids and targets (b·M·s int64 each, where the stage reads them)."""
+         + one backward's transient (backward_transient)
+         + the batch's token ids (first stage) and targets (last), b·M·s int64 each, and the
+           last stage's M fp32 losses.
+    A chunk's first backward is taken at its start (no gradients yet, its transient) and at
+    its end (its gradients made, its saved tensors gone)."""
     check_pipeline(cfg.n_layers, pp, schedule, microbatches, virtual)
     p = PRECISION[precision]
     a, n, d, V = p.activation, batch * seq, cfg.d_model, cfg.vocab_size
-    chunks = [chunk(cfg, pp, c, virtual) for c in rank_chunks(pp, rank, virtual)]
-    saved = {c.index: sum(chunk_saved(cfg, c, batch, seq, a, attention).values()) for c in chunks}
-    order = schedule_order(pp, microbatches, schedule, rank, virtual)
-    held = saved_peak(order, saved)
-    sizes = [s for c in chunks for s in chunk_parameters(cfg, c)]
-    n_params = sum(sizes)
-    counters = 4 * len(sizes) if optimizer == "adamw" else 0
-    output = {c.index: n * (V if c.is_last else d) * a for c in chunks}
-    outputs = saved_peak(order, output)
-    receives = sum(not c.is_first for c in chunks) + sum(not c.is_last for c in chunks)
-    last = any(c.is_last for c in chunks)
-    first = any(c.is_first for c in chunks)
-    parts = {
-        "weights": n_params * p.weight,
-        "gradients": n_params * p.grad,
-        "optimizer": STATE_TENSORS[optimizer] * n_params * p.state + counters
-        + n_params * p.master,
-        "activations": held,
-        "stage_outputs": outputs,
-        "p2p_buffers": receives * microbatches * n * d * a,
-        "backward_transient": 2 * n * V * 4 if last else 2 * n * d * a,
-        "batch_ids": (first + last) * microbatches * n * 8,
+    chunks = {c: chunk(cfg, pp, c, virtual) for c in rank_chunks(pp, rank, virtual)}
+    saved = {
+        i: sum(chunk_saved(cfg, c, batch, seq, a, attention).values()) for i, c in chunks.items()
     }
+    output = {i: n * (V if c.is_last else d) * a for i, c in chunks.items()}
+    transient = {i: backward_transient(cfg, c, batch, seq, a, attention) for i, c in chunks.items()}
+    sizes = {i: chunk_parameters(cfg, c) for i, c in chunks.items()}
+    n_params = sum(sum(s) for s in sizes.values())
+    n_tensors = sum(len(s) for s in sizes.values())
+    counters = 4 * n_tensors if optimizer == "adamw" else 0
+    receives = sum(not c.is_first for c in chunks.values()) + sum(
+        not c.is_last for c in chunks.values()
+    )
+    last = any(c.is_last for c in chunks.values())
+    first = any(c.is_first for c in chunks.values())
+    base = {
+        "weights": n_params * p.weight,
+        "optimizer": STATE_TENSORS[optimizer] * n_params * p.state
+        + counters
+        + n_params * p.master,
+        "p2p_buffers": receives * microbatches * n * d * a,
+        "batch": (first + last) * microbatches * n * 8 + (microbatches * 4 if last else 0),
+    }
+    order = schedule_order(pp, microbatches, schedule, rank, virtual)
+    alive, outputs, grads = 0, 0, 0
+    done: set[int] = set()
+    best: tuple[int, dict[str, int], str] = (-1, {}, "")
+
+    def moment(at: str, gradients: int, activations: int, held: int, extra: int) -> None:
+        nonlocal best
+        parts = {
+            **base,
+            "gradients": gradients,
+            "activations": activations,
+            "stage_outputs": held,
+            "backward_transient": extra,
+        }
+        if sum(parts.values()) > best[0]:
+            best = (sum(parts.values()), parts, at)
+
+    for op, c, mb in order:
+        if op == "F":
+            alive += saved[c]
+            outputs += output[c]
+            moment(f"forward of chunk {c}, microbatch {mb}", grads, alive, outputs, 0)
+            continue
+        mine = sum(sizes[c]) * p.grad
+        at = f"backward of chunk {c}, microbatch {mb}"
+        if c in done:
+            moment(at, grads, alive, outputs, transient[c])
+        else:
+            moment(at + " (start)", grads, alive, outputs, transient[c])
+            moment(at + " (end)", grads + mine, alive - saved[c], outputs, 0)
+            grads += mine
+            done.add(c)
+        alive -= saved[c]
+        outputs -= output[c]
     return StageMemory(
         rank,
         rank_kind(pp, rank),
-        [(c.first_layer, c.layers) for c in chunks],
+        [(c.first_layer, c.layers) for c in chunks.values()],
         in_flight(pp, microbatches, schedule, rank, virtual),
         saved,
-        held,
-        parts,
+        saved_peak(order, saved),
+        best[1],
+        best[2],
         p2p_bytes(cfg, pp, rank, microbatches, batch, seq, a, virtual),
     )
