@@ -60,6 +60,8 @@ CLOSED_FORMS = [
     "memory/parameters.py",
     "memory/transients.py",
     "config/schema.py",
+    "parallel/pipeline.py",
+    "parallel/pipeline_memory.py",
 ]
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name not in ("__init__.py", "__main__.py"))
 

@@ -25,7 +25,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._pytree import tree_leaves
 
 from llmcalc.config.schema import ModelConfig
-from llmcalc.memory.trace import StorageTracker
+from llmcalc.memory.trace import StorageTracker, track_model_state
 from llmcalc.memory.train_step import create_optimizer_state, optimizer_for, precision_dtype
 from llmcalc.model.layers import rope_tables, sinusoidal_table
 from llmcalc.model.transformer import build_model
@@ -153,26 +153,34 @@ def trace_pipeline_rank(
         with FakeTensorMode():
             model = build_model(cfg, "cpu", dtype, attention)
             chunks = [chunk(cfg, pp, c, virtual) for c in rank_chunks(pp, rank, virtual)]
-            modules = [StageModule(model, c.first_layer, c.layers, c.is_first, c.is_last) for c in chunks]
+            modules = [
+                StageModule(model, c.first_layer, c.layers, c.is_first, c.is_last) for c in chunks
+            ]
             del model
             holder = nn.ModuleList(modules)
             opt = optimizer_for(holder, precision, optimizer)
             create_optimizer_state(holder, opt)
-            for param in holder.parameters():
-                tracker.track(param, "weights")
-            for state in opt.state.values():
-                for value in state.values():
-                    if isinstance(value, torch.Tensor):
-                        tracker.track(value, "optimizer")
-            for master in getattr(opt, "masters", []):
-                tracker.track(master, "optimizer")
+            track_model_state(tracker, holder, opt)
             stages = []
             for c, module in zip(chunks, modules, strict=True):
                 shape = (batch, seq, cfg.d_model)
-                example = torch.randint(0, cfg.vocab_size, (batch, seq)) if c.is_first else torch.empty(shape, dtype=dtype, requires_grad=True)
+                example = (
+                    torch.randint(0, cfg.vocab_size, (batch, seq))
+                    if c.is_first
+                    else torch.empty(shape, dtype=dtype, requires_grad=True)
+                )
                 out_shape = (batch, seq, cfg.vocab_size) if c.is_last else shape
                 output = torch.empty(out_shape, dtype=dtype, requires_grad=True)
-                stages.append(PipelineStage(module, c.index, pp * virtual, torch.device("cpu"), input_args=example, output_args=output))
+                stages.append(
+                    PipelineStage(
+                        module,
+                        c.index,
+                        pp * virtual,
+                        torch.device("cpu"),
+                        input_args=example,
+                        output_args=output,
+                    )
+                )
             if schedule == "interleaved":
                 runner = ScheduleInterleaved1F1B(stages, microbatches, loss_fn=next_token_loss)
             else:
@@ -236,12 +244,12 @@ def count_in_flight(stages: list) -> dict[str, int]:
     for stage in stages:
         forward, backward = stage.forward_one_chunk, stage.backward_one_chunk
 
-        def forward_one(*args, forward=forward, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def forward_one(*args, forward=forward, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
             counter["now"] += 1
             counter["top"] = max(counter["top"], counter["now"])
             return forward(*args, **kwargs)
 
-        def backward_one(*args, backward=backward, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def backward_one(*args, backward=backward, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
             counter["now"] -= 1
             return backward(*args, **kwargs)
 

@@ -14,8 +14,8 @@ from llmcalc.parallel.pipeline import (
     interleaved_warmup,
     p2p_bytes,
     schedule_order,
-    stage_memory,
 )
+from llmcalc.parallel.pipeline_memory import stage_memory
 from tests.conftest import tiny
 
 CFG = ModelConfig.from_dict(tiny(n_layers=8))
@@ -41,7 +41,9 @@ def test_closed_form_equals_torch_pipelining(schedule, pp, virtual, microbatches
     traced = trace_pipeline_rank(
         CFG, pp, rank, schedule, microbatches, B, S, precision, virtual=virtual
     )
-    predicted = stage_memory(CFG, pp, rank, schedule, microbatches, B, S, precision, virtual=virtual)
+    predicted = stage_memory(
+        CFG, pp, rank, schedule, microbatches, B, S, precision, virtual=virtual
+    )
     assert traced.in_flight == predicted.in_flight
     assert traced.saved_peak == predicted.saved_peak
     one = B * S * CFG.d_model * (2 if precision == "bf16" else 4)

@@ -1,0 +1,164 @@
+"""A pipeline rank's peak memory, composed from pipeline.py's exact parts and walked along the
+schedule's order of forwards and backwards (how close it comes: tests/parallel/test_pipeline.py
+against torch.distributed.pipelining). No torch here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmcalc.config.schema import ModelConfig
+from llmcalc.memory.activations import block_backward_peak, layer_activations
+from llmcalc.memory.formula import PRECISION, STATE_TENSORS
+from llmcalc.parallel.pipeline import (
+    P2P,
+    Chunk,
+    check_pipeline,
+    chunk,
+    chunk_parameters,
+    chunk_saved,
+    in_flight,
+    kinds_in,
+    p2p_bytes,
+    rank_chunks,
+    rank_kind,
+    schedule_order,
+)
+
+
+@dataclass(frozen=True)
+class StageMemory:
+    rank: int
+    kind: str  # first, middle, last (or only)
+    layers: list[tuple[int, int]]  # (first layer, count) of each chunk the rank holds
+    in_flight: int
+    saved_per_microbatch: dict[int, int]  # chunk -> bytes one microbatch keeps for backward
+    saved_peak: int  # activations held at most: the schedule's worst set of in-flight forwards
+    parts: dict[str, int]  # the peak's composition (stage_memory's docstring)
+    at: str  # the moment of the peak, in words
+    p2p: P2P
+
+    @property
+    def peak(self) -> int:
+        return sum(self.parts.values())
+
+
+def saved_peak(order: list[tuple[str, int, int]], saved: dict[int, int]) -> int:
+    """The most saved-activation bytes alive at once: after each forward, before the next
+    backward (a backward frees its chunk's as it runs)."""
+    alive, top = 0, 0
+    for op, c, _ in order:
+        alive += saved[c] if op == "F" else -saved[c]
+        top = max(top, alive)
+    return top
+
+
+def backward_transient(
+    cfg: ModelConfig, c: Chunk, batch: int, seq: int, a: int, attention: str
+) -> int:
+    """Beyond the chunk's saved tensors, the most one backward of it holds: inside a block,
+    memory/activations.py's block_backward_peak less the block's own saved tensors; on the last
+    chunk first the loss's two n·V fp32 gradients (log-softmax and its input)."""
+    top = 2 * batch * seq * cfg.vocab_size * 4 if c.is_last else 0
+    for (local, moe), count in kinds_in(cfg, c.first_layer, c.layers).items():
+        if count:
+            saved = layer_activations(cfg, batch, seq, a, attention, local, moe)
+            block = block_backward_peak(cfg, batch, seq, a, attention, saved)
+            top = max(top, block - sum(saved.values()))
+    return top
+
+
+def stage_memory(
+    cfg: ModelConfig,
+    pp: int,
+    rank: int,
+    schedule: str,
+    microbatches: int,
+    batch: int,
+    seq: int,
+    precision: str = "fp32",
+    optimizer: str = "adamw",
+    virtual: int = 1,
+    attention: str = "sdpa",
+) -> StageMemory:
+    """One rank's memory during a pipeline step, walked along the schedule's order; at its
+    worst moment, in words:
+    peak ≈ the stage's weights and optimizer state, and the gradients of the chunks whose
+           first backward has run (all of them from then on)
+         + the in-flight microbatches' saved activations (chunk_saved, exact)
+         + each in-flight forward's output, kept by the stage until its backward
+           (n·d·a; the last chunk's logits, n·V·a)
+         + the receive buffers torch's PipelineStage allocates for every microbatch up front
+           (M·n·d·a per chunk that receives activations, and per chunk that receives gradients)
+         + one backward's transient (backward_transient)
+         + the batch's token ids (first stage) and targets (last), b·M·s int64 each, and the
+           last stage's M fp32 losses.
+    A chunk's first backward is taken at its start (no gradients yet, its transient) and at
+    its end (its gradients made, its saved tensors gone)."""
+    check_pipeline(cfg.n_layers, pp, schedule, microbatches, virtual)
+    p = PRECISION[precision]
+    a, n, d, V = p.activation, batch * seq, cfg.d_model, cfg.vocab_size
+    chunks = {c: chunk(cfg, pp, c, virtual) for c in rank_chunks(pp, rank, virtual)}
+    saved = {
+        i: sum(chunk_saved(cfg, c, batch, seq, a, attention).values()) for i, c in chunks.items()
+    }
+    output = {i: n * (V if c.is_last else d) * a for i, c in chunks.items()}
+    transient = {i: backward_transient(cfg, c, batch, seq, a, attention) for i, c in chunks.items()}
+    sizes = {i: chunk_parameters(cfg, c) for i, c in chunks.items()}
+    n_params = sum(sum(s) for s in sizes.values())
+    n_tensors = sum(len(s) for s in sizes.values())
+    counters = 4 * n_tensors if optimizer == "adamw" else 0
+    receives = sum(not c.is_first for c in chunks.values()) + sum(
+        not c.is_last for c in chunks.values()
+    )
+    first, last = (any(getattr(c, k) for c in chunks.values()) for k in ("is_first", "is_last"))
+    base = {
+        "weights": n_params * p.weight,
+        "optimizer": STATE_TENSORS[optimizer] * n_params * p.state + counters + n_params * p.master,
+        "p2p_buffers": receives * microbatches * n * d * a,
+        "batch": (first + last) * microbatches * n * 8 + (microbatches * 4 if last else 0),
+    }
+    order = schedule_order(pp, microbatches, schedule, rank, virtual)
+    alive, outputs, grads = 0, 0, 0
+    done: set[int] = set()
+    best: tuple[int, dict[str, int], str] = (-1, {}, "")
+
+    def moment(at: str, gradients: int, activations: int, held: int, extra: int) -> None:
+        nonlocal best
+        parts = {
+            **base,
+            "gradients": gradients,
+            "activations": activations,
+            "stage_outputs": held,
+            "backward_transient": extra,
+        }
+        if sum(parts.values()) > best[0]:
+            best = (sum(parts.values()), parts, at)
+
+    for op, c, mb in order:
+        if op == "F":
+            alive += saved[c]
+            outputs += output[c]
+            moment(f"forward of chunk {c}, microbatch {mb}", grads, alive, outputs, 0)
+            continue
+        mine = sum(sizes[c]) * p.grad
+        at = f"backward of chunk {c}, microbatch {mb}"
+        if c in done:
+            moment(at, grads, alive, outputs, transient[c])
+        else:
+            moment(at + " (start)", grads, alive, outputs, transient[c])
+            moment(at + " (end)", grads + mine, alive - saved[c], outputs, 0)
+            grads += mine
+            done.add(c)
+        alive -= saved[c]
+        outputs -= output[c]
+    return StageMemory(
+        rank,
+        rank_kind(pp, rank),
+        [(c.first_layer, c.layers) for c in chunks.values()],
+        in_flight(pp, microbatches, schedule, rank, virtual),
+        saved,
+        saved_peak(order, saved),
+        best[1],
+        best[2],
+        p2p_bytes(cfg, pp, rank, microbatches, batch, seq, a, virtual),
+    )
