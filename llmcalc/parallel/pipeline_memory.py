@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.memory.activations import block_backward_peak, layer_activations
+from llmcalc.memory.experts import layer_kind
 from llmcalc.memory.formula import PRECISION, STATE_TENSORS
 from llmcalc.parallel.pipeline import (
     P2P,
@@ -52,19 +53,24 @@ def saved_peak(order: list[tuple[str, int, int]], saved: dict[int, int]) -> int:
     return top
 
 
-def backward_transient(
+def backward_transients(
     cfg: ModelConfig, c: Chunk, batch: int, seq: int, a: int, attention: str
-) -> int:
-    """Beyond the chunk's saved tensors, the most one backward of it holds: inside a block,
-    memory/activations.py's block_backward_peak less the block's own saved tensors; on the last
-    chunk first the loss's two n·V fp32 gradients (log-softmax and its input)."""
-    top = 2 * batch * seq * cfg.vocab_size * 4 if c.is_last else 0
+) -> tuple[int, int]:
+    """Beyond the chunk's saved tensors, the most one backward of it holds: (at the loss, in a
+    block). The loss (last chunk): its two n·V fp32 gradients (log-softmax and its input). A
+    block: memory/activations.py's block_backward_peak less the block's own saved tensors; on a
+    chunk that receives its output's gradient the peak is in its last block's MLP, where the
+    incoming gradient of the residual stream is the receive buffer (counted there) and that of
+    the block's input is not made yet: less the two n·d·a stream gradients."""
+    loss = 2 * batch * seq * cfg.vocab_size * 4 if c.is_last else 0
+    received = 0 if c.is_last else 2 * batch * seq * cfg.d_model * a
+    top = 0
     for (local, moe), count in kinds_in(cfg, c.first_layer, c.layers).items():
         if count:
             saved = layer_activations(cfg, batch, seq, a, attention, local, moe)
             block = block_backward_peak(cfg, batch, seq, a, attention, saved)
-            top = max(top, block - sum(saved.values()))
-    return top
+            top = max(top, block - sum(saved.values()) - received)
+    return loss, top
 
 
 def stage_memory(
@@ -90,10 +96,12 @@ def stage_memory(
          + the receive buffers torch's PipelineStage allocates for every microbatch up front
            (M·n·d·a per chunk that receives activations, and per chunk that receives gradients)
          + one backward's transient (backward_transient)
+         + under 1f1b, the gradient the previous backward sent (n·d·a, see below)
          + the batch's token ids (first stage) and targets (last), b·M·s int64 each, and the
            last stage's M fp32 losses.
-    A chunk's first backward is taken at its start (no gradients yet, its transient) and at
-    its end (its gradients made, its saved tensors gone)."""
+    A chunk's first backward is taken at the loss (no gradients yet), in its last block (the
+    down projection's gradient made) and at its end (its gradients made, its saved tensors
+    gone)."""
     check_pipeline(cfg.n_layers, pp, schedule, microbatches, virtual)
     p = PRECISION[precision]
     a, n, d, V = p.activation, batch * seq, cfg.d_model, cfg.vocab_size
@@ -102,7 +110,17 @@ def stage_memory(
         i: sum(chunk_saved(cfg, c, batch, seq, a, attention).values()) for i, c in chunks.items()
     }
     output = {i: n * (V if c.is_last else d) * a for i, c in chunks.items()}
-    transient = {i: backward_transient(cfg, c, batch, seq, a, attention) for i, c in chunks.items()}
+    transient = {
+        i: backward_transients(cfg, c, batch, seq, a, attention) for i, c in chunks.items()
+    }
+    # at a block's peak in its first backward, the gradient its MLP's down projection made
+    # (dense blocks; the last layer of the chunk is the first to run backward)
+    down = {
+        i: 0
+        if layer_kind(cfg, c.first_layer + c.layers - 1)[1]
+        else cfg.d_model * cfg.d_ff + (cfg.d_model if cfg.mlp_bias else 0)
+        for i, c in chunks.items()
+    }
     sizes = {i: chunk_parameters(cfg, c) for i, c in chunks.items()}
     n_params = sum(sum(s) for s in sizes.values())
     n_tensors = sum(len(s) for s in sizes.values())
@@ -130,10 +148,15 @@ def stage_memory(
             "activations": activations,
             "stage_outputs": held,
             "backward_transient": extra,
+            "gradient_in_send": sending,
         }
         if sum(parts.values()) > best[0]:
             best = (sum(parts.values()), parts, at)
 
+    # Schedule1F1B keeps the last backward's send ops (and so the gradient they send, n·d·a)
+    # in a local variable until the next backward has run (its bwd_sends, fused with the
+    # next forward's receive)
+    sending = 0
     for op, c, mb in order:
         if op == "F":
             alive += saved[c]
@@ -142,15 +165,19 @@ def stage_memory(
             continue
         mine = sum(sizes[c]) * p.grad
         at = f"backward of chunk {c}, microbatch {mb}"
+        loss, block = transient[c]
+        moment(at + (" (loss)" if loss else ""), grads, alive, outputs, loss)
         if c in done:
-            moment(at, grads, alive, outputs, transient[c])
+            moment(at, grads, alive, outputs, block)
         else:
-            moment(at + " (start)", grads, alive, outputs, transient[c])
+            moment(at, grads + down[c] * p.grad, alive, outputs, block)
             moment(at + " (end)", grads + mine, alive - saved[c], outputs, 0)
             grads += mine
             done.add(c)
         alive -= saved[c]
         outputs -= output[c]
+        if schedule == "1f1b" and not chunks[c].is_first:
+            sending = n * d * a
     return StageMemory(
         rank,
         rank_kind(pp, rank),
