@@ -10,6 +10,7 @@ from llmcalc.config.schema import ModelConfig
 from llmcalc.memory.activations import block_backward_peak, layer_activations
 from llmcalc.memory.experts import layer_kind
 from llmcalc.memory.formula import PRECISION, STATE_TENSORS
+from llmcalc.memory.parameters import block_sizes, conversion_excess
 from llmcalc.parallel.pipeline import (
     P2P,
     Chunk,
@@ -73,6 +74,31 @@ def backward_transients(
     return loss, top
 
 
+def first_block(
+    cfg: ModelConfig, c: Chunk, batch: int, seq: int, a: int, attention: str
+) -> tuple[int, int, int]:
+    """In a chunk's first backward, at its first block's MLP peak (the other end from its last
+    block, where the peak is when a block's gradients outweigh its saved tensors): (parameters
+    whose gradients exist: the blocks after it, the head, its down projection; saved bytes
+    still alive: its own, RoPE's, the embeddings'; its transient)."""
+    local, moe = layer_kind(cfg, c.first_layer)
+    saved = layer_activations(cfg, batch, seq, a, attention, local, moe)
+    own = sum(saved.values()) - (0 if c.is_first else saved.get("x", 0))
+    parts = chunk_saved(cfg, c, batch, seq, a, attention)
+    extra = block_backward_peak(cfg, batch, seq, a, attention, saved) - sum(saved.values())
+    if c.layers == 1 and not c.is_last:  # its incoming gradient is the receive buffer
+        extra -= 2 * batch * seq * cfg.d_model * a
+    embeddings = sum(chunk_parameters(cfg, Chunk(c.index, 0, 0, c.is_first, False)))
+    made = sum(chunk_parameters(cfg, c)) - embeddings - sum(block_sizes(cfg)[moe])
+    made += down_projection(cfg, moe)
+    return made, own + parts["rope"] + parts["embeddings"], extra
+
+
+def down_projection(cfg: ModelConfig, moe: bool) -> int:
+    """Parameters of a dense block's down projection (the first gradient its backward makes)."""
+    return 0 if moe else cfg.d_model * cfg.d_ff + (cfg.d_model if cfg.mlp_bias else 0)
+
+
 def stage_memory(
     cfg: ModelConfig,
     pp: int,
@@ -98,10 +124,12 @@ def stage_memory(
          + one backward's transient (backward_transient)
          + under 1f1b, the gradient the previous backward sent (n·d·a, see below)
          + the batch's token ids (first stage) and targets (last), b·M·s int64 each, and the
-           last stage's M fp32 losses.
+           last stage's M fp32 losses;
+    or, if larger, the optimizer step's: the states, the buffers and batch, and the gradients
+    as the step reads them.
     A chunk's first backward is taken at the loss (no gradients yet), in its last block (the
-    down projection's gradient made) and at its end (its gradients made, its saved tensors
-    gone)."""
+    down projection's gradient made), in its first block (first_block) and at its end (its
+    gradients made, its saved tensors gone)."""
     check_pipeline(cfg.n_layers, pp, schedule, microbatches, virtual)
     p = PRECISION[precision]
     a, n, d, V = p.activation, batch * seq, cfg.d_model, cfg.vocab_size
@@ -116,11 +144,10 @@ def stage_memory(
     # at a block's peak in its first backward, the gradient its MLP's down projection made
     # (dense blocks; the last layer of the chunk is the first to run backward)
     down = {
-        i: 0
-        if layer_kind(cfg, c.first_layer + c.layers - 1)[1]
-        else cfg.d_model * cfg.d_ff + (cfg.d_model if cfg.mlp_bias else 0)
+        i: down_projection(cfg, layer_kind(cfg, c.first_layer + c.layers - 1)[1])
         for i, c in chunks.items()
     }
+    firsts = {i: first_block(cfg, c, batch, seq, a, attention) for i, c in chunks.items()}
     sizes = {i: chunk_parameters(cfg, c) for i, c in chunks.items()}
     n_params = sum(sum(s) for s in sizes.values())
     n_tensors = sum(len(s) for s in sizes.values())
@@ -171,6 +198,9 @@ def stage_memory(
             moment(at, grads, alive, outputs, block)
         else:
             moment(at, grads + down[c] * p.grad, alive, outputs, block)
+            made, remaining, extra = firsts[c]
+            first_at = at + " (first block)"
+            moment(first_at, grads + made * p.grad, alive - saved[c] + remaining, outputs, extra)
             moment(at + " (end)", grads + mine, alive - saved[c], outputs, 0)
             grads += mine
             done.add(c)
@@ -178,6 +208,12 @@ def stage_memory(
         outputs -= output[c]
         if schedule == "1f1b" and not chunks[c].is_first:
             sending = n * d * a
+    # the optimizer step: every gradient as it reads them (fp32 in mixed precision, made one
+    # tensor at a time: memory/parameters.py's conversion_excess), no activations
+    flat = [size for i in chunks for size in sizes[i]]
+    excess = conversion_excess([(flat, 1)]) if precision == "mixed" else 0
+    sending = 0
+    moment("optimizer step", n_params * p.step_grad + excess, 0, 0, 0)
     return StageMemory(
         rank,
         rank_kind(pp, rank),

@@ -115,6 +115,7 @@ class PipelineTracker(StorageTracker):
 @dataclass(frozen=True)
 class TracedStage:
     peak: int
+    phase: str  # 'pipeline' (the schedule's forwards and backwards) or 'optimizer'
     categories: dict[str, int]  # at the peak
     saved_peak: int  # most saved-activation bytes alive at once
     in_flight: int  # most forwards whose saved tensors were alive at once
@@ -219,9 +220,11 @@ def trace_pipeline_rank(
                 opt.step()
     finally:
         dist.destroy_process_group()
-    peak = max(tracker.peaks.values(), key=lambda phase: phase.total)
+    phase = max(("pipeline", "optimizer"), key=lambda name: tracker.peaks[name].total)
+    peak = tracker.peaks[phase]
     return TracedStage(
         peak.total,
+        phase,
         peak.categories,
         tracker.saved_top,
         counter["top"],
