@@ -1,6 +1,7 @@
-"""Pipeline parallelism: the closed form (llmcalc/parallel/pipeline.py) against one rank of
-torch.distributed.pipelining on the fake process group and fake tensors (pipeline_trace.py):
-in-flight microbatches, saved-activation peak and point-to-point bytes exact, the peak close."""
+"""Pipeline parallelism: the closed form (llmcalc/parallel/pipeline.py, pipeline_memory.py)
+against one rank of torch.distributed.pipelining on the fake process group and fake tensors
+(pipeline_trace.py): in-flight microbatches, the saved-activation peak, point-to-point bytes
+and the rank's whole peak, exact."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from llmcalc.parallel.pipeline import (
 from llmcalc.parallel.pipeline_memory import stage_memory
 from tests.conftest import tiny
 
-CFG = ModelConfig.from_dict(tiny(n_layers=8))
-B, S = 2, 8
+# activations outweigh the weights here, as in real training (on the 32-wide tiny model the
+# peak lands on a smaller moment inside a block's MLP backward: within 0.6%, not exact)
+CFG = ModelConfig.from_dict(tiny(n_layers=8, vocab_size=512, d_model=128, max_seq_len=256))
+B, S = 2, 256
+PRECISION = {"gpipe": "fp32", "1f1b": "bf16", "interleaved": "mixed"}
 
 # (schedule, pp, virtual stages, microbatches, ranks traced)
 LAYOUTS = [
@@ -37,7 +41,7 @@ CASES = [(s, pp, v, m, r) for s, pp, v, m, ranks in LAYOUTS for r in ranks]
 def test_closed_form_equals_torch_pipelining(schedule, pp, virtual, microbatches, rank):
     from llmcalc.parallel.pipeline_trace import trace_pipeline_rank
 
-    precision = "bf16" if schedule == "1f1b" else "fp32"
+    precision = PRECISION[schedule]
     traced = trace_pipeline_rank(
         CFG, pp, rank, schedule, microbatches, B, S, precision, virtual=virtual
     )
@@ -46,14 +50,15 @@ def test_closed_form_equals_torch_pipelining(schedule, pp, virtual, microbatches
     )
     assert traced.in_flight == predicted.in_flight
     assert traced.saved_peak == predicted.saved_peak
-    one = B * S * CFG.d_model * (2 if precision == "bf16" else 4)
+    one = B * S * CFG.d_model * (4 if precision == "fp32" else 2)
     assert sum(traced.sent) == predicted.p2p.sent
     assert sum(traced.received) == predicted.p2p.received
     assert set(traced.sent) | set(traced.received) <= {one}  # one (b, s, d) tensor each
     assert traced.categories["p2p_buffers"] == predicted.parts["p2p_buffers"]
     assert traced.categories["weights"] == predicted.parts["weights"]
     assert traced.categories["optimizer"] == predicted.parts["optimizer"]
-    assert abs(predicted.peak - traced.peak) / traced.peak < 0.02
+    assert traced.peak == predicted.peak, predicted.at
+    assert traced.categories["gradients"] == predicted.parts["gradients"]
 
 
 def test_in_flight_follows_torch_schedules():
