@@ -26,7 +26,12 @@ from torch.utils._pytree import tree_leaves
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.memory.trace import StorageTracker, track_model_state
-from llmcalc.memory.train_step import create_optimizer_state, optimizer_for, precision_dtype
+from llmcalc.memory.train_step import (
+    MasterWeights,
+    create_optimizer_state,
+    optimizer_for,
+    precision_dtype,
+)
 from llmcalc.model.layers import rope_tables, sinusoidal_table
 from llmcalc.model.transformer import build_model
 from llmcalc.parallel.pipeline import check_pipeline, chunk, rank_chunks
@@ -42,11 +47,11 @@ class StageModule(nn.Module):
         super().__init__()
         self.cfg = cfg = model.cfg
         self.is_first, self.is_last = is_first, is_last
-        self.layers = nn.ModuleList(model.layers[first : first + count])
-        if is_first:
+        if is_first:  # the model's order: mixed precision converts gradients in it
             self.tok_embeddings = model.tok_embeddings
             self.pos_embeddings = getattr(model, "pos_embeddings", None)
             self.embedding_norm = model.embedding_norm
+        self.layers = nn.ModuleList(model.layers[first : first + count])
         if is_last:
             self.final_norm = model.final_norm
             self.lm_head = model.lm_head
@@ -212,6 +217,8 @@ def trace_pipeline_rank(
                 param.register_post_accumulate_grad_hook(
                     lambda p: tracker.track(p.grad, "gradients")
                 )
+            if isinstance(opt, MasterWeights):  # mixed: the fp32 gradients made in the step
+                opt.on_fp32_grad = lambda master: tracker.track(master.grad, "gradients")
             hooks = torch.autograd.graph.saved_tensors_hooks(tracker.pack_saved, lambda t: t)
             with tracker, hooks:
                 tracker.enter_phase("pipeline")
