@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from llmcalc.config.schema import ModelConfig
 from llmcalc.errors import LLMCalcError
 from llmcalc.memory.activations import head_activations, layer_activations
-from llmcalc.memory.experts import layer_kinds
+from llmcalc.memory.experts import layer_kind, layer_kinds
 from llmcalc.memory.parameters import _norm_and_linear, block_sizes
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
@@ -178,8 +178,6 @@ def chunk_saved(
     receives it (the receive buffer holds it: counted under p2p_buffers), RoPE's cos and sin
     (each chunk makes its own), and the embeddings' (first chunk) or the head's and loss's
     (last chunk) saved tensors."""
-    from llmcalc.memory.experts import layer_kind
-
     head = head_activations(cfg, batch, seq, a)
     layers = 0
     for (local, moe), count in kinds_in(cfg, c.first_layer, c.layers).items():

@@ -121,7 +121,7 @@ def stage_memory(
            (n·d·a; the last chunk's logits, n·V·a)
          + the receive buffers torch's PipelineStage allocates for every microbatch up front
            (M·n·d·a per chunk that receives activations, and per chunk that receives gradients)
-         + one backward's transient (backward_transient)
+         + one backward's transient (backward_transients)
          + under 1f1b, the gradient the previous backward sent (n·d·a, see below)
          + the batch's token ids (first stage) and targets (last), b·M·s int64 each, and the
            last stage's M fp32 losses;
