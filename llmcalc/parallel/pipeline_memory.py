@@ -127,6 +127,8 @@ def stage_memory(
            last stage's M fp32 losses;
     or, if larger, the optimizer step's: the states, the buffers and batch, and the gradients
     as the step reads them.
+    The first chunk's later backwards also at the embedding's: its dense V·d gradient beside
+    the one accumulated, and the n·d·a gradient flowing into it.
     A chunk's first backward is taken at the loss (no gradients yet), in its last block (the
     down projection's gradient made), in its first block (first_block) and at its end (its
     gradients made, its saved tensors gone)."""
@@ -196,6 +198,9 @@ def stage_memory(
         moment(at + (" (loss)" if loss else ""), grads, alive, outputs, loss)
         if c in done:
             moment(at, grads, alive, outputs, block)
+            if chunks[c].is_first:  # a fresh dense V·d gradient, then added to .grad
+                embedding = cfg.vocab_size * d * p.grad + n * d * a
+                moment(at + " (embedding)", grads, alive - saved[c], outputs, embedding)
         else:
             moment(at, grads + down[c] * p.grad, alive, outputs, block)
             made, remaining, extra = firsts[c]
