@@ -127,7 +127,9 @@ def stage_memory(
            last stage's M fp32 losses;
     or, if larger, the optimizer step's: the states, the buffers and batch, and the gradients
     as the step reads them.
-    The first chunk's later backwards also at the embedding's: its dense V·d gradient beside
+    A chunk's later backwards are also taken at its last block's down projection (a dense
+    MLP's), whose weight's fresh gradient is alive beside the accumulated one; the first
+    chunk's also at the embedding's: its dense V·d gradient beside
     the one accumulated, and the n·d·a gradient flowing into it.
     A chunk's first backward is taken at the loss (no gradients yet), in its last block (the
     down projection's gradient made), in its first block (first_block) and at its end (its
@@ -198,6 +200,10 @@ def stage_memory(
         moment(at + (" (loss)" if loss else ""), grads, alive, outputs, loss)
         if c in done:
             moment(at, grads, alive, outputs, block)
+            if down[c]:  # its weight's fresh gradient beside .grad, and its input's gradient
+                stream = n * d * a if chunks[c].is_last else 0  # else the receive buffer
+                made = down[c] * p.grad + n * cfg.d_ff * a + stream
+                moment(at + " (down projection)", grads, alive, outputs, made)
             if chunks[c].is_first:  # a fresh dense V·d gradient, then added to .grad
                 embedding = cfg.vocab_size * d * p.grad + n * d * a
                 moment(at + " (embedding)", grads, alive - saved[c], outputs, embedding)
