@@ -141,7 +141,11 @@ def trace_pipeline_rank(
     virtual: int = 1,
     attention: str = "sdpa",
 ) -> TracedStage:
-    """One steady-state training step on rank `rank` of a pp-stage pipeline, traced."""
+    """One steady-state training step on rank `rank` of a pp-stage pipeline, traced: the
+    optimizer state made first (memory/train_step.py), one untraced step (torch makes its
+    receive buffers in it, kept for every later step), then the schedule's step of M
+    microbatches of (batch, seq) and the optimizer step, traced. The process group is the
+    fake one (every send and receive returns at once), destroyed at the end."""
     from torch.distributed.pipelining import (
         PipelineStage,
         Schedule1F1B,
