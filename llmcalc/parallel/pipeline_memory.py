@@ -130,8 +130,7 @@ def stage_memory(
     A chunk's later backwards are also taken at its last block's down projection (a dense
     MLP's), whose weight's fresh gradient is alive beside the accumulated one; the first
     chunk's also at the embedding's: its dense V·d gradient beside
-    the one accumulated, and the n·d·a gradient flowing into it (in its first backward: the
-    fresh gradient and its copy made .grad).
+    the one accumulated, and the n·d·a gradient flowing into it.
     A chunk's first backward is taken at the loss (no gradients yet), in its last block (the
     down projection's gradient made), in its first block (first_block) and at its end (its
     gradients made, its saved tensors gone)."""
@@ -214,9 +213,6 @@ def stage_memory(
             first_at = at + " (first block)"
             moment(first_at, grads + made * p.grad, alive - saved[c] + remaining, outputs, extra)
             moment(at + " (end)", grads + mine, alive - saved[c], outputs, 0)
-            if chunks[c].is_first:  # its fresh V·d gradient and the copy that becomes .grad
-                embedding = cfg.vocab_size * d * p.grad
-                moment(at + " (embedding)", grads + mine, alive - saved[c], outputs, embedding)
             grads += mine
             done.add(c)
         alive -= saved[c]

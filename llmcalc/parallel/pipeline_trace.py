@@ -214,7 +214,8 @@ def trace_pipeline_rank(
             del tokens, targets
             # a first step, untraced, makes the receive buffers (kept for every later step)
             runner.step(*args, return_outputs=False, **kwargs)
-            opt.zero_grad(set_to_none=True)
+            for param in holder.parameters():  # as after an optimizer step (MasterWeights
+                param.grad = None  # frees the bf16 ones; its zero_grad clears the fp32 ones)
             mark_buffers(tracker, stages)
             counter = count_in_flight(stages)
             for param in holder.parameters():
