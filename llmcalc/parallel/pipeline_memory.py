@@ -127,7 +127,9 @@ def stage_memory(
            last stage's M fp32 losses;
     or, if larger, the optimizer step's: the states, the buffers and batch, and the gradients
     as the step reads them.
-    A chunk's later backwards are also taken at its last block's down projection (a dense
+    The last chunk's backwards are also taken at its LM head's backward (the head weight's
+    fresh gradient beside .grad once one exists). A chunk's later backwards are also taken at
+    its last block's down projection (a dense
     MLP's), whose weight's fresh gradient is alive beside the accumulated one; the first
     chunk's also at the embedding's: its dense V·d gradient beside
     the one accumulated, and the n·d·a gradient flowing into it.
@@ -166,6 +168,7 @@ def stage_memory(
         "p2p_buffers": receives * microbatches * n * d * a,
         "batch": (first + last) * microbatches * n * 8 + (microbatches * 4 if last else 0),
     }
+    head_weight = V * d + (V if cfg.lm_head_bias else 0)
     order = schedule_order(pp, microbatches, schedule, rank, virtual)
     alive, outputs, grads = 0, 0, 0
     done: set[int] = set()
@@ -198,6 +201,13 @@ def stage_memory(
         at = f"backward of chunk {c}, microbatch {mb}"
         loss, block = transient[c]
         moment(at + (" (loss)" if loss else ""), grads, alive, outputs, loss)
+        if chunks[c].is_last:  # the LM head's backward, the log-softmax's saved output freed:
+            # the logits' and the hidden state's gradients and the weight's (fresh, beside
+            # .grad after the first backward; .grad itself in the first)
+            head = head_weight * p.grad
+            grads_then = grads + (0 if c in done else head)
+            extra = n * V * a + n * d * a + (head if c in done else 0)
+            moment(at + " (LM head)", grads_then, alive - n * V * 4, outputs, extra)
         if c in done:
             moment(at, grads, alive, outputs, block)
             if down[c]:  # its weight's fresh gradient beside .grad, and its input's gradient
