@@ -199,25 +199,37 @@ def _starting(saved: dict[str, int], prefixes: tuple[str, ...]) -> list[int]:
     return [size for name, size in saved.items() if name.startswith(prefixes)]
 
 
-def chunk_parameters(cfg: ModelConfig, c: Chunk) -> list[int]:
-    """The chunk's parameter tensors' sizes (a tied head is a copy on the last chunk)."""
+def chunk_parameters(cfg: ModelConfig, c: Chunk) -> list[tuple[list[int], int]]:
+    """The chunk's parameter tensors' sizes in the model's order, as (sizes, times) runs like
+    memory/parameters.py's parameter_groups (never a list as long as the layers): the
+    embeddings, the blocks by kind (dense before MoE: exact for models of one kind), the head
+    (a tied head is a copy on the last chunk unless the same chunk holds the embeddings)."""
     d = cfg.d_model
     norm, _ = _norm_and_linear(cfg)
     blocks = block_sizes(cfg)
-    sizes: list[int] = []
+    first: list[int] = []
     if c.is_first:
-        sizes.append(cfg.vocab_size * d)
+        first.append(cfg.vocab_size * d)
         if cfg.position == "learned":
-            sizes.append((cfg.max_seq_len + cfg.position_offset) * d)
-        sizes += norm(d) if cfg.embedding_norm else []
-    for (_, moe), count in kinds_in(cfg, c.first_layer, c.layers).items():
-        sizes += blocks[moe] * count
+            first.append((cfg.max_seq_len + cfg.position_offset) * d)
+        first += norm(d) if cfg.embedding_norm else []
+    runs = [
+        (blocks[moe], count)
+        for (_, moe), count in kinds_in(cfg, c.first_layer, c.layers).items()
+        if count
+    ]
+    last: list[int] = []
     if c.is_last:
-        sizes += norm(d) if cfg.final_norm else []
-        tied_elsewhere = cfg.tie_embeddings and c.is_first
-        sizes += [] if tied_elsewhere else [cfg.vocab_size * d]
-        sizes += [cfg.vocab_size] if cfg.lm_head_bias else []
-    return sizes
+        last += norm(d) if cfg.final_norm else []
+        tied_here = cfg.tie_embeddings and c.is_first
+        last += [] if tied_here else [cfg.vocab_size * d]
+        last += [cfg.vocab_size] if cfg.lm_head_bias else []
+    return [(first, 1), *runs, (last, 1)]
+
+
+def parameter_count(groups: list[tuple[list[int], int]]) -> tuple[int, int]:
+    """(parameters, tensors) of chunk_parameters' runs."""
+    return sum(sum(s) * t for s, t in groups), sum(len(s) * t for s, t in groups)
 
 
 # --- point-to-point bytes -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from llmcalc.parallel.pipeline import (
     in_flight,
     kinds_in,
     p2p_bytes,
+    parameter_count,
     rank_chunks,
     rank_kind,
     schedule_order,
@@ -88,8 +89,8 @@ def first_block(
     extra = block_backward_peak(cfg, batch, seq, a, attention, saved) - sum(saved.values())
     if c.layers == 1 and not c.is_last:  # its incoming gradient is the receive buffer
         extra -= 2 * batch * seq * cfg.d_model * a
-    embeddings = sum(chunk_parameters(cfg, Chunk(c.index, 0, 0, c.is_first, False)))
-    made = sum(chunk_parameters(cfg, c)) - embeddings - sum(block_sizes(cfg)[moe])
+    embeddings = parameter_count(chunk_parameters(cfg, Chunk(c.index, 0, 0, c.is_first, False)))
+    made = parameter_count(chunk_parameters(cfg, c))[0] - embeddings[0] - sum(block_sizes(cfg)[moe])
     made += down_projection(cfg, moe)
     return made, own + parts["rope"] + parts["embeddings"], extra
 
@@ -154,9 +155,10 @@ def stage_memory(
         for i, c in chunks.items()
     }
     firsts = {i: first_block(cfg, c, batch, seq, a, attention) for i, c in chunks.items()}
-    sizes = {i: chunk_parameters(cfg, c) for i, c in chunks.items()}
-    n_params = sum(sum(s) for s in sizes.values())
-    n_tensors = sum(len(s) for s in sizes.values())
+    groups = {i: chunk_parameters(cfg, c) for i, c in chunks.items()}
+    counts = {i: parameter_count(g) for i, g in groups.items()}
+    n_params = sum(params for params, _ in counts.values())
+    n_tensors = sum(tensors for _, tensors in counts.values())
     counters = 4 * n_tensors if optimizer == "adamw" else 0
     receives = sum(not c.is_first for c in chunks.values()) + sum(
         not c.is_last for c in chunks.values()
@@ -197,7 +199,7 @@ def stage_memory(
             outputs += output[c]
             moment(f"forward of chunk {c}, microbatch {mb}", grads, alive, outputs, 0)
             continue
-        mine = sum(sizes[c]) * p.grad
+        mine = counts[c][0] * p.grad
         at = f"backward of chunk {c}, microbatch {mb}"
         loss, block = transient[c]
         moment(at + (" (loss)" if loss else ""), grads, alive, outputs, loss)
@@ -231,8 +233,8 @@ def stage_memory(
             sending = n * d * a
     # the optimizer step: every gradient as it reads them (fp32 in mixed precision, made one
     # tensor at a time: memory/parameters.py's conversion_excess), no activations
-    flat = [size for i in chunks for size in sizes[i]]
-    excess = conversion_excess([(flat, 1)]) if precision == "mixed" else 0
+    in_order = [group for i in chunks for group in groups[i]]
+    excess = conversion_excess(in_order) if precision == "mixed" else 0
     sending = 0
     moment("optimizer step", n_params * p.step_grad + excess, 0, 0, 0)
     return StageMemory(
