@@ -61,6 +61,28 @@ def test_closed_form_equals_torch_pipelining(schedule, pp, virtual, microbatches
     assert traced.categories["gradients"] == predicted.parts["gradients"]
 
 
+# llama-3-8b's shapes on 8 layers (fake tensors: no memory): the peak where weight gradients
+# outweigh activation gradients: the embedding's, the LM head's, a down projection's fresh
+# weight gradient beside the accumulated one
+@pytest.mark.parametrize(
+    ("schedule", "virtual", "rank", "precision", "at"),
+    [
+        ("1f1b", 1, 0, "bf16", "(embedding)"),
+        ("gpipe", 1, 3, "fp32", "(LM head)"),
+        ("interleaved", 2, 2, "mixed", "(down projection)"),
+    ],
+)
+def test_llama_shapes_exact(schedule, virtual, rank, precision, at):
+    from llmcalc.config.presets import load_config
+    from llmcalc.parallel.pipeline_trace import trace_pipeline_rank
+
+    cfg = load_config("llama-3-8b").replace(n_layers=8)
+    traced = trace_pipeline_rank(cfg, 4, rank, schedule, 4, 1, 1024, precision, virtual=virtual)
+    predicted = stage_memory(cfg, 4, rank, schedule, 4, 1, 1024, precision, virtual=virtual)
+    assert (traced.peak, traced.saved_peak) == (predicted.peak, predicted.saved_peak)
+    assert predicted.at.endswith(at)
+
+
 def test_in_flight_follows_torch_schedules():
     assert [in_flight(4, 8, "1f1b", r) for r in range(4)] == [4, 3, 2, 1]
     assert [in_flight(4, 8, "gpipe", r) for r in range(4)] == [8] * 4
