@@ -141,9 +141,10 @@ def stage_memory(
     p = PRECISION[precision]
     a, n, d, V = p.activation, batch * seq, cfg.d_model, cfg.vocab_size
     chunks = {c: chunk(cfg, pp, c, virtual) for c in rank_chunks(pp, rank, virtual)}
-    saved = {
-        i: sum(chunk_saved(cfg, c, batch, seq, a, attention).values()) for i, c in chunks.items()
-    }
+    parts_saved = {i: chunk_saved(cfg, c, batch, seq, a, attention) for i, c in chunks.items()}
+    saved = {i: sum(parts.values()) for i, parts in parts_saved.items()}
+    # in a block's backward the head's saved tensors (last chunk) are gone
+    in_blocks = {i: parts["head"] for i, parts in parts_saved.items()}
     output = {i: n * (V if c.is_last else d) * a for i, c in chunks.items()}
     transient = {
         i: backward_transients(cfg, c, batch, seq, a, attention) for i, c in chunks.items()
@@ -211,16 +212,16 @@ def stage_memory(
             extra = n * V * a + n * d * a + (head if c in done else 0)
             moment(at + " (LM head)", grads_then, alive - n * V * 4, outputs, extra)
         if c in done:
-            moment(at, grads, alive, outputs, block)
+            moment(at, grads, alive - in_blocks[c], outputs, block)
             if down[c]:  # its weight's fresh gradient beside .grad, and its input's gradient
                 stream = n * d * a if chunks[c].is_last else 0  # else the receive buffer
                 made = down[c] * p.grad + n * cfg.d_ff * a + stream
-                moment(at + " (down projection)", grads, alive, outputs, made)
+                moment(at + " (down projection)", grads, alive - in_blocks[c], outputs, made)
             if chunks[c].is_first:  # a fresh dense V·d gradient, then added to .grad
                 embedding = cfg.vocab_size * d * p.grad + n * d * a
                 moment(at + " (embedding)", grads, alive - saved[c], outputs, embedding)
         else:
-            moment(at, grads + down[c] * p.grad, alive, outputs, block)
+            moment(at, grads + down[c] * p.grad, alive - in_blocks[c], outputs, block)
             made, remaining, extra = firsts[c]
             first_at = at + " (first block)"
             moment(first_at, grads + made * p.grad, alive - saved[c] + remaining, outputs, extra)
