@@ -57,22 +57,28 @@ def saved_peak(order: list[tuple[str, int, int]], saved: dict[int, int]) -> int:
 
 def backward_transients(
     cfg: ModelConfig, c: Chunk, batch: int, seq: int, a: int, attention: str
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Beyond the chunk's saved tensors, the most one backward of it holds: (at the loss, in a
-    block). The loss (last chunk): its two n·V fp32 gradients (log-softmax and its input). A
-    block: memory/activations.py's block_backward_peak less the block's own saved tensors; on a
-    chunk that receives its output's gradient the peak is in its last block's MLP, where the
-    incoming gradient of the residual stream is the receive buffer (counted there) and that of
-    the block's input is not made yet: less the two n·d·a stream gradients."""
+    block in the chunk's first backward, in a block in a later one). The loss (last chunk): its
+    two n·V fp32 gradients (log-softmax and its input). A block: memory/activations.py's
+    block_backward_peak less the block's own saved tensors; on a chunk that receives its
+    output's gradient the peak is in its last block's MLP, where the incoming gradient of the
+    residual stream is the receive buffer (counted there) and that of the block's input is not
+    made yet: less the two n·d·a stream gradients. In a later backward an MoE block's experts'
+    down-projection gradient (memory/experts.py's moe_backward_in_flight counts it) has been
+    added to .grad and freed by the experts' first bmm."""
     loss = 2 * batch * seq * cfg.vocab_size * 4 if c.is_last else 0
     received = 0 if c.is_last else 2 * batch * seq * cfg.d_model * a
-    top = 0
+    first = later = 0
     for (local, moe), count in kinds_in(cfg, c.first_layer, c.layers).items():
         if count:
             saved = layer_activations(cfg, batch, seq, a, attention, local, moe)
             block = block_backward_peak(cfg, batch, seq, a, attention, saved)
-            top = max(top, block - sum(saved.values()) - received)
-    return loss, top
+            extra = block - sum(saved.values()) - received
+            first = max(first, extra)
+            down = cfg.n_experts * cfg.d_ff_expert * cfg.d_model * a if moe else 0
+            later = max(later, extra - down)
+    return loss, first, later
 
 
 def first_block(
@@ -136,8 +142,7 @@ def stage_memory(
     down projection, whose weight's fresh gradient is alive beside .grad, and on the first
     chunk at the embedding's (its dense V·d gradient beside .grad, and the n·d·a gradient
     flowing into it). Checked exact against torch.distributed.pipelining on dense models
-    (tests/parallel/test_pipeline.py); MoE blocks' in-flight expert gradients are not
-    modelled (mixtral-8x7b on 8 layers: 1.8-3.4% over)."""
+    (tests/parallel/test_pipeline.py); on MoE ones within 0.02% (mixtral-8x7b on 8 layers)."""
     check_pipeline(cfg.n_layers, pp, schedule, microbatches, virtual)
     p = PRECISION[precision]
     a, n, d, V = p.activation, batch * seq, cfg.d_model, cfg.vocab_size
@@ -203,7 +208,7 @@ def stage_memory(
             continue
         mine = counts[c][0] * p.grad
         at = f"backward of chunk {c}, microbatch {mb}"
-        loss, block = transient[c]
+        loss, block, block_later = transient[c]
         moment(at + (" (loss)" if loss else ""), grads, alive, outputs, loss)
         if chunks[c].is_last:  # the LM head's backward, the log-softmax's saved output freed:
             # the logits' and the hidden state's gradients and the weight's (fresh, beside
@@ -213,7 +218,7 @@ def stage_memory(
             extra = n * V * a + n * d * a + (head if c in done else 0)
             moment(at + " (LM head)", grads_then, alive - n * V * 4, outputs, extra)
         if c in done:
-            moment(at, grads, alive - in_blocks[c], outputs, block)
+            moment(at, grads, alive - in_blocks[c], outputs, block_later)
             if down[c]:  # its weight's fresh gradient beside .grad, and its input's gradient
                 stream = n * d * a if chunks[c].is_last else 0  # else the receive buffer
                 made = down[c] * p.grad + n * cfg.d_ff * a + stream
