@@ -40,6 +40,17 @@ GRID = [
     ("llama-3-8b", {}, Layout(dp=8, zero=3, tp=8, sp=True), 1, 8192, "mixed", "full"),
     ("llama-3-8b", {}, Layout(dp=2, zero=3, cp=4), 1, 16384, "mixed", "none"),
     ("llama-3-8b", {}, Layout(dp=2, zero=3, tp=4, cp=2), 1, 16384, "mixed", "none"),
+    ("llama-3-8b", {}, Layout(pp=4, schedule="gpipe", microbatches=8), 1, 4096, "mixed", "none"),
+    ("llama-3-8b", {}, Layout(pp=4, schedule="1f1b", microbatches=8), 1, 4096, "mixed", "none"),
+    (
+        "llama-3-8b",
+        {},
+        Layout(pp=4, schedule="interleaved", microbatches=8, virtual_stages=2),
+        1,
+        4096,
+        "mixed",
+        "none",
+    ),
     ("qwen3-30b-a3b", {}, Layout(dp=8, zero=3, ep=8), 1, 2048, "bf16", "none"),
     ("mixtral-8x7b", {}, Layout(dp=4, zero=3, ep=4), 1, 2048, "bf16", "none"),
 ]
@@ -54,24 +65,40 @@ QUICK = [
 ]
 
 
+def _pipeline_trace(cfg, layout, predicted, batch, seq, precision):  # noqa: ANN001, ANN202
+    """The peak stage traced on torch.distributed.pipelining, and a middle stage's sends and
+    receives (the communication table's rank)."""
+    from llmcalc.parallel.pipeline_trace import trace_pipeline_rank
+
+    setup = (layout.schedule, layout.microbatches, batch, seq, precision, "adamw")
+    peak_rank = int(predicted.peak_rank.split()[1])
+    traced = trace_pipeline_rank(cfg, layout.pp, peak_rank, *setup, layout.virtual_stages)
+    middle = trace_pipeline_rank(cfg, layout.pp, 1, *setup, layout.virtual_stages)
+    return traced.peak, {"point-to-point": sum(middle.sent) + sum(middle.received)}
+
+
 def row(preset, overrides, layout, batch, seq, precision, checkpointing):  # noqa: ANN001, ANN201
     cfg = load_config(preset, overrides)
     setup = (batch, seq, precision, "adamw", checkpointing)
-    start = time.perf_counter()
-    traced = trace_parallel(cfg, layout, *setup)
-    seconds = time.perf_counter() - start
     predicted = parallel_memory(cfg, layout, *setup)
+    start = time.perf_counter()
+    if layout.pp > 1:
+        traced_peak, traced_comm = _pipeline_trace(cfg, layout, predicted, batch, seq, precision)
+    else:
+        traced = trace_parallel(cfg, layout, *setup)
+        traced_peak, traced_comm = traced.peak, traced.comm
+    seconds = time.perf_counter() - start
     comm = communication(cfg, layout, batch, seq, precision, checkpointing).by_collective()
     comm = {kind: nbytes for kind, nbytes in comm.items() if nbytes}
     rank = predicted.ranks[predicted.peak_rank]
-    error = 100 * (rank.peak - traced.peak) / traced.peak
-    exact = comm == traced.comm
+    error = 100 * (rank.peak - traced_peak) / traced_peak
+    exact = comm == traced_comm
     name = f"{preset}{'*' if overrides else ''}"
     print(
         f"| {name} | {layout.describe()} | {batch}×{seq:,} {precision} ckpt {checkpointing} "
-        f"| {rank.peak:,} | {traced.peak:,} | {error:+.2f}% | "
+        f"| {predicted.peak_rank} | {rank.peak:,} | {traced_peak:,} | {error:+.2f}% | "
         f"{', '.join(f'{k} {v:,}' for k, v in comm.items())} | "
-        f"{'exact' if exact else 'MISMATCH ' + str(traced.comm)} | {seconds:.0f} s |",
+        f"{'exact' if exact else 'MISMATCH ' + str(traced_comm)} | {seconds:.0f} s |",
         flush=True,
     )
     return abs(error) <= 2 and exact
@@ -79,9 +106,11 @@ def row(preset, overrides, layout, batch, seq, precision, checkpointing):  # noq
 
 def main() -> int:
     grid = QUICK if "--quick" in sys.argv else GRID
-    print("| model | layout | step | predicted peak (B) | traced peak (B) | error "
-          "| predicted bytes per collective | traced | trace |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | layout | step | rank | predicted peak (B) | traced peak (B) | error "
+        "| predicted bytes per collective | traced | trace |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for spec in grid:
         try:

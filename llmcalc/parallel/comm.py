@@ -106,6 +106,8 @@ def communication(
 
     a = PRECISION[precision].activation
     m, tokens = layout.microbatches, seq // layout.cp
+    if layout.pp > 1:
+        return Communication(_merged(pipeline_rows(cfg, layout, batch, seq, precision)))
     rows = data_parallel_rows(rank_config(cfg, layout), layout, precision)
     if layout.tp > 1:
         grad_bytes = PRECISION[precision].grad
@@ -124,6 +126,55 @@ def communication(
             CommRow("reduce-scatter", "activations", "cp", m * cp.reduce_scatter, m * 2 * layers)
         )
     return Communication(_merged(rows))
+
+
+def pipeline_rows(
+    cfg: ModelConfig, layout: Layout, batch: int, seq: int, precision: str
+) -> list[CommRow]:
+    """A pipeline rank's point-to-point traffic (parallel/pipeline.py; a middle stage sends and
+    receives both ways: the busiest) and, with data parallelism beside it, the collectives of
+    its stage's parameters as one unit per chunk (an estimate: not traced)."""
+    from llmcalc.parallel.memory import rank_config
+    from llmcalc.parallel.pipeline import chunk, chunk_parameters, p2p_bytes, rank_chunks
+
+    local = rank_config(cfg, layout)
+    a = PRECISION[precision].activation
+    rank = min(1, layout.pp - 1)
+    p2p = p2p_bytes(
+        local, layout.pp, rank, layout.microbatches, batch, seq, a, layout.virtual_stages
+    )
+    sends = layout.microbatches * len(rank_chunks(layout.pp, rank, layout.virtual_stages))
+    rows = [
+        CommRow("point-to-point", "activations", "pp", p2p.activations_sent, sends),
+        CommRow("point-to-point", "activations", "pp", p2p.activations_received, sends),
+        CommRow("point-to-point", "gradients", "pp", p2p.gradients_sent, sends),
+        CommRow("point-to-point", "gradients", "pp", p2p.gradients_received, sends),
+    ]
+    if layout.shard_group > 1:
+        chunks = rank_chunks(layout.pp, 0, layout.virtual_stages)
+        groups = [
+            group
+            for c in chunks
+            for group in chunk_parameters(local, chunk(local, layout.pp, c, layout.virtual_stages))
+        ]
+        n_params = sum(sum(sizes) * times for sizes, times in groups)
+        p = PRECISION[precision]
+        if layout.zero >= 2:
+            times = 2 if layout.zero == 3 else 1
+            m = layout.microbatches
+            rows.append(
+                CommRow("all-gather", "parameters", "dp", m * times * n_params * p.weight, 0)
+            )
+            rows.append(
+                CommRow(
+                    "reduce-scatter", "gradients", "dp", m * n_params * reduce_bytes(precision), 0
+                )
+            )
+        else:
+            rows.append(CommRow("all-reduce", "gradients", "dp", n_params * p.grad, 0))
+            if layout.zero == 1:
+                rows.append(CommRow("all-gather", "parameters", "dp", n_params * p.weight, 0))
+    return [row for row in rows if row.bytes]
 
 
 def _merged(rows: list[CommRow]) -> list[CommRow]:

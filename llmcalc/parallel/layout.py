@@ -138,14 +138,14 @@ def _check_pipeline(cfg: ModelConfig, layout: Layout) -> None:
             raise LLMCalcError(
                 f"--virtual-stages {v}: pp {pp} × {v} chunks exceeds the {cfg.n_layers} layers"
             )
-        if m % pp:
-            raise LLMCalcError(
-                f"--microbatches {m}: the interleaved schedule needs a multiple of --pp {pp}"
-            )
-    if pp > 1 and layout.schedule in ("1f1b", "interleaved") and m < pp:
+    if pp > 1 and layout.schedule == "1f1b" and m < pp:
         raise LLMCalcError(
             f"--microbatches {m}: {layout.schedule} needs at least one per stage (--pp {pp})"
         )
+    if pp > 1:  # torch's own rules for its schedules (interleaved: M a multiple of its rounds)
+        from llmcalc.parallel.pipeline import check_pipeline
+
+        check_pipeline(cfg.n_layers, pp, layout.schedule, m, v)
 
 
 def _check_experts(cfg: ModelConfig, layout: Layout) -> None:

@@ -28,6 +28,8 @@ from llmcalc.parallel.buffers import RankMemory, rank_moment
 from llmcalc.parallel.context import check_context, context_layer_activations
 from llmcalc.parallel.expert import check_expert_parallel, moe_saved_per_rank
 from llmcalc.parallel.layout import Layout, check_layout
+from llmcalc.parallel.pipeline_memory import StageMemory, stage_memory
+from llmcalc.parallel.states import partitioned
 from llmcalc.parallel.tensor import (
     check_tensor_parallel,
     chunk,
@@ -101,6 +103,8 @@ def parallel_memory(
     """Per-GPU memory of one training step under `layout`; `batch` is the micro-batch."""
     check_parallel(cfg, layout, seq, attention)
     setup = (precision, optimizer, checkpointing, attention)
+    if layout.pp > 1:
+        return pipeline_memory(cfg, layout, batch, seq, setup)
     single = _training_memory(cfg, batch, seq, *setup)
     local_cfg = rank_config(cfg, layout)
     local = _training_memory(local_cfg, batch, seq // layout.cp, *setup)
@@ -119,6 +123,64 @@ def parallel_memory(
         kind = f"cp rank {cp_rank}" if layout.cp > 1 else "every rank"
         ranks[kind] = top
     return ParallelMemory(layout, ranks, single.peak)
+
+
+def pipeline_memory(
+    cfg: ModelConfig, layout: Layout, batch: int, seq: int, setup: tuple[str, str, str, str]
+) -> ParallelMemory:
+    """Pipeline ranks differ: the first holds the embeddings and the most micro-batches in
+    flight, the last the LM head and the logits (parallel/pipeline_memory.py, walked along the
+    schedule, exact against torch.distributed.pipelining). With other parallelism beside it, the
+    stage is computed on the rank's tensor-parallel share and its states split by ZeRO's rule
+    (parallel/states.py), without the buffers of FSDP2: an estimate, not traced."""
+    precision, optimizer, checkpointing, attention = setup
+    if checkpointing != "none" or layout.cp > 1 or layout.ep > 1 or layout.sp:
+        raise LLMCalcError(
+            f"--pp {layout.pp}: pipeline stages are modelled without activation checkpointing, "
+            "--sp, --cp or --ep (not modelled yet)"
+        )
+    local_cfg = rank_config(cfg, layout)
+    single = _training_memory(cfg, batch, seq, *setup).peak
+    ranks = {}
+    for rank in sorted({0, min(1, layout.pp - 1), layout.pp - 1}):
+        stage = stage_memory(
+            local_cfg,
+            layout.pp,
+            rank,
+            layout.schedule,
+            layout.microbatches,
+            batch,
+            seq,
+            precision,
+            optimizer,
+            layout.virtual_stages,
+            attention,
+        )
+        ranks[f"stage {rank} ({stage.kind})"] = _stage_rank(stage, layout)
+    return ParallelMemory(layout, ranks, single)
+
+
+def _stage_rank(stage: StageMemory, layout: Layout) -> RankMemory:
+    parts, ranks = stage.parts, layout.shard_group
+    weights, grads, states = parts["weights"], parts["gradients"], parts["optimizer"]
+    if layout.zero >= 1:
+        states = partitioned(states, ranks)
+    if layout.zero >= 2:
+        grads = partitioned(grads, ranks)
+    if layout.zero >= 3:
+        weights = partitioned(weights, ranks)
+    host = 0
+    if layout.offload != "none":
+        host, states = states, 0
+    categories = {
+        "weights": weights,
+        "gradients": grads,
+        "optimizer": states,
+        "activations": parts["activations"] + parts["stage_outputs"],
+        "buffers": parts["p2p_buffers"] + parts["gradient_in_send"],
+        "other": parts["batch"] + parts["backward_transient"],
+    }
+    return RankMemory(categories, stage.at, host)
 
 
 def _extra_per_layer(
