@@ -16,12 +16,13 @@ gathers them in bf16 (MixedPrecisionPolicy(param_dtype=bfloat16, reduce_dtype=fl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from llmcalc.config.experts import moe_layer_count
 from llmcalc.config.schema import ModelConfig
 from llmcalc.memory.formula import PRECISION, STATE_TENSORS, Phase, Precision
 from llmcalc.memory.parameters import block_sizes, parameter_groups
-from llmcalc.parallel.expert import parameters_per_rank
+from llmcalc.parallel.expert import expert_elements, parameters_per_rank
 from llmcalc.parallel.layout import Layout
 from llmcalc.parallel.states import partitioned
 from llmcalc.parallel.tensor import chunk
@@ -49,6 +50,7 @@ class Units:
     blocks: int  # all blocks together
     head: int  # the root's part after the blocks (final norm, LM head)
     layers: int
+    moe_layers: int
 
 
 def fsdp_units(cfg: ModelConfig, pad: int = 1) -> Units:
@@ -58,7 +60,9 @@ def fsdp_units(cfg: ModelConfig, pad: int = 1) -> Units:
     head = sum(groups[-1][0])
     sizes = [sum(block) for block in block_sizes(cfg, pad).values() if block]
     blocks = sum(sum(s) * times for s, times in groups[1:-1])
-    return Units(sum(groups[0][0]) + head, max(sizes), blocks, head, cfg.n_layers)
+    return Units(
+        sum(groups[0][0]) + head, max(sizes), blocks, head, cfg.n_layers, moe_layer_count(cfg)
+    )
 
 
 def rank_moment(
@@ -74,6 +78,13 @@ def rank_moment(
     zero, ranks = layout.zero, layout.shard_group
     units = fsdp_units(local_cfg)
     n_params = units.root + units.blocks
+    # expert parallelism over every data rank: the rank's own experts are neither sharded nor
+    # gathered by data parallelism (FSDP2's ignored_params); the rest is
+    experts = local_experts(local_cfg) if layout.ep > 1 else 0
+
+    def split(total: int, per_element: int) -> int:
+        return partitioned(total - experts * per_element, ranks) + experts * per_element
+
     cats = moment.categories
     weights, grads, states = cats["weights"], cats["gradients"], cats["optimizer"]
     at = moment.at
@@ -84,12 +95,14 @@ def rank_moment(
         states += delta * (STATE_TENSORS[optimizer] * p.state + p.master)
         if at in ("optimizer step", "embedding backward"):
             grads += delta * (p.step_grad if at == "optimizer step" else p.grad)
-    if zero >= 2 and precision == "mixed":  # FSDP2: the fp32 shard is the master copy
+    fsdp_master = zero >= 2 and precision == "mixed"
+    if fsdp_master:  # FSDP2: the fp32 shard is the master copy
         weights, states = n_params * p.master, states - n_params * p.master
     if zero >= 2:  # FSDP2 keeps the weights sharded, gathering them into buffers
-        weights = partitioned(weights, ranks)
+        weights = split(weights, p.master if fsdp_master else p.weight)
     if zero >= 1:
-        states = partitioned(states, ranks)
+        per_state = STATE_TENSORS[optimizer] * p.state + (0 if fsdp_master else p.master)
+        states = split(states, per_state)
     host = 0
     if layout.offload != "none":
         host, states = states, 0
@@ -97,7 +110,7 @@ def rank_moment(
             host, weights = host + weights, 0
     if zero >= 2:
         if at == "optimizer step":
-            grads = partitioned(n_params * p.step_grad, ranks)
+            grads = split(n_params * p.step_grad, p.step_grad)
         elif moment.layer is not None or at == "embedding backward":
             # the root's gradients stay whole until its reduce-scatter, at the very end
             root = units.head if moment.layer is not None else units.root
@@ -107,6 +120,10 @@ def rank_moment(
     grads += whole_embedding
     if layout.offload == "params" and at == "optimizer step":
         host, grads = host + grads, 0
+    if experts:
+        units = replace(
+            units, block=units.block - experts // units.moe_layers, blocks=units.blocks - experts
+        )
     buffers = fsdp_buffers(moment, units, p.weight, zero, ranks)
     categories = {
         "weights": weights,
@@ -135,6 +152,13 @@ def _replicated_embedding_grad(
     if at == "optimizer step" and zero < 2:
         return extra * p.step_grad, shard * p.step_grad
     return 0, 0
+
+
+def local_experts(local_cfg: ModelConfig, pad: int = 1) -> int:
+    """Elements of the routed experts of `local_cfg` (a rank.s E/ep, or all E) over its MoE layers; with
+    `pad`, the expert dimension padded as in fsdp_units."""
+    rows = -(-local_cfg.n_experts // pad) * pad
+    return moe_layer_count(local_cfg) * rows * expert_elements(local_cfg)
 
 
 def fsdp_buffers(moment: Phase, units: Units, w: int, zero: int, ranks: int) -> int:

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from llmcalc.config.schema import ModelConfig
 from llmcalc.memory.formula import PRECISION
 from llmcalc.memory.parameters import parameter_groups
-from llmcalc.parallel.buffers import fsdp_units
+from llmcalc.parallel.buffers import fsdp_units, local_experts
 from llmcalc.parallel.context import context_comm
+from llmcalc.parallel.expert import all_to_alls
 from llmcalc.parallel.layout import Layout
 from llmcalc.parallel.tensor import tp_communication
 
@@ -71,6 +72,8 @@ def data_parallel_rows(cfg: ModelConfig, layout: Layout, precision: str = "fp32"
     m, layers = layout.microbatches, cfg.n_layers
     units = fsdp_units(cfg, pad=layout.shard_group)  # what FSDP2's collectives move, padded
     n_padded = units.root + units.blocks
+    if layout.ep > 1:  # the experts are left out of data parallelism (each rank's are its own)
+        n_padded -= local_experts(cfg, pad=layout.shard_group)
     if layout.zero >= 2:
         times = 2 if layout.zero == 3 else 1  # ZeRO-3 gathers again for the backward
         gathers, gathered = times * (layers + 1), times * n_padded
@@ -82,7 +85,7 @@ def data_parallel_rows(cfg: ModelConfig, layout: Layout, precision: str = "fp32"
     # replicate_with_fsdp all-reduces the gradients as the backward makes them (bf16 under
     # mixed precision: MasterWeights converts them to fp32 only for the step), unpadded
     whole = fsdp_units(cfg)
-    n_params = whole.root + whole.blocks
+    n_params = whole.root + whole.blocks - (local_experts(cfg) if layout.ep > 1 else 0)
     rows = [CommRow("all-reduce", "gradients", "dp", m * n_params * p.grad, m * (layers + 1))]
     if layout.zero == 1:
         tensors = sum(len(sizes) * times for sizes, times in parameter_groups(cfg))
@@ -102,13 +105,16 @@ def communication(
     data-parallel ones over the dp · cp shard group (on the rank's tensor-parallel share of the
     model), the tensor-parallel ones (parallel/tensor.py) and the context-parallel ones
     (parallel/context.py), each per micro-batch, times the micro-batches."""
-    from llmcalc.parallel.memory import rank_config
+    from llmcalc.parallel.memory import rank_config, tensor_share
 
     a = PRECISION[precision].activation
     m, tokens = layout.microbatches, seq // layout.cp
     if layout.pp > 1:
         return Communication(_merged(pipeline_rows(cfg, layout, batch, seq, precision)))
-    rows = data_parallel_rows(rank_config(cfg, layout), layout, precision)
+    rows = data_parallel_rows(tensor_share(cfg, layout.tp), layout, precision)
+    if layout.ep > 1:
+        for move in all_to_alls(cfg, batch, tokens, layout.ep, 0, precision, checkpointing):
+            rows.append(CommRow("all-to-all", "experts", "ep", m * move.total_sent, m * move.times))
     if layout.tp > 1:
         grad_bytes = PRECISION[precision].grad
         transfers = tp_communication(

@@ -160,12 +160,20 @@ class ShardedOptimizer:
 Optimizer = torch.optim.Optimizer | MasterWeights | HostOptimizer | ShardedOptimizer
 
 
+def param_groups(params: list[nn.Parameter]) -> list[dict]:
+    """DTensors and plain tensors in groups of their own: torch's fused optimizers do not mix
+    them in one call (tensor parallelism's replicated norms, expert parallelism's experts)."""
+    sharded = [p for p in params if isinstance(p, DTensor)]
+    plain = [p for p in params if not isinstance(p, DTensor)]
+    return [{"params": group} for group in (sharded, plain) if group]
+
+
 def _optimizer(params: list[nn.Parameter], name: str, host: bool, mixed: bool) -> Optimizer:
     """The optimizer of the tensors a rank updates itself: on the host (offload), with fp32
     master weights (mixed: MasterWeights, or the host's fp32 copies), or torch's as it is."""
     if host:
         return HostOptimizer(params, name, mixed)
-    return MasterWeights(params, name) if mixed else make_optimizer(params, name)
+    return MasterWeights(params, name) if mixed else make_optimizer(param_groups(params), name)
 
 
 @dataclass
@@ -194,10 +202,13 @@ def apply_data_parallel(
     zero: int,
     offload: str = "none",
     precision: str = "fp32",
+    ignored: set[nn.Parameter] | None = None,
 ) -> DataParallel:
     """Wrap llmcalc's model (its blocks in `model.layers`) in place for ZeRO stage `zero` on the
     1-D mesh `dp_mesh`; build the model on the mesh's device (fp32, or bf16 for "mixed" at
-    stages 0 and 1), then call .optimizer(name) on the result."""
+    stages 0 and 1), then call .optimizer(name) on the result. `ignored`: parameters data
+    parallelism leaves alone (FSDP2's ignored_params: the rank's own experts under expert
+    parallelism over every data rank)."""
     from torch.distributed.fsdp import (
         CPUOffloadPolicy,
         MixedPrecisionPolicy,
@@ -220,8 +231,8 @@ def apply_data_parallel(
         from torch.distributed._composable.replicate_with_fsdp import replicate
 
         for block in model.layers:
-            replicate(block, mesh=dp_mesh)
-        replicate(model, mesh=dp_mesh)
+            replicate(block, mesh=dp_mesh, ignored_params=ignored)
+        replicate(model, mesh=dp_mesh, ignored_params=ignored)
         api = "replicate_with_fsdp.replicate on every block and the root"
         if zero == 1:
             api += " + ShardedOptimizer (Shard(0) chunks, all_gather_into_tensor after the step)"
@@ -230,7 +241,11 @@ def apply_data_parallel(
     pin = dp_mesh.device_type != "cpu"  # pinned host memory speeds copies to a GPU
     policy = CPUOffloadPolicy(pin_memory=pin) if offload == "params" else OffloadPolicy()
     settings = dict(
-        mesh=dp_mesh, reshard_after_forward=reshard, mp_policy=mp, offload_policy=policy
+        mesh=dp_mesh,
+        reshard_after_forward=reshard,
+        mp_policy=mp,
+        offload_policy=policy,
+        ignored_params=ignored,
     )
     for block in model.layers:
         fully_shard(block, **settings)

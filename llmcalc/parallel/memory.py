@@ -64,6 +64,11 @@ def check_parallel(cfg: ModelConfig, layout: Layout, seq: int, attention: str = 
         check_context(cfg, seq, layout.cp, attention)
     if layout.ep > 1:
         check_expert_parallel(cfg, layout.ep)
+        if layout.ep != layout.shard_group:
+            raise LLMCalcError(
+                f"--ep {layout.ep}: per-GPU memory is modelled with expert parallelism over every"
+                f" data rank (--ep equal to dp × cp = {layout.shard_group}); not yet otherwise"
+            )
         local = cfg.n_experts // layout.ep
         if cfg.experts_per_token > local:
             raise LLMCalcError(
@@ -78,13 +83,20 @@ _training_memory = lru_cache(maxsize=4096)(training_memory)
 
 
 @lru_cache(maxsize=4096)
+def tensor_share(cfg: ModelConfig, tp: int) -> ModelConfig:
+    """The model as one tensor-parallel rank holds it: its share of each layer and of the
+    vocabulary."""
+    if tp == 1:
+        return cfg
+    return local_config(cfg, tp).replace(vocab_size=chunk(cfg.vocab_size, tp))
+
+
+@lru_cache(maxsize=4096)
 def rank_config(cfg: ModelConfig, layout: Layout) -> ModelConfig:
-    """The model as one rank holds and runs it: tensor parallelism's share of each layer and of
-    the vocabulary; expert parallelism's n_experts/ep experts, which under the balanced rule
-    process as many rows (n·k of every rank's tokens, over its experts) as ep·n·k/E each."""
-    local = cfg
-    if layout.tp > 1:
-        local = local_config(cfg, layout.tp).replace(vocab_size=chunk(cfg.vocab_size, layout.tp))
+    """The model as one rank holds and runs it: tensor parallelism's share (tensor_share);
+    expert parallelism's n_experts/ep experts, which under the balanced rule process as many
+    rows (n·k of every rank's tokens, over its experts) as ep·n·k/E each."""
+    local = tensor_share(cfg, layout.tp)
     if layout.ep > 1:
         local = local.replace(n_experts=cfg.n_experts // layout.ep)
     return local

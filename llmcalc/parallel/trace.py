@@ -21,6 +21,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from llmcalc.config.schema import ModelConfig
+from llmcalc.errors import LLMCalcError
 from llmcalc.memory.trace import PhasePeak
 from llmcalc.memory.train_step import (
     Optimizer,
@@ -90,13 +91,20 @@ def trace_parallel(
     pipeline, no experts: parallel/pipeline_trace.py and expert_plan.py trace those)."""
     from torch.distributed.tensor.parallel import loss_parallel
 
+    from llmcalc.model.experts import Experts
     from llmcalc.parallel.collectives import CollectiveRecorder
     from llmcalc.parallel.context_plan import apply_context_parallel
     from llmcalc.parallel.data_plan import apply_data_parallel
     from llmcalc.parallel.data_trace import track_states
+    from llmcalc.parallel.expert_plan import apply_expert_parallel
     from llmcalc.parallel.tensor_plan import apply_tensor_parallel
 
     check_step(cfg, batch, seq, attention)
+    if layout.pp > 1 or (layout.ep > 1 and layout.zero == 1):
+        raise LLMCalcError(
+            f"--trace with {layout.describe()}: pipelines are traced stage by stage "
+            "(parallel/pipeline_trace.py); ZeRO-1 with expert parallelism is not traced"
+        )
     tracker = ShardedTracker()
     recorder = CollectiveRecorder()
     with fake_world(layout.world, traced_rank(layout)):
@@ -109,12 +117,21 @@ def trace_parallel(
                 apply_tensor_parallel(model, mesh["tp"], layout.sp)
             if layout.cp > 1:
                 apply_context_parallel(model, mesh["cp"])
+            experts = set()
+            if layout.ep > 1:  # over every data rank (parallel/memory.py refuses otherwise)
+                apply_expert_parallel(model, mesh["dp_cp"])
+                experts = {
+                    p
+                    for m in model.modules()
+                    if isinstance(m, Experts)
+                    for p in m.parameters(recurse=False)
+                }
             if layout.shard_group > 1:
                 # FSDP2 builds meshes from real rank lists: out of fake mode (the parameters
                 # stay fake tensors)
                 with unset_fake_temporarily():
                     wrapped = apply_data_parallel(
-                        model, mesh["dp_cp"], layout.zero, layout.offload, precision
+                        model, mesh["dp_cp"], layout.zero, layout.offload, precision, experts
                     )
                 opt = wrapped.optimizer(optimizer)
             else:
@@ -141,14 +158,10 @@ def trace_parallel(
 
 
 def _plain_optimizer(model: torch.nn.Module, precision: str, optimizer: str) -> Optimizer:
-    """No data parallelism: the one-GPU optimizer, with tensor parallelism's plain (replicated)
-    norms in a group of their own (fused AdamW does not mix them with DTensors)."""
-    from torch.distributed.tensor import DTensor
+    """No data parallelism: the one-GPU optimizer, DTensors and plain tensors in groups of
+    their own."""
+    from llmcalc.parallel.data_plan import param_groups
 
     if precision == "mixed":
         return optimizer_for(model, precision, optimizer)
-    params = list(model.parameters())
-    sharded = [p for p in params if isinstance(p, DTensor)]
-    plain = [p for p in params if not isinstance(p, DTensor)]
-    groups = [{"params": group} for group in (sharded, plain) if group]
-    return make_optimizer(groups, optimizer)
+    return make_optimizer(param_groups(list(model.parameters())), optimizer)
