@@ -181,10 +181,12 @@ def fsdp_buffers(moment: Phase, units: Units, w: int, zero: int, ranks: int) -> 
 
 def _zero2_buffers(moment: Phase, units: Units, w: int) -> int:
     """ZeRO-2: the blocks gathered in the forward stay until their backward ends; block i's
-    backward holds blocks 0..i (and the root), with one flat all-gather output."""
+    backward holds blocks 0..i (and the root). The last all-gather's flat output is kept through
+    the forward, and gone once the backward has begun."""
     blocks = units.blocks
     if moment.at == "embedding backward":  # every block's backward is over
         blocks = 0
     elif moment.layer is not None and "backward" in moment.at:
         blocks = blocks * (moment.layer + 1) // units.layers
-    return (units.root + blocks + units.block) * w
+    flat = 0 if "backward" in moment.at else units.block
+    return (units.root + blocks + flat) * w
