@@ -101,7 +101,7 @@ def memory(
     sp: SpOpt = False,
     pp: PpOpt = 1,
     schedule: ScheduleOpt = "1f1b",
-    microbatches: MicrobatchesOpt = 1,
+    microbatches: MicrobatchesOpt = None,
     virtual_stages: VirtualOpt = 1,
     cp: CpOpt = 1,
     ep: EpOpt = 1,
@@ -144,6 +144,8 @@ def memory(
     length = checked_seq(cfg, seq)
     from llmcalc.parallel.layout import Layout
 
+    if microbatches is None:  # a pipeline needs one per stage to fill (1F1B's minimum)
+        microbatches = pp if pp > 1 else 1
     layout = Layout(dp, zero, tp, sp, pp, schedule, microbatches, virtual_stages, cp, ep, offload)
     if layout != Layout():
         if measure or gpu_mem is not None or mha or mqa or gqa is not None:

@@ -22,7 +22,11 @@ ScheduleOpt = Annotated[
     str, typer.Option("--schedule", help="Pipeline schedule: gpipe, 1f1b, interleaved.")
 ]
 MicrobatchesOpt = Annotated[
-    int, typer.Option("--microbatches", help="Micro-batches per step (of --batch sequences each).")
+    int | None,
+    typer.Option(
+        "--microbatches",
+        help="Micro-batches per step, of --batch sequences each (default 1; with --pp, --pp).",
+    ),
 ]
 VirtualOpt = Annotated[
     int, typer.Option("--virtual-stages", help="Model chunks per pipeline GPU (interleaved).")

@@ -164,22 +164,17 @@ def pipeline_rows(
             for group in chunk_parameters(local, chunk(local, layout.pp, c, layout.virtual_stages))
         ]
         n_params = sum(sum(sizes) * times for sizes, times in groups)
-        p = PRECISION[precision]
+        p, units, m = PRECISION[precision], len(chunks), layout.microbatches
         if layout.zero >= 2:
             times = 2 if layout.zero == 3 else 1
-            m = layout.microbatches
-            rows.append(
-                CommRow("all-gather", "parameters", "dp", m * times * n_params * p.weight, 0)
-            )
-            rows.append(
-                CommRow(
-                    "reduce-scatter", "gradients", "dp", m * n_params * reduce_bytes(precision), 0
-                )
-            )
-        else:
-            rows.append(CommRow("all-reduce", "gradients", "dp", n_params * p.grad, 0))
+            gathered = m * times * n_params * p.weight
+            reduced = m * n_params * reduce_bytes(precision)
+            rows.append(CommRow("all-gather", "parameters", "dp", gathered, m * times * units))
+            rows.append(CommRow("reduce-scatter", "gradients", "dp", reduced, m * units))
+        else:  # gradients reduced once per step, after the last micro-batch (as pipelines do)
+            rows.append(CommRow("all-reduce", "gradients", "dp", n_params * p.grad, units))
             if layout.zero == 1:
-                rows.append(CommRow("all-gather", "parameters", "dp", n_params * p.weight, 0))
+                rows.append(CommRow("all-gather", "parameters", "dp", n_params * p.weight, units))
     return [row for row in rows if row.bytes]
 
 
