@@ -124,7 +124,7 @@ def rank_moment(
         units = replace(
             units, block=units.block - experts // units.moe_layers, blocks=units.blocks - experts
         )
-    buffers = fsdp_buffers(moment, units, p.weight, zero, ranks)
+    buffers = fsdp_buffers(moment, units, p.weight, zero, ranks, fsdp_master)
     categories = {
         "weights": weights,
         "gradients": grads,
@@ -161,8 +161,12 @@ def local_experts(local_cfg: ModelConfig, pad: int = 1) -> int:
     return moe_layer_count(local_cfg) * rows * expert_elements(local_cfg)
 
 
-def fsdp_buffers(moment: Phase, units: Units, w: int, zero: int, ranks: int) -> int:
-    """FSDP2's gathered parameters and all-gather buffers alive at a moment of the step."""
+def fsdp_buffers(
+    moment: Phase, units: Units, w: int, zero: int, ranks: int, cast: bool = False
+) -> int:
+    """FSDP2's gathered parameters and all-gather buffers alive at a moment of the step;
+    `cast`: mixed precision, where the all-gather casts the fp32 shard to bf16 first and a
+    block's backward keeps one more all-gather (its flat output and input) in flight."""
     at = moment.at
     if ranks == 1 or at == "optimizer step":
         return 0
@@ -174,7 +178,8 @@ def fsdp_buffers(moment: Phase, units: Units, w: int, zero: int, ranks: int) -> 
     if "forward" in at:  # a checkpointed block's forward
         return root + 3 * block
     if moment.layer is not None:  # a block's backward: it, its flat output, the prefetch
-        prefetch = block + partitioned(block, ranks) if moment.layer > 0 else 0
+        in_flight = 2 if cast else 1
+        prefetch = in_flight * (block + partitioned(block, ranks)) if moment.layer > 0 else 0
         return root + 2 * block + prefetch
     return root + block
 

@@ -39,13 +39,7 @@ def _error(value: int, reference: int) -> str:
 
 def memory_table(result: ParallelAnalysis) -> Table:
     layout, ranks = result.layout, result.memory.ranks
-    table = _table(
-        f"Per-GPU memory: {layout.describe()}; {layout.world:,} GPUs; micro-batch "
-        f"{result.batch} × {result.seq:,} tokens, {layout.microbatches} per step; "
-        f"{result.precision}, {result.optimizer}, checkpointing {result.checkpointing}",
-        "",
-        *ranks,
-    )
+    table = _table(f"Per-GPU memory on {layout.world:,} GPUs: {layout.describe()}", "", *ranks)
     for category in CATEGORIES:
         table.add_row(
             LABELS[category], *(format_bytes(r.categories[category]) for r in ranks.values())
@@ -59,8 +53,7 @@ def memory_table(result: ParallelAnalysis) -> Table:
 
 def comm_table(result: ParallelAnalysis) -> Table:
     table = _table(
-        "Communication per GPU per step (tensor bytes: all-gather its output, reduce-scatter its"
-        " input)",
+        "Communication per GPU per step",
         "collective",
         "cause",
         "group",
@@ -97,13 +90,19 @@ def traced_table(result: ParallelAnalysis) -> Table:
 
 
 def summary(result: ParallelAnalysis) -> Text:
-    memory = result.memory
+    memory, layout = result.memory, result.layout
     rank = memory.ranks[memory.peak_rank]
-    return Text(
-        f"Peak: {format_bytes(memory.peak)} per GPU ({memory.peak_rank}, {rank.at}); the same "
-        f"micro-batch on one GPU: {format_bytes(memory.single)}. "
-        f"Tokens per step: {result.tokens_per_step:,}."
-    )
+    lines = [
+        f"{result.config.name}: micro-batch {result.batch} × {result.seq:,} tokens, "
+        f"{layout.microbatches} per step; {result.precision}, {result.optimizer}, "
+        f"checkpointing {result.checkpointing}",
+        f"Peak per GPU: {format_bytes(memory.peak)} ({memory.peak_rank}, {rank.at})",
+        f"One GPU, same micro-batch: {format_bytes(memory.single)}",
+        f"Tokens per step: {result.tokens_per_step:,}",
+        "Bytes are tensor bytes (--json: exact); collectives as torch takes them: an all-gather"
+        " its output, a reduce-scatter its input (docs/multi-gpu.md).",
+    ]
+    return Text("\n".join(lines))
 
 
 def parallel_renderables(result: ParallelAnalysis) -> list[RenderableType]:
