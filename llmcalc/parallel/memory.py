@@ -143,13 +143,14 @@ def pipeline_memory(
     """Pipeline ranks differ: the first holds the embeddings and the most micro-batches in
     flight, the last the LM head and the logits (parallel/pipeline_memory.py, walked along the
     schedule, exact against torch.distributed.pipelining). With other parallelism beside it, the
-    stage is computed on the rank's tensor-parallel share and its states split by ZeRO's rule
-    (parallel/states.py), without the buffers of FSDP2: an estimate, not traced."""
+    stage is computed on the rank's tensor-parallel share (sequence parallelism's savings not
+    counted: an overestimate) and its states split by ZeRO's rule (parallel/states.py), without
+    the buffers of FSDP2: an estimate, not traced."""
     precision, optimizer, checkpointing, attention = setup
-    if checkpointing != "none" or layout.cp > 1 or layout.ep > 1 or layout.sp:
+    if checkpointing != "none" or layout.cp > 1 or layout.ep > 1:
         raise LLMCalcError(
             f"--pp {layout.pp}: pipeline stages are modelled without activation checkpointing, "
-            "--sp, --cp or --ep (not modelled yet)"
+            "--cp or --ep (not modelled yet)"
         )
     local_cfg = rank_config(cfg, layout)
     single = _training_memory(cfg, batch, seq, *setup).peak

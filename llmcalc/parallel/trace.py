@@ -11,6 +11,7 @@ parallel/collectives.py (every collective's bytes).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -107,7 +108,8 @@ def trace_parallel(
         )
     tracker = ShardedTracker()
     recorder = CollectiveRecorder()
-    with fake_world(layout.world, traced_rank(layout)):
+    with fake_world(layout.world, traced_rank(layout)), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notes on fake tensors and flattened meshes
         mesh = layout_mesh(layout)
         parallel_loss = loss_parallel() if layout.tp > 1 else nullcontext()
         with FakeTensorMode(allow_non_fake_inputs=True), parallel_loss:
