@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import torch
+from torch.distributed.tensor import DTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 KINDS = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "point-to-point")
@@ -105,6 +106,8 @@ class CollectiveRecorder(TorchDispatchMode):
         self.phase = ""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        if any(t is DTensor for t in types):  # DTensor's dispatch issues its collectives here
+            return NotImplemented
         kwargs = kwargs or {}
         named = [*args, *(kwargs.get(a.name) for a in func._schema.arguments[len(args) :])]
         found = classify(func._schema.name, tuple(named))

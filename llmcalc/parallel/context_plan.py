@@ -17,7 +17,6 @@ DTensor sharding strategy (NotImplementedError, torch 2.13).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +24,6 @@ import torch.distributed as dist
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._functional_collectives import all_gather_single_autograd
 from torch.distributed.device_mesh import init_device_mesh
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.errors import LLMCalcError
@@ -33,6 +31,7 @@ from llmcalc.memory.trace import StorageTracker
 from llmcalc.memory.train_step import precision_dtype
 from llmcalc.model.attention import Attention
 from llmcalc.model.transformer import build_model
+from llmcalc.parallel.collectives import CollectiveRecorder
 from llmcalc.parallel.context import check_context
 
 
@@ -81,25 +80,6 @@ def split_sequence(tokens: torch.Tensor, cp: int, rank: int) -> torch.Tensor:
     return tokens[:, rank * chunk : (rank + 1) * chunk]
 
 
-class CollectiveBytes(TorchDispatchMode):
-    """Tensor bytes of every functional collective run under it, by op name: an all-gather
-    counts its output, a reduce-scatter and an all-reduce their input."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bytes: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        out = func(*args, **(kwargs or {}))
-        if func.namespace in ("_c10d_functional", "c10d"):
-            name = func._opname
-            if name.startswith("all_gather"):
-                self.bytes[name] += out.numel() * out.element_size()
-            elif name.startswith(("reduce_scatter", "all_reduce")):
-                self.bytes[name] += args[0].numel() * args[0].element_size()
-        return out
-
-
 @dataclass(frozen=True)
 class ContextTrace:
     saved: int  # activation bytes kept for backward, as the backward begins
@@ -128,7 +108,7 @@ def trace_context(
         dist.init_process_group("fake", rank=rank, world_size=cp, store=FakeStore())
     try:
         mesh = init_device_mesh("cpu", (cp,))  # outside FakeTensorMode
-        tracker, comms = StorageTracker(), CollectiveBytes()
+        tracker, comms = StorageTracker(), CollectiveRecorder()
         with FakeTensorMode():
             model = build_model(cfg, "cpu", precision_dtype(precision), attention)
             apply_context_parallel(model, mesh)
@@ -146,5 +126,5 @@ def trace_context(
     finally:
         if own_group:
             dist.destroy_process_group()
-    gathered = sum(v for k, v in comms.bytes.items() if k.startswith("all_gather"))
-    return ContextTrace(saved, gathered, comms.bytes["reduce_scatter_tensor"])
+    moved = comms.bytes_by_kind()
+    return ContextTrace(saved, moved.get("all-gather", 0), moved.get("reduce-scatter", 0))

@@ -41,10 +41,10 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 from torch.testing._internal.distributed.fake_pg import FakeStore
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from llmcalc.config.schema import ModelConfig
 from llmcalc.model.transformer import build_model
+from llmcalc.parallel.collectives import CollectiveRecorder
 from llmcalc.parallel.tensor import check_tensor_parallel
 
 
@@ -111,31 +111,9 @@ class TensorParallelTrace:
     collectives: list[tuple[str, str, int]] = field(default_factory=list)  # (phase, op, bytes)
 
 
-class CollectiveRecorder(TorchDispatchMode):
-    """Bytes of every functional collective, by the convention of parallel/tensor.py: all-reduce
-    and reduce-scatter their input, all-gather its input times the group size (the output).
-    DTensor ops are passed on (NotImplemented) so that the collectives DTensor issues inside
-    its own dispatch reach this mode too (as torch's CommDebugMode does)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.phase = "forward"
-        self.calls: list[tuple[str, str, int]] = []
-        self.owner: dict[int, int] = {}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        if any(t is DTensor for t in types):
-            return NotImplemented
-        out = func(*args, **(kwargs or {}))
-        name = func._overloadpacket.__name__
-        if func.namespace in ("_c10d_functional", "c10d_functional") and name != "wait_tensor":
-            tensor = args[0]
-            size = tensor.numel() * tensor.element_size()
-            if name.startswith("all_gather"):
-                size *= args[1]  # group_size
-            kind = name.removesuffix("_into_tensor").removesuffix("_tensor")
-            self.calls.append((self.phase, kind, size))
-        return out
+def _calls(recorder: CollectiveRecorder) -> list[tuple[str, str, int]]:
+    """(phase, collective, bytes) in parallel/tensor.py's names (all_reduce, ...)."""
+    return [(r.phase, r.kind.replace("-", "_"), r.nbytes) for r in recorder.records]
 
 
 def _storage(tensor: torch.Tensor) -> torch.UntypedStorage:
@@ -200,6 +178,7 @@ def _trace(model: torch.nn.Module, batch: int, seq: int) -> TensorParallelTrace:
     groups.append([p for p in params if not isinstance(p, DTensor)])  # TP's plain norms
     opt = torch.optim.AdamW([{"params": g} for g in groups if g], lr=1e-4, fused=True)
     recorder = CollectiveRecorder()
+    recorder.phase = "forward"
     hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
     with recorder, loss_parallel():
         with hooks:
@@ -211,5 +190,5 @@ def _trace(model: torch.nn.Module, batch: int, seq: int) -> TensorParallelTrace:
         opt.step()
     last_layer = sum(saved[key] for key in in_last)
     return TensorParallelTrace(
-        parameter_bytes, sum(saved.values()), last_layer, sum(grads.values()), recorder.calls
+        parameter_bytes, sum(saved.values()), last_layer, sum(grads.values()), _calls(recorder)
     )
