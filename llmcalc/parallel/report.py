@@ -39,7 +39,7 @@ def _error(value: int, reference: int) -> str:
 
 def memory_table(result: ParallelAnalysis) -> Table:
     layout, ranks = result.layout, result.memory.ranks
-    table = _table(f"Per-GPU memory on {layout.world:,} GPUs: {layout.describe()}", "", *ranks)
+    table = _table(f"Per-GPU memory, {layout.world:,} GPUs", "", *ranks)
     for category in CATEGORIES:
         table.add_row(
             LABELS[category], *(format_bytes(r.categories[category]) for r in ranks.values())
@@ -93,6 +93,7 @@ def summary(result: ParallelAnalysis) -> Text:
     memory, layout = result.memory, result.layout
     rank = memory.ranks[memory.peak_rank]
     lines = [
+        f"Layout: {layout.describe()} ({layout.world:,} GPUs)",
         f"{result.config.name}: micro-batch {result.batch} × {result.seq:,} tokens, "
         f"{layout.microbatches} per step; {result.precision}, {result.optimizer}, "
         f"checkpointing {result.checkpointing}",
