@@ -34,6 +34,8 @@ GRID = [
     ("llama-3-8b", {}, Layout(dp=64, zero=3), 2, 4096, "mixed", "full"),
     ("llama-3-8b", {}, Layout(dp=1024, zero=3), 1, 4096, "bf16", "none"),
     ("llama-3-8b", {}, Layout(dp=8, zero=3), 1, 4096, "fp32", "none"),
+    ("llama-3-8b", {}, Layout(dp=8, zero=3, offload="optimizer"), 1, 4096, "mixed", "none"),
+    ("llama-3-8b", {}, Layout(dp=64, zero=3, offload="params"), 1, 4096, "mixed", "none"),
     ("llama-3-8b", {}, Layout(tp=8), 1, 8192, "bf16", "none"),
     ("llama-3-8b", {}, Layout(tp=8, sp=True), 1, 8192, "bf16", "none"),
     ("llama-3-8b", {}, Layout(dp=8, zero=3, tp=8, sp=True), 1, 8192, "mixed", "none"),
