@@ -25,6 +25,7 @@ from llmcalc.cli.parallel import (
     CpOpt,
     DpOpt,
     EpOpt,
+    GpusOpt,
     MicrobatchesOpt,
     OffloadOpt,
     PpOpt,
@@ -105,6 +106,7 @@ def memory(
     virtual_stages: VirtualOpt = 1,
     cp: CpOpt = 1,
     ep: EpOpt = 1,
+    gpus: GpusOpt = None,
     offload: OffloadOpt = "none",
     overrides: SetOpt = None,
     bias: BiasOpt = None,
@@ -147,7 +149,7 @@ def memory(
     if microbatches is None:  # a pipeline needs one per stage to fill (1F1B's minimum)
         microbatches = pp if pp > 1 else 1
     layout = Layout(dp, zero, tp, sp, pp, schedule, microbatches, virtual_stages, cp, ep, offload)
-    if layout != Layout():
+    if layout != Layout() or gpus is not None:
         if measure or gpu_mem is not None or mha or mqa or gqa is not None:
             raise LLMCalcError(
                 "--dp/--tp/--pp/--cp/--ep/--zero/--offload: per-GPU memory takes --trace, not"
@@ -161,7 +163,7 @@ def memory(
             checkpointing=checkpointing,
             attention=attention,
         )
-        run_parallel(cfg, layout, setup, trace, output)
+        run_parallel(cfg, layout, setup, trace, output, gpus)
         return
     memory_bytes = parse_size("--gpu-mem", gpu_mem) if gpu_mem is not None else None
     result = analyze_memory(

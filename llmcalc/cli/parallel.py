@@ -33,15 +33,24 @@ VirtualOpt = Annotated[
 ]
 CpOpt = Annotated[int, typer.Option("--cp", help="Context-parallel degree (divides --seq).")]
 EpOpt = Annotated[int, typer.Option("--ep", help="Expert-parallel degree (divides n_experts).")]
+GpusOpt = Annotated[
+    int | None,
+    typer.Option("--gpus", help="GPUs in all: checks that dp × tp × pp × cp make it up."),
+]
 OffloadOpt = Annotated[
     str, typer.Option("--offload", help="Offload to the host: none, optimizer, params.")
 ]
 
 
-def run_parallel(cfg: Any, layout: Any, setup: dict[str, Any], trace: bool, output: str) -> None:
+def run_parallel(
+    cfg: Any, layout: Any, setup: dict[str, Any], trace: bool, output: str, gpus: int | None
+) -> None:
     """Predict (and with `trace`, trace on the fake process group) the per-GPU step; print it."""
     from llmcalc.parallel.analysis import analyze_parallel
+    from llmcalc.parallel.layout import check_layout
     from llmcalc.parallel.report import parallel_json, parallel_renderables
+
+    check_layout(cfg, layout, setup["seq"], gpus)  # --gpus: the degrees must make it up
 
     with progress(output != "table", "memory") as status:
         if trace:

@@ -90,6 +90,8 @@ def check_layout(cfg: ModelConfig, layout: Layout, seq: int, gpus: int | None = 
         raise LLMCalcError(f"--schedule {layout.schedule!r}: must be one of {', '.join(SCHEDULES)}")
     if layout.offload not in OFFLOADS:
         raise LLMCalcError(f"--offload {layout.offload!r}: must be one of {', '.join(OFFLOADS)}")
+    if gpus is not None:
+        _positive("--gpus", gpus)
     if gpus is not None and layout.world != gpus:
         raise LLMCalcError(
             f"--gpus {gpus}: dp {layout.dp} × tp {layout.tp} × pp {layout.pp} × cp {layout.cp}"

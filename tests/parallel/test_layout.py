@@ -37,6 +37,11 @@ runner = CliRunner()
             "--schedule interleaved: give --virtual-stages 2 or more",
         ),
         (["llama-3-8b", "--dp", "2", "--measure"], "per-GPU memory takes --trace, not"),
+        (
+            ["llama-3-8b", "--dp", "8", "--tp", "4", "--gpus", "64"],
+            "--gpus 64: dp 8 × tp 4 × pp 1 × cp 1 = 32; the degrees must multiply",
+        ),
+        (["llama-3-8b", "--gpus", "0"], "--gpus 0: must be a whole number of at least 1"),
     ],
 )
 def test_bad_layouts_are_one_line(args, message):
