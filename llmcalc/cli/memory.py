@@ -150,10 +150,21 @@ def memory(
         microbatches = pp if pp > 1 else 1
     layout = Layout(dp, zero, tp, sp, pp, schedule, microbatches, virtual_stages, cp, ep, offload)
     if layout != Layout() or gpus is not None:
-        if measure or gpu_mem is not None or mha or mqa or gqa is not None:
+        given = [
+            name
+            for name, on in (
+                ("--measure", measure),
+                (f"--gpu-mem {gpu_mem}", gpu_mem is not None),
+                ("--mha", mha),
+                (f"--gqa {gqa}", gqa is not None),
+                ("--mqa", mqa),
+            )
+            if on
+        ]
+        if given:
             raise LLMCalcError(
-                "--dp/--tp/--pp/--cp/--ep/--zero/--offload: per-GPU memory takes --trace, not"
-                " --measure, --gpu-mem, --mha, --gqa or --mqa (use `llmcalc plan` to fit a GPU)"
+                f"{given[0]}: not with --dp/--tp/--pp/--cp/--ep/--zero/--offload/--gpus; per-GPU"
+                " memory takes --trace (to fit a GPU: llmcalc plan --gpu-mem)"
             )
         setup = dict(
             batch=batch,

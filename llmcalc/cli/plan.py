@@ -77,6 +77,11 @@ def plan(
     positive("--seq", seq)
     positive("--top", top)
     positive("--gpus-per-node", gpus_per_node)
+    if gpus_per_node and gpus > gpus_per_node and gpus % gpus_per_node:
+        raise LLMCalcError(
+            f"--gpus-per-node {gpus_per_node}: must divide --gpus {gpus} (whole nodes), or be at "
+            "least it"
+        )
     if not 0 < mfu <= 1:
         raise LLMCalcError(f"--mfu {mfu}: must be in (0, 1]")
     choice("--precision", precision, PRECISIONS)

@@ -81,9 +81,18 @@ def rank_moment(
     # expert parallelism over every data rank: the rank's own experts are neither sharded nor
     # gathered by data parallelism (FSDP2's ignored_params); the rest is
     experts = local_experts(local_cfg) if layout.ep > 1 else 0
+    # FSDP2 pads each tensor's first dimension to a multiple of the shard group: rank 0 holds
+    # padded/ranks of what data parallelism shards (the short or empty chunks are the last ranks')
+    share = local_cfg.replace(n_experts=cfg.n_experts) if layout.ep > 1 else local_cfg
+    padded_units = fsdp_units(share, pad=ranks)
+    sharded = padded_units.root + padded_units.blocks
+    sharded -= local_experts(share, pad=ranks) if layout.ep > 1 else 0
 
     def split(total: int, per_element: int) -> int:
-        return partitioned(total - experts * per_element, ranks) + experts * per_element
+        """The rank's part of `total` bytes, `per_element` bytes per parameter element: its
+        padded shard, its own experts whole, and what is per tensor (step counters) whole."""
+        per_tensor = total - n_params * per_element
+        return sharded // ranks * per_element + experts * per_element + per_tensor
 
     cats = moment.categories
     weights, grads, states = cats["weights"], cats["gradients"], cats["optimizer"]
@@ -120,10 +129,12 @@ def rank_moment(
     grads += whole_embedding
     if layout.offload == "params" and at == "optimizer step":
         host, grads = host + grads, 0
-    if experts:
-        units = replace(
-            units, block=units.block - experts // units.moe_layers, blocks=units.blocks - experts
-        )
+    # what data parallelism gathers: FSDP2's padded tensors (ZeRO 2, 3), replicate's whole ones
+    units = padded_units if zero >= 2 else fsdp_units(share)
+    if layout.ep > 1:  # but never the experts
+        left = local_experts(share, pad=ranks if zero >= 2 else 1)
+        block = units.block - left // units.moe_layers
+        units = replace(units, block=block, blocks=units.blocks - left)
     buffers = fsdp_buffers(moment, units, p.weight, zero, ranks, fsdp_master)
     categories = {
         "weights": weights,

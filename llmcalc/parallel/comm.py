@@ -138,8 +138,9 @@ def pipeline_rows(
     cfg: ModelConfig, layout: Layout, batch: int, seq: int, precision: str
 ) -> list[CommRow]:
     """A pipeline rank's point-to-point traffic (parallel/pipeline.py; a middle stage sends and
-    receives both ways: the busiest) and, with data parallelism beside it, the collectives of
-    its stage's parameters as one unit per chunk (an estimate: not traced)."""
+    receives both ways: the busiest) and, beside it, its stage's tensor-parallel collectives and
+    the data-parallel collectives of its parameters as one unit per chunk (an estimate: not
+    traced)."""
     from llmcalc.parallel.memory import rank_config
     from llmcalc.parallel.pipeline import chunk, chunk_parameters, p2p_bytes, rank_chunks
 
@@ -150,7 +151,27 @@ def pipeline_rows(
         local, layout.pp, rank, layout.microbatches, batch, seq, a, layout.virtual_stages
     )
     sends = layout.microbatches * len(rank_chunks(layout.pp, rank, layout.virtual_stages))
-    rows = [
+    rows = []
+    if layout.tp > 1:  # the stage's layers' tensor-parallel collectives (embedding and head's too)
+        layers = sum(
+            chunk(cfg, layout.pp, c, layout.virtual_stages).layers
+            for c in rank_chunks(layout.pp, rank, layout.virtual_stages)
+        )
+        transfers = tp_communication(
+            cfg.replace(n_layers=layers),
+            batch,
+            seq,
+            a,
+            layout.tp,
+            layout.sp,
+            PRECISION[precision].grad,
+        )
+        m = layout.microbatches
+        rows += [
+            CommRow(t.collective.replace("_", "-"), t.cause, "tp", m * t.total, m * t.count)
+            for t in transfers
+        ]
+    rows += [
         CommRow("point-to-point", "activations", "pp", p2p.activations_sent, sends),
         CommRow("point-to-point", "activations", "pp", p2p.activations_received, sends),
         CommRow("point-to-point", "gradients", "pp", p2p.gradients_sent, sends),

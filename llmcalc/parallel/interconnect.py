@@ -138,14 +138,16 @@ def peak(machine: Machine, precision: str) -> tuple[float, str]:
 
 def span(layout: Layout, group: str) -> int:
     """Consecutive ranks a group's members spread over (tp innermost, then cp, dp, pp; the ep
-    ranks the innermost of dp · cp); a pipeline send spans two neighbouring stages."""
+    ranks the innermost of dp · cp). Neighbouring pipeline stages are tp · cp · dp ranks apart,
+    so unless the whole pipeline sits in one node some of its sends cross nodes: the slowest
+    send sets the pace."""
     tp, cp, dp = layout.tp, layout.cp, layout.dp
     return {
         "tp": tp,
         "cp": tp * cp,
         "ep": tp * layout.ep,
         "dp": tp * cp * dp,
-        "pp": 2 * tp * cp * dp,
+        "pp": layout.world,
     }[group]
 
 

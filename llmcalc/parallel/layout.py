@@ -129,6 +129,8 @@ def _check_pipeline(cfg: ModelConfig, layout: Layout) -> None:
         raise LLMCalcError(
             f"--pp {pp}: more pipeline stages than layers ({cfg.n_layers}); each stage needs one"
         )
+    if v > 1 and pp == 1:
+        raise LLMCalcError(f"--virtual-stages {v}: chunks of a pipeline; give --pp 2 or more")
     if v > 1 and layout.schedule != "interleaved":
         raise LLMCalcError(
             f"--virtual-stages {v}: only the interleaved schedule runs several chunks per rank"

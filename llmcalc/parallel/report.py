@@ -100,6 +100,15 @@ def summary(result: ParallelAnalysis) -> Text:
         f"Peak per GPU: {format_bytes(memory.peak)} ({memory.peak_rank}, {rank.at})",
         f"One GPU, same micro-batch: {format_bytes(memory.single)}",
         f"Tokens per step: {result.tokens_per_step:,}",
+        *(
+            [
+                "More than on one GPU: torch's data parallelism keeps copies of the weights it"
+                " gathers (replicate_with_fsdp at ZeRO 0 and 1 holds unsharded copies of the"
+                " replicated weights); shard them with --zero 2 or 3."
+            ]
+            if memory.peak > memory.single
+            else []
+        ),
         "Bytes are tensor bytes (--json: exact); collectives as torch takes them: an all-gather"
         " its output, a reduce-scatter its input (docs/multi-gpu.md).",
     ]

@@ -101,10 +101,15 @@ def trace_parallel(
     from llmcalc.parallel.tensor_plan import apply_tensor_parallel
 
     check_step(cfg, batch, seq, attention)
-    if layout.pp > 1 or (layout.ep > 1 and layout.zero == 1):
+    if layout.pp > 1:
         raise LLMCalcError(
-            f"--trace with {layout.describe()}: pipelines are traced stage by stage "
-            "(parallel/pipeline_trace.py); ZeRO-1 with expert parallelism is not traced"
+            f"--trace with --pp {layout.pp}: pipelines are traced stage by stage, alone "
+            "(benchmarks/bench_parallel_grid.py, parallel/pipeline_trace.py), not from memory"
+        )
+    if layout.ep > 1 and layout.zero == 1:
+        raise LLMCalcError(
+            f"--trace with --ep {layout.ep} and --zero 1: not traced (ZeRO-1's optimizer does "
+            "not leave the experts alone); allowed with --zero 0, 2 or 3"
         )
     tracker = ShardedTracker()
     recorder = CollectiveRecorder()

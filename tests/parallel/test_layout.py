@@ -36,7 +36,12 @@ runner = CliRunner()
             ["llama-3-8b", "--pp", "4", "--schedule", "interleaved", "--microbatches", "8"],
             "--schedule interleaved: give --virtual-stages 2 or more",
         ),
-        (["llama-3-8b", "--dp", "2", "--measure"], "per-GPU memory takes --trace, not"),
+        (["llama-3-8b", "--dp", "2", "--measure"], "--measure: not with --dp/--tp"),
+        (["llama-3-8b", "--dp", "2", "--gpu-mem", "1KiB"], "--gpu-mem 1KiB: not with --dp/--tp"),
+        (
+            ["llama-3-8b", "--schedule", "interleaved", "--virtual-stages", "2"],
+            "--virtual-stages 2: chunks of a pipeline; give --pp 2 or more",
+        ),
         (
             ["llama-3-8b", "--dp", "8", "--tp", "4", "--gpus", "64"],
             "--gpus 64: dp 8 × tp 4 × pp 1 × cp 1 = 32; the degrees must multiply",
