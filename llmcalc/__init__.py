@@ -2,7 +2,7 @@
 
 The Python API (README, "Python API"): `load_config`, `build_model`, and one function per
 command: `analyze_params`, `analyze_flops`, `analyze_memory`, `compare_models`, `run_sweep`,
-`run_parity` (`check --against transformers`).
+`run_parity` (`check --against transformers`); per GPU, `Layout`, `analyze_parallel` and `plan`.
 Names are imported on first use, so `import llmcalc` stays free of torch until a model is built.
 """
 
@@ -22,6 +22,9 @@ _API = {
     "run_sweep": "llmcalc.views.sweep",
     "trace_training": "llmcalc.memory.trace",
     "run_parity": "llmcalc.views.parity",
+    "Layout": "llmcalc.parallel.layout",
+    "analyze_parallel": "llmcalc.parallel.analysis",
+    "plan": "llmcalc.parallel.plan",
 }
 __all__ = ["__version__", *_API]
 
