@@ -178,11 +178,13 @@ def trace_module_training(
     optimizer: str = "adamw",
     checkpointing: str = "none",
     loss_fn: LossFn = next_token_loss,
+    tracker: StorageTracker | None = None,
 ) -> TracedMemory:
     """Peak memory of one steady-state training step of any model on (batch, seq) tokens, traced
     on fake tensors: `build()` makes the model in the precision's dtype on the CPU (called under
-    FakeTensorMode: no storage), `loss_fn(model, tokens)` its loss."""
-    tracker = StorageTracker()
+    FakeTensorMode: no storage), `loss_fn(model, tokens)` its loss; `tracker` one that records
+    more (parallel/expert_plan.py's collectives)."""
+    tracker = tracker or StorageTracker()
     with FakeTensorMode(allow_non_fake_inputs=False):
         model = build()
         opt = optimizer_for(model, precision, optimizer)
@@ -208,7 +210,7 @@ def trace_module_training(
             training_step(model, opt, tokens, checkpointing, on_phase, loss_fn)
         for handle in handles:
             handle.remove()
-    return _result(tracker, PHASES)
+    return traced_result(tracker, PHASES)
 
 
 def trace_prefill(cfg: ModelConfig, batch: int, seq: int, dtype: torch.dtype) -> TracedMemory:
@@ -226,10 +228,10 @@ def trace_prefill(cfg: ModelConfig, batch: int, seq: int, dtype: torch.dtype) ->
             for tensor in cache.keys + cache.values:
                 tracker.track(tensor, "kv_cache")
             model(tokens, cache=cache)
-    return _result(tracker, ("prefill",))
+    return traced_result(tracker, ("prefill",))
 
 
-def _result(tracker: StorageTracker, phases: tuple[str, ...]) -> TracedMemory:
+def traced_result(tracker: StorageTracker, phases: tuple[str, ...]) -> TracedMemory:
     peaks = {phase: tracker.peaks[phase] for phase in phases}
     top = max(phases, key=lambda phase: peaks[phase].total)
     saved = tracker.at_start.get("backward", {}).get("activations", 0)

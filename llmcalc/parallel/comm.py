@@ -28,6 +28,8 @@ from llmcalc.parallel.buffers import fsdp_units, local_experts
 from llmcalc.parallel.context import context_comm
 from llmcalc.parallel.expert import all_to_alls
 from llmcalc.parallel.layout import Layout
+from llmcalc.parallel.memory import rank_config, tensor_share
+from llmcalc.parallel.pipeline import chunk, chunk_parameters, p2p_bytes, rank_chunks
 from llmcalc.parallel.tensor import tp_communication
 
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "point-to-point")
@@ -105,8 +107,6 @@ def communication(
     data-parallel ones over the dp · cp shard group (on the rank's tensor-parallel share of the
     model), the tensor-parallel ones (parallel/tensor.py) and the context-parallel ones
     (parallel/context.py), each per micro-batch, times the micro-batches."""
-    from llmcalc.parallel.memory import rank_config, tensor_share
-
     a = PRECISION[precision].activation
     m, tokens = layout.microbatches, seq // layout.cp
     if layout.pp > 1:
@@ -141,9 +141,6 @@ def pipeline_rows(
     receives both ways: the busiest) and, beside it, its stage's tensor-parallel collectives and
     the data-parallel collectives of its parameters as one unit per chunk (an estimate: not
     traced)."""
-    from llmcalc.parallel.memory import rank_config
-    from llmcalc.parallel.pipeline import chunk, chunk_parameters, p2p_bytes, rank_chunks
-
     local = rank_config(cfg, layout)
     a = PRECISION[precision].activation
     rank = min(1, layout.pp - 1)

@@ -61,15 +61,11 @@ from torch.distributed.tensor import DTensor
 
 from llmcalc.errors import LLMCalcError
 from llmcalc.memory.train_step import MasterWeights, make_optimizer
+from llmcalc.parallel.tracker import local
 
 ZERO_STAGES = (0, 1, 2, 3)
 PRECISIONS = ("fp32", "bf16", "mixed")
 OFFLOADS = ("none", "optimizer", "params")
-
-
-def local(tensor: torch.Tensor) -> torch.Tensor:
-    """This rank's own tensor: a DTensor's local shard (or replica), any other tensor itself."""
-    return tensor._local_tensor if isinstance(tensor, DTensor) else tensor
 
 
 def chunk_rows(dim0: int, world: int, rank: int) -> tuple[int, int, int]:
@@ -134,7 +130,7 @@ class ShardedOptimizer:
             self.chunks.append((param, chunk, first, end, rows))
         self.world = world
         mine = [c[1] for c in self.chunks if c[1].numel()]
-        self.inner = _optimizer(mine, name, host, mixed)
+        self.inner = rank_optimizer(mine, name, host, mixed)
         self.state = self.inner.state
 
     def step(self) -> None:
@@ -168,7 +164,9 @@ def param_groups(params: list[nn.Parameter]) -> list[dict]:
     return [{"params": group} for group in (sharded, plain) if group]
 
 
-def _optimizer(params: list[nn.Parameter], name: str, host: bool, mixed: bool) -> Optimizer:
+def rank_optimizer(
+    params: list[nn.Parameter], name: str, host: bool = False, mixed: bool = False
+) -> Optimizer:
     """The optimizer of the tensors a rank updates itself: on the host (offload), with fp32
     master weights (mixed: MasterWeights, or the host's fp32 copies), or torch's as it is."""
     if host:
@@ -193,7 +191,7 @@ class DataParallel:
         mixed = self.precision == "mixed" and self.zero < 2  # 2, 3: FSDP2's own mixed precision
         if self.zero == 1:
             return ShardedOptimizer(params, self.mesh, name, host, mixed)
-        return _optimizer(params, name, host, mixed)
+        return rank_optimizer(params, name, host, mixed)
 
 
 def apply_data_parallel(

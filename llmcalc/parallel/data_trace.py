@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 
-from llmcalc.memory.trace import TracedMemory, _result
+from llmcalc.memory.trace import TracedMemory, traced_result
 from llmcalc.memory.train_step import (
     PHASES,
     LossFn,
@@ -121,4 +121,4 @@ def data_parallel_step(
     finally:
         if collecting:
             gc.enable()
-    return DataParallelStep(_result(tracker, PHASES), recorder, losses, plan, opt)
+    return DataParallelStep(traced_result(tracker, PHASES), recorder, losses, plan, opt)

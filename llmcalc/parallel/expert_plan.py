@@ -22,17 +22,11 @@ from itertools import accumulate
 import torch
 import torch.distributed._functional_collectives as funcol
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
 
 from llmcalc.config.schema import ModelConfig
-from llmcalc.memory.trace import StorageTracker, TracedMemory, _result, track_model_state
+from llmcalc.memory.trace import StorageTracker, TracedMemory, trace_module_training
 from llmcalc.memory.train_step import (
-    PHASES,
-    MasterWeights,
-    create_optimizer_state,
-    optimizer_for,
     precision_dtype,
-    training_step,
 )
 from llmcalc.model.experts import Experts, balanced_counts, equal_runs, has_values
 from llmcalc.model.transformer import build_model
@@ -184,30 +178,12 @@ def trace_expert_parallel(
     the memory trace (memory/trace.py) and the collectives it ran, in order. The mesh is made
     before, outside FakeTensorMode."""
     tracker = CollectiveTracker()
-    with FakeTensorMode(allow_non_fake_inputs=False):
+
+    def build() -> torch.nn.Module:
         model = build_model(cfg, "cpu", precision_dtype(precision), attention)
-        apply_expert_parallel(model, ep_mesh)
-        opt = optimizer_for(model, precision, optimizer)
-        create_optimizer_state(model, opt)
-        track_model_state(tracker, model, opt)
-        tokens = torch.randint(0, cfg.vocab_size, (batch, seq))
-        tracker.track(tokens, "other")
+        return apply_expert_parallel(model, ep_mesh)
 
-        def on_phase(phase: str) -> None:
-            if phase == "optimizer":
-                for param in model.parameters():
-                    tracker.track(param.grad, "gradients")
-            tracker.enter_phase(phase)
-
-        def mark_gradient(param: torch.Tensor) -> None:
-            tracker.track(param.grad, "gradients")
-
-        handles = [p.register_post_accumulate_grad_hook(mark_gradient) for p in model.parameters()]
-        if isinstance(opt, MasterWeights):
-            opt.on_fp32_grad = mark_gradient
-        hooks = torch.autograd.graph.saved_tensors_hooks(tracker.pack_saved, lambda t: t)
-        with tracker, hooks:
-            training_step(model, opt, tokens, checkpointing, on_phase)
-        for handle in handles:
-            handle.remove()
-    return _result(tracker, PHASES), tracker.collectives
+    traced = trace_module_training(
+        build, cfg.vocab_size, batch, seq, precision, optimizer, checkpointing, tracker=tracker
+    )
+    return traced, tracker.collectives

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from llmcalc.config.experts import is_moe
 from llmcalc.config.schema import ModelConfig
 from llmcalc.errors import LLMCalcError
+from llmcalc.parallel.pipeline import SCHEDULES, check_pipeline
 
 ZERO_STAGES = (0, 1, 2, 3)
-SCHEDULES = ("gpipe", "1f1b", "interleaved")
 OFFLOADS = ("none", "optimizer", "params")
 
 
@@ -124,32 +124,12 @@ def _check_tensor(cfg: ModelConfig, layout: Layout) -> None:
 
 
 def _check_pipeline(cfg: ModelConfig, layout: Layout) -> None:
-    pp, v, m = layout.pp, layout.virtual_stages, layout.microbatches
-    if pp > cfg.n_layers:
-        raise LLMCalcError(
-            f"--pp {pp}: more pipeline stages than layers ({cfg.n_layers}); each stage needs one"
-        )
-    if v > 1 and pp == 1:
-        raise LLMCalcError(f"--virtual-stages {v}: chunks of a pipeline; give --pp 2 or more")
-    if v > 1 and layout.schedule != "interleaved":
-        raise LLMCalcError(
-            f"--virtual-stages {v}: only the interleaved schedule runs several chunks per rank"
-        )
-    if layout.schedule == "interleaved" and pp > 1:
-        if v < 2:
-            raise LLMCalcError("--schedule interleaved: give --virtual-stages 2 or more")
-        if pp * v > cfg.n_layers:
-            raise LLMCalcError(
-                f"--virtual-stages {v}: pp {pp} × {v} chunks exceeds the {cfg.n_layers} layers"
-            )
-    if pp > 1 and layout.schedule == "1f1b" and m < pp:
-        raise LLMCalcError(
-            f"--microbatches {m}: {layout.schedule} needs at least one per stage (--pp {pp})"
-        )
-    if pp > 1:  # torch's own rules for its schedules (interleaved: M a multiple of its rounds)
-        from llmcalc.parallel.pipeline import check_pipeline
-
-        check_pipeline(cfg.n_layers, pp, layout.schedule, m, v)
+    """torch's rules for its schedules (parallel/pipeline.py), and one of llmcalc's: an
+    interleaved pipeline has at least two chunks per rank."""
+    pp, v = layout.pp, layout.virtual_stages
+    check_pipeline(cfg.n_layers, pp, layout.schedule, layout.microbatches, v)
+    if layout.schedule == "interleaved" and pp > 1 and v < 2:
+        raise LLMCalcError("--schedule interleaved: give --virtual-stages 2 or more")
 
 
 def _check_experts(cfg: ModelConfig, layout: Layout) -> None:

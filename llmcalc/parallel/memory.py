@@ -255,10 +255,7 @@ def _with_extra(cfg: ModelConfig, moment: Phase, extra: dict[bool, int], head: i
     if moment.at in ("optimizer step", "embedding backward"):
         return moment
     kinds = layer_kinds(cfg, moment.layer)
-    add = head + sum(count * extra[moe] for (_, moe), count in kinds.items())
-    categories = dict(moment.categories)
-    categories["activations"] += add
-    return replace(moment, total=moment.total + add, categories=categories)
+    return _plus(moment, "activations", head + sum(n * extra[moe] for (_, moe), n in kinds.items()))
 
 
 def _loss_parallel_backward(
@@ -268,7 +265,11 @@ def _loss_parallel_backward(
     local logits than cross_entropy does (zeros, exp and their sum alive at once)."""
     if layout.tp == 1 or moment.at != "log-softmax backward":
         return moment
-    add = batch * tokens * vocab * 4
+    return _plus(moment, "other", batch * tokens * vocab * 4)
+
+
+def _plus(moment: Phase, category: str, nbytes: int) -> Phase:
+    """The moment with `nbytes` more in `category`."""
     categories = dict(moment.categories)
-    categories["other"] += add
-    return replace(moment, total=moment.total + add, categories=categories)
+    categories[category] += nbytes
+    return replace(moment, total=moment.total + nbytes, categories=categories)

@@ -22,7 +22,7 @@ from llmcalc.config.schema import ModelConfig
 from llmcalc.errors import LLMCalcError
 from llmcalc.memory.activations import head_activations, layer_activations
 from llmcalc.memory.experts import layer_kind, layer_kinds
-from llmcalc.memory.parameters import _norm_and_linear, block_sizes
+from llmcalc.memory.parameters import block_sizes, parameter_groups
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
 # saved outside the blocks, by the chunk that holds them (tokens and targets are the batch's,
@@ -39,22 +39,29 @@ def check_pipeline(
 ) -> None:
     """Refuse what torch.distributed.pipelining refuses (or what cannot be split), one line each."""
     if schedule not in SCHEDULES:
-        raise LLMCalcError(f"--schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        raise LLMCalcError(f"--schedule {schedule!r}: must be one of {', '.join(SCHEDULES)}")
     if pp < 1:
         raise LLMCalcError(f"--pp {pp}: expected a positive number of pipeline stages")
     if microbatches < 1:
         raise LLMCalcError(f"--microbatches {microbatches}: expected at least 1")
+    if pp > n_layers:
+        raise LLMCalcError(
+            f"--pp {pp}: more pipeline stages than layers ({n_layers}); each stage needs one"
+        )
+    if virtual > 1 and pp == 1:
+        raise LLMCalcError(f"--virtual-stages {virtual}: chunks of a pipeline; give --pp 2 or more")
     if virtual < 1 or (virtual > 1 and schedule != "interleaved"):
         raise LLMCalcError(
             f"--virtual-stages {virtual}: expected 1, or more with --schedule interleaved"
         )
     if pp * virtual > n_layers:
-        stages = f"--pp {pp}" + (f" x {virtual} virtual stages" if virtual > 1 else "")
-        raise LLMCalcError(f"{stages}: more pipeline stages than the model's {n_layers} layers")
-    if schedule == "1f1b" and microbatches < pp:  # Schedule1F1B.__init__'s ValueError
         raise LLMCalcError(
-            f"--microbatches {microbatches}: 1F1B needs at least as many microbatches "
-            f"as stages (--pp {pp})"
+            f"--pp {pp} x {virtual} virtual stages: more pipeline stages than the model's "
+            f"{n_layers} layers"
+        )
+    if pp > 1 and schedule == "1f1b" and microbatches < pp:  # Schedule1F1B.__init__'s ValueError
+        raise LLMCalcError(
+            f"--microbatches {microbatches}: 1f1b needs at least one per stage (--pp {pp})"
         )
     if schedule == "interleaved":  # ScheduleInterleaved1F1B.__init__'s ValueError
         rounds = max(1, microbatches // pp)
@@ -204,26 +211,17 @@ def chunk_parameters(cfg: ModelConfig, c: Chunk) -> list[tuple[list[int], int]]:
     memory/parameters.py's parameter_groups (never a list as long as the layers): the
     embeddings, the blocks by kind (dense before MoE: exact for models of one kind), the head
     (a tied head is a copy on the last chunk unless the same chunk holds the embeddings)."""
-    d = cfg.d_model
-    norm, _ = _norm_and_linear(cfg)
+    groups = parameter_groups(cfg)  # the whole model's: its embeddings first, its head last
     blocks = block_sizes(cfg)
-    first: list[int] = []
-    if c.is_first:
-        first.append(cfg.vocab_size * d)
-        if cfg.position == "learned":
-            first.append((cfg.max_seq_len + cfg.position_offset) * d)
-        first += norm(d) if cfg.embedding_norm else []
+    first = list(groups[0][0]) if c.is_first else []
     runs = [
         (blocks[moe], count)
         for (_, moe), count in kinds_in(cfg, c.first_layer, c.layers).items()
         if count
     ]
-    last: list[int] = []
-    if c.is_last:
-        last += norm(d) if cfg.final_norm else []
-        tied_here = cfg.tie_embeddings and c.is_first
-        last += [] if tied_here else [cfg.vocab_size * d]
-        last += [cfg.vocab_size] if cfg.lm_head_bias else []
+    last = list(groups[-1][0]) if c.is_last else []
+    if c.is_last and cfg.tie_embeddings and not c.is_first:  # its own copy, before any bias
+        last.insert(len(last) - (1 if cfg.lm_head_bias else 0), cfg.vocab_size * cfg.d_model)
     return [(first, 1), *runs, (last, 1)]
 
 

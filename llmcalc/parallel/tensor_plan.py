@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.tensor import DTensor, Replicate, Shard
+from torch.distributed.tensor import Replicate, Shard
 from torch.distributed.tensor.parallel import (
     ColwiseParallel,
     PrepareModuleInput,
@@ -43,9 +43,12 @@ from torch.distributed.tensor.parallel import (
 from torch.testing._internal.distributed.fake_pg import FakeStore
 
 from llmcalc.config.schema import ModelConfig
+from llmcalc.memory.train_step import make_optimizer
 from llmcalc.model.transformer import build_model
 from llmcalc.parallel.collectives import CollectiveRecorder
+from llmcalc.parallel.data_plan import param_groups
 from llmcalc.parallel.tensor import check_tensor_parallel
+from llmcalc.parallel.tracker import local
 
 
 def apply_tensor_parallel(
@@ -117,8 +120,7 @@ def _calls(recorder: CollectiveRecorder) -> list[tuple[str, str, int]]:
 
 
 def _storage(tensor: torch.Tensor) -> torch.UntypedStorage:
-    local = tensor._local_tensor if isinstance(tensor, DTensor) else tensor
-    return local.untyped_storage()
+    return local(tensor).untyped_storage()
 
 
 def trace_tensor_parallel(
@@ -174,9 +176,7 @@ def _trace(model: torch.nn.Module, batch: int, seq: int) -> TensorParallelTrace:
     last.register_forward_hook(lambda module, args, out: block.update(current=None))
     tokens = torch.randint(0, cfg.vocab_size, (batch, seq))
     targets = tokens.roll(-1, dims=1)
-    groups = [[p for p in params if isinstance(p, DTensor)]]
-    groups.append([p for p in params if not isinstance(p, DTensor)])  # TP's plain norms
-    opt = torch.optim.AdamW([{"params": g} for g in groups if g], lr=1e-4, fused=True)
+    opt = make_optimizer(param_groups(params), "adamw")  # TP's plain norms in a group of their own
     recorder = CollectiveRecorder()
     recorder.phase = "forward"
     hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)

@@ -25,9 +25,6 @@ from llmcalc.config.schema import ModelConfig
 from llmcalc.errors import LLMCalcError
 from llmcalc.memory.trace import PhasePeak
 from llmcalc.memory.train_step import (
-    Optimizer,
-    make_optimizer,
-    optimizer_for,
     precision_dtype,
     training_step,
 )
@@ -95,7 +92,7 @@ def trace_parallel(
     from llmcalc.model.experts import Experts
     from llmcalc.parallel.collectives import CollectiveRecorder
     from llmcalc.parallel.context_plan import apply_context_parallel
-    from llmcalc.parallel.data_plan import apply_data_parallel
+    from llmcalc.parallel.data_plan import apply_data_parallel, rank_optimizer
     from llmcalc.parallel.data_trace import track_states
     from llmcalc.parallel.expert_plan import apply_expert_parallel
     from llmcalc.parallel.tensor_plan import apply_tensor_parallel
@@ -142,7 +139,8 @@ def trace_parallel(
                     )
                 opt = wrapped.optimizer(optimizer)
             else:
-                opt = _plain_optimizer(model, precision, optimizer)
+                params = list(model.parameters())
+                opt = rank_optimizer(params, optimizer, mixed=precision == "mixed")
             tokens = torch.randint(0, cfg.vocab_size, (batch, seq // layout.cp))
             training_step(model, opt, tokens, checkpointing)  # warm-up
             track_states(tracker, model, opt, layout.offload)
@@ -162,13 +160,3 @@ def trace_parallel(
     phases = {phase: tracker.peaks[phase] for phase in ("forward", "backward", "optimizer")}
     top = max(phases, key=lambda phase: phases[phase].total)
     return TracedParallel(phases[top].total, top, phases, recorder.bytes_by_kind())
-
-
-def _plain_optimizer(model: torch.nn.Module, precision: str, optimizer: str) -> Optimizer:
-    """No data parallelism: the one-GPU optimizer, DTensors and plain tensors in groups of
-    their own."""
-    from llmcalc.parallel.data_plan import param_groups
-
-    if precision == "mixed":
-        return optimizer_for(model, precision, optimizer)
-    return make_optimizer(param_groups(list(model.parameters())), optimizer)
